@@ -1,0 +1,52 @@
+"""Base classes shared by every schema module."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from pydantic import AfterValidator, BaseModel, ConfigDict
+
+
+class SourceModel(BaseModel):
+    """Metadata read from someone else's files: frozen, unknown keys kept verbatim."""
+
+    model_config = ConfigDict(frozen=True, extra="allow", allow_inf_nan=False)
+
+    def to_json_dict(self) -> dict[str, Any]:
+        """The JSON object this model was parsed from (keys that were absent stay absent)."""
+        return self.model_dump(mode="json", by_alias=True, exclude_unset=True)
+
+
+class TargetModel(BaseModel):
+    """Metadata we write: frozen, unknown keys rejected, JSON output stable."""
+
+    model_config = ConfigDict(
+        frozen=True, extra="forbid", allow_inf_nan=False, populate_by_name=True
+    )
+
+    def to_json_dict(self) -> dict[str, Any]:
+        """The JSON object to write (optional fields that are ``None`` are left out)."""
+        return self.model_dump(mode="json", by_alias=True, exclude_none=True)
+
+
+def _check_relative_key(value: str) -> str:
+    """Reject a path that is empty, absolute, or escapes its group."""
+    if value == "" or value.startswith("/") or "\\" in value:
+        raise ValueError(f"path {value!r} must be a non-empty relative path inside the group")
+    parts = value.split("/")
+    if any(part in ("", ".", "..") for part in parts):
+        raise ValueError(f"path {value!r} must not contain empty, '.' or '..' components")
+    return value
+
+
+RelativePath = Annotated[str, AfterValidator(_check_relative_key)]
+"""A '/'-separated path that stays inside its group (no '..', not absolute)."""
+
+
+def check_same_length(where: str, **lists: tuple[Any, ...] | None) -> None:
+    """Raise ValueError naming every list whose length differs from the first one given."""
+    present = {name: value for name, value in lists.items() if value is not None}
+    lengths = {name: len(value) for name, value in present.items()}
+    if len(set(lengths.values())) > 1:
+        detail = ", ".join(f"{name} has {n}" for name, n in lengths.items())
+        raise ValueError(f"{where}: lists must have the same length ({detail})")

@@ -1,0 +1,46 @@
+"""Shared fixtures: the reference metadata and generated Cellmap datasets."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, settings
+
+# Shared, noisy machines: no per-example deadlines, no "too slow" health check.
+settings.register_profile(
+    "cellmap", deadline=None, suppress_health_check=[HealthCheck.too_slow], max_examples=50
+)
+settings.load_profile("cellmap")
+
+
+def shared_dir() -> Path:
+    """The project's shared folder (beside the repository, or $CELLMAP_SHARED)."""
+    env = os.environ.get("CELLMAP_SHARED")
+    return Path(env) if env else Path(__file__).resolve().parents[2] / "shared"
+
+
+REFERENCE = shared_dir() / "reference"
+
+
+def load_reference(name: str) -> dict[str, Any]:
+    value: dict[str, Any] = json.loads((REFERENCE / name).read_text())
+    return value
+
+
+HELA_GROUP = "cosem-group-jrc_hela-2-em-fibsem-uint16.attributes.json"
+HELA_S0 = "cosem-array-jrc_hela-2-em-fibsem-uint16-s0.attributes.json"
+NGFF_PUBLISHED = "ngff-v04-cellmap-published.zattrs.json"
+
+
+@pytest.fixture
+def hela_group() -> dict[str, Any]:
+    return load_reference(HELA_GROUP)
+
+
+@pytest.fixture
+def hela_s0() -> dict[str, Any]:
+    return load_reference(HELA_S0)
