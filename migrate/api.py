@@ -1,0 +1,85 @@
+"""The library entry points the CLI calls: each builds stores, plans, and acts.
+
+This is the I/O layer's front: the pure parts (discovery results → plan → documents) live
+in ``plan``, ``layout`` and ``mapping``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from migrate.discover import discover, split_n5_url
+from migrate.errors import MigrationError
+from migrate.plan import PlanOptions, build_plan
+from migrate.stores import Store, join_key, open_store
+from schemas.plan import Plan
+
+
+@dataclass
+class Prepared:
+    """A plan and the stores it reads from and writes to."""
+
+    plan: Plan
+    source: Store
+    dest: Store
+
+
+def default_dest(n5_root: str) -> str:
+    """The sibling ``<dataset>.zarr`` of a ``<dataset>.n5`` root."""
+    base = n5_root.rstrip("/")
+    if not base.endswith(".n5"):
+        raise MigrationError(f"{n5_root}: not a <dataset>.n5 root; give DEST explicitly")
+    return base[: -len(".n5")] + ".zarr"
+
+
+def _normalize(url: str) -> str:
+    if url.startswith("s3://"):
+        return url.rstrip("/")
+    from pathlib import Path
+
+    return str(Path(url.removeprefix("file://")).expanduser().absolute())
+
+
+def _check_not_inside(source_root: str, dest: str) -> None:
+    src = source_root.rstrip("/") + "/"
+    if (dest.rstrip("/") + "/").startswith(src):
+        raise MigrationError(f"{dest}: DEST is inside the source {source_root}; choose another")
+
+
+def _existing_labels(dest: Store, plan: Plan) -> dict[str, tuple[str, ...]]:
+    """Label names already listed at DEST by the labels groups this plan writes."""
+    found: dict[str, tuple[str, ...]] = {}
+    for group in plan.groups:
+        if not group.attributes:
+            continue
+        for key in (join_key(group.path, ".zattrs"), join_key(group.path, "zarr.json")):
+            raw = dest.read(key)
+            if raw is None:
+                continue
+            try:
+                attrs: Any = json.loads(raw)
+            except ValueError:
+                continue
+            attrs = attrs.get("attributes", attrs) if key.endswith("zarr.json") else attrs
+            labels = attrs.get("labels") or attrs.get("ome", {}).get("labels") or []
+            found[group.path] = tuple(str(name) for name in labels)
+    return found
+
+
+def prepare(src: str, dest: str | None, options: PlanOptions, *, read_only_dest: bool) -> Prepared:
+    """Discover SRC and plan its migration to DEST (default: the sibling ``.zarr``)."""
+    n5_root, inner = split_n5_url(_normalize(src))
+    dest_url = _normalize(dest) if dest else default_dest(n5_root)
+    _check_not_inside(n5_root, dest_url)
+    source = open_store(n5_root, read_only=True)
+    dest_store = open_store(dest_url, read_only=read_only_dest)
+    discovery = discover(source, inner)
+    plan = build_plan(discovery, source.url, inner, dest_store.url, options)
+    existing = _existing_labels(dest_store, plan)
+    if existing:
+        options = dataclasses.replace(options, existing_labels=existing)
+        plan = build_plan(discovery, source.url, inner, dest_store.url, options)
+    return Prepared(plan, source, dest_store)

@@ -1,0 +1,156 @@
+"""Choosing the output codec of an array, and rendering it as Zarr v2 / v3 metadata.
+
+Pure functions: from the N5 ``compression`` and the user's ``--codec`` to a
+:class:`~schemas.plan.CodecPlan`, and from that to the JSON Zarr expects.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from migrate.errors import MetadataError
+from schemas.n5 import (
+    BloscCompression,
+    Bzip2Compression,
+    GzipCompression,
+    Lz4Compression,
+    N5Compression,
+    RawCompression,
+    XzCompression,
+    ZstdCompression,
+)
+from schemas.plan import CodecPlan, NgffVersion
+
+CodecChoice = Literal["keep", "gzip", "zstd", "blosc"]
+
+ZLIB_DEFAULT_LEVEL = 6
+"""What zlib's level -1 (N5's default) means; Zarr needs an explicit level 0–9."""
+
+BLOSC_SHUFFLE_NAMES = {0: "noshuffle", 1: "shuffle", 2: "bitshuffle"}
+
+
+def _fallback(version: NgffVersion, why: str) -> CodecPlan:
+    return CodecPlan(
+        name="zstd",
+        level=3,
+        endian="little",
+        transplant=False,
+        reason=f"{why}; re-encoded as zstd level 3",
+    )
+
+
+def _kept(
+    name: Literal["raw", "gzip", "zlib", "bz2", "blosc", "zstd"], reason: str, **config: Any
+) -> CodecPlan:
+    return CodecPlan(name=name, endian="big", transplant=True, reason=reason, **config)
+
+
+def keep_codec(compression: N5Compression, version: NgffVersion, location: str) -> CodecPlan:
+    """The Zarr codec that carries the source compression unchanged, or the fallback."""
+    zarr = f"Zarr v{2 if version == '0.4' else 3}"
+    if isinstance(compression, RawCompression):
+        return _kept("raw", "kept from source (uncompressed)")
+    if isinstance(compression, GzipCompression):
+        level = compression.level if 0 <= compression.level <= 9 else ZLIB_DEFAULT_LEVEL
+        note = "" if level == compression.level else f" (level {compression.level} → {level})"
+        if not compression.useZlib:
+            return _kept("gzip", f"kept from source{note}", level=level)
+        if version == "0.4":
+            return _kept("zlib", f"kept from source (zlib stream){note}", level=level)
+        return CodecPlan(
+            name="gzip",
+            level=level,
+            endian="little",
+            transplant=False,
+            reason=f"source gzip with useZlib has no {zarr} codec; re-encoded as gzip{note}",
+        )
+    if isinstance(compression, Bzip2Compression):
+        if version == "0.4":
+            return _kept("bz2", "kept from source", level=compression.blockSize)
+        return _fallback(version, f"source bzip2 has no {zarr} codec")
+    if isinstance(compression, XzCompression):
+        return _fallback(version, f"source xz has no {zarr} codec")
+    if isinstance(compression, BloscCompression):
+        return _kept(
+            "blosc",
+            "kept from source",
+            cname=compression.cname,
+            level=compression.clevel,
+            shuffle=compression.shuffle,
+            blocksize=compression.blocksize,
+        )
+    if isinstance(compression, ZstdCompression):
+        return _kept("zstd", "kept from source", level=compression.level)
+    if isinstance(compression, Lz4Compression):
+        raise MetadataError(
+            location,
+            "compression.type",
+            "'lz4' (lz4-java block streams) cannot be read by TensorStore; "
+            "re-compress the source with gzip, zstd or blosc first",
+        )
+    raise AssertionError(f"unhandled compression {compression!r}")  # pragma: no cover
+
+
+def choose_codec(
+    compression: N5Compression, choice: CodecChoice, version: NgffVersion, location: str
+) -> CodecPlan:
+    """The output codec for ``--codec choice``; an explicit choice equal to the source's is
+    treated like ``keep`` so its blocks can still be moved as bytes."""
+    kept = keep_codec(compression, version, location)
+    if choice == "keep" or (choice == kept.name and kept.transplant):
+        return kept
+    if choice == "gzip":
+        return CodecPlan(
+            name="gzip", level=ZLIB_DEFAULT_LEVEL, endian="little", transplant=False,
+            reason="re-encoded as requested (--codec gzip)",
+        )  # fmt: skip
+    if choice == "zstd":
+        return CodecPlan(
+            name="zstd", level=3, endian="little", transplant=False,
+            reason="re-encoded as requested (--codec zstd)",
+        )  # fmt: skip
+    return CodecPlan(
+        name="blosc", cname="zstd", level=5, shuffle=1, blocksize=0, endian="little",
+        transplant=False, reason="re-encoded as requested (--codec blosc)",
+    )  # fmt: skip
+
+
+def zarr_v2_compressor(codec: CodecPlan) -> dict[str, Any] | None:
+    """The ``compressor`` entry of a Zarr v2 ``.zarray``."""
+    if codec.name == "raw":
+        return None
+    if codec.name == "blosc":
+        return {
+            "id": "blosc",
+            "cname": codec.cname,
+            "clevel": codec.level,
+            "shuffle": codec.shuffle,
+            "blocksize": codec.blocksize,
+        }
+    return {"id": codec.name, "level": codec.level}
+
+
+def zarr_v3_codecs(codec: CodecPlan, itemsize: int) -> list[dict[str, Any]]:
+    """The array-to-bytes and bytes-to-bytes codecs of a Zarr v3 array (or inner chunk)."""
+    codecs: list[dict[str, Any]] = [{"name": "bytes", "configuration": {"endian": codec.endian}}]
+    if codec.name in ("gzip", "zstd"):
+        config: dict[str, Any] = {"level": codec.level}
+        if codec.name == "zstd":
+            config["checksum"] = False
+        codecs.append({"name": codec.name, "configuration": config})
+    elif codec.name == "blosc":
+        codecs.append(
+            {
+                "name": "blosc",
+                "configuration": {
+                    "cname": codec.cname,
+                    "clevel": codec.level,
+                    "shuffle": BLOSC_SHUFFLE_NAMES[codec.shuffle or 0],
+                    "typesize": itemsize,
+                    "blocksize": codec.blocksize,
+                },
+            }
+        )
+    elif codec.name != "raw":
+        raise AssertionError(f"{codec.name} has no Zarr v3 codec")  # pragma: no cover
+    return codecs

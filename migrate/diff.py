@@ -1,0 +1,80 @@
+"""The dry run: render a plan and the metadata it would change, as text or JSON."""
+
+from __future__ import annotations
+
+import difflib
+import json
+from typing import Any
+
+from migrate.layout import all_documents, dumps
+from migrate.stores import Store
+from schemas.plan import Plan
+
+
+def _existing_text(dest: Store | None, key: str) -> str | None:
+    if dest is None:
+        return None
+    raw = dest.read(key)
+    if raw is None:
+        return None
+    try:
+        return dumps(json.loads(raw)).decode()
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        return raw.decode("utf-8", errors="replace")
+
+
+def metadata_diff(plan: Plan, dest: Store | None) -> list[str]:
+    """A unified diff per metadata file: what DEST holds now → what the plan writes.
+
+    Existing JSON is re-rendered in our layout first, so only real changes show.
+    """
+    lines: list[str] = []
+    for key, document in all_documents(plan).items():
+        new = dumps(document).decode()
+        old = _existing_text(dest, key)
+        if old == new:
+            continue
+        lines.extend(
+            difflib.unified_diff(
+                [] if old is None else old.splitlines(keepends=True),
+                new.splitlines(keepends=True),
+                fromfile="/dev/null" if old is None else f"a/{key}",
+                tofile=f"b/{key}",
+            )
+        )
+    return [line if line.endswith("\n") else line + "\n" for line in lines]
+
+
+def render_plan(plan: Plan) -> str:
+    """A human summary: per image, source → destination and each level's layout."""
+    out = [
+        f"source: {plan.source}" + (f" (only {plan.source_inner})" if plan.source_inner else ""),
+        f"dest:   {plan.dest}",
+        f"OME-NGFF {plan.ngff_version}, plan {plan.fingerprint}, {len(plan.images)} image(s)",
+    ]
+    for image in plan.images:
+        out.append("")
+        out.append(f"{image.kind} {image.source_path} -> {image.dest_path}")
+        for what, where in image.sources.items():
+            out.append(f"  {what}: from {where}")
+        for level in image.levels:
+            shard = f" shard {_shape(level.shard)}" if level.shard else ""
+            out.append(
+                f"  {level.name:>4}  shape {_shape(level.shape)}  chunks {_shape(level.chunks)}"
+                f"{shard}  {level.dtype}  {level.codec.describe()}"
+                f"  [{level.codec.reason}]  {level.unit_count} unit(s)"
+            )
+        out.extend(f"  warning: {warning}" for warning in image.warnings)
+        out.extend(f"  CONFLICT: {conflict}" for conflict in image.conflicts)
+    for orphan in plan.orphan_arrays:
+        out.append(f"\nnot part of any multiscale image (skipped): {orphan}")
+    return "\n".join(out) + "\n"
+
+
+def _shape(shape: tuple[int, ...] | None) -> str:
+    return "x".join(str(n) for n in shape or ())
+
+
+def plan_json(plan: Plan, diff: list[str]) -> dict[str, Any]:
+    """The whole plan as one JSON document, with its fingerprint and metadata diff."""
+    return {"fingerprint": plan.fingerprint, "plan": plan.to_json_dict(), "diff": "".join(diff)}

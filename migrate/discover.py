@@ -1,0 +1,127 @@
+"""Discovery: find every multiscale image (a group of ``s0 … sN`` arrays) under a source.
+
+Reads only ``attributes.json`` files and directory listings; never descends into an
+array's chunk directories, so it costs a few requests per group whatever the data size.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from migrate.errors import MetadataError, StoreError
+from migrate.mapping import SourceImage, SourceLevel, sort_level_names
+from migrate.stores import Store, join_key
+from schemas.n5 import is_array_attributes
+
+ATTRIBUTES = "attributes.json"
+LEVEL_NAME = re.compile(r"^s(0|[1-9][0-9]*)$")
+
+
+@dataclass(frozen=True)
+class Discovery:
+    """What lives under a source: multiscale images and arrays that belong to none."""
+
+    images: tuple[SourceImage, ...]
+    orphan_arrays: tuple[str, ...]
+
+
+def split_n5_url(url: str) -> tuple[str, str]:
+    """Split ``…/<dataset>.n5/<inner/path>`` into (N5 root URL, inner path).
+
+    A URL with no ``.n5`` component is taken to be the N5 root itself.
+    """
+    parts = url.rstrip("/").split("/")
+    for index in range(len(parts) - 1, -1, -1):
+        if parts[index].endswith(".n5"):
+            return "/".join(parts[: index + 1]), "/".join(parts[index + 1 :])
+    return url.rstrip("/"), ""
+
+
+def read_attributes(store: Store, path: str) -> dict[str, Any] | None:
+    """The parsed ``attributes.json`` of ``path``, or None when there is none."""
+    key = join_key(path, ATTRIBUTES)
+    raw = store.read(key)
+    if raw is None:
+        return None
+    try:
+        value = json.loads(raw)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise MetadataError(store.display(key), None, f"malformed JSON: {exc}") from exc
+    if not isinstance(value, dict):
+        raise MetadataError(store.display(key), None, "expected a JSON object")
+    return value
+
+
+def level_shape(attrs: dict[str, Any], location: str) -> tuple[int, ...]:
+    """The C-order (z, y, x) shape of an array from its F-order N5 ``dimensions``."""
+    dims = attrs.get("dimensions")
+    if not isinstance(dims, list) or not all(isinstance(d, int) and d >= 0 for d in dims):
+        raise MetadataError(location, "dimensions", f"expected a list of sizes, got {dims!r}")
+    return tuple(reversed(dims))
+
+
+def discover(store: Store, inner: str = "") -> Discovery:
+    """Walk the N5 tree under ``inner`` and collect multiscale images and orphan arrays."""
+    images: list[SourceImage] = []
+    orphans: list[str] = []
+    root_attrs = read_attributes(store, inner)
+    if root_attrs is None and not store.exists_prefix(inner):
+        raise StoreError(f"{store.display(inner)}: no such N5 group")
+    if root_attrs is not None and is_array_attributes(root_attrs):
+        raise MetadataError(
+            store.display(join_key(inner, ATTRIBUTES)),
+            None,
+            "this is an array, not a group: give the multiscale group that holds it",
+        )
+    _walk(store, inner, root_attrs or {}, images, orphans)
+    return Discovery(tuple(images), tuple(orphans))
+
+
+def _walk(
+    store: Store,
+    path: str,
+    attrs: dict[str, Any],
+    images: list[SourceImage],
+    orphans: list[str],
+) -> None:
+    child_dirs, _files = store.list_dir(path)
+    arrays: dict[str, dict[str, Any]] = {}
+    groups: list[tuple[str, dict[str, Any]]] = []
+    for name in child_dirs:
+        child = join_key(path, name)
+        child_attrs = read_attributes(store, child)
+        if child_attrs is not None and is_array_attributes(child_attrs):
+            arrays[name] = child_attrs
+        elif child_attrs is None and LEVEL_NAME.match(name):
+            raise MetadataError(
+                store.display(join_key(child, ATTRIBUTES)),
+                None,
+                "missing: a scale level directory needs array attributes",
+            )
+        else:
+            groups.append((name, child_attrs or {}))
+    level_names = [name for name in arrays if LEVEL_NAME.match(name)]
+    if level_names:
+        levels = tuple(
+            SourceLevel(
+                name=name,
+                attrs=arrays[name],
+                location=store.display(join_key(path, name, ATTRIBUTES)),
+                shape=level_shape(arrays[name], store.display(join_key(path, name, ATTRIBUTES))),
+            )
+            for name in sort_level_names(level_names)
+        )
+        images.append(
+            SourceImage(
+                path=path,
+                group_attrs=attrs,
+                group_location=store.display(join_key(path, ATTRIBUTES)),
+                levels=levels,
+            )
+        )
+    orphans.extend(join_key(path, name) for name in arrays if name not in level_names)
+    for name, group_attrs in groups:
+        _walk(store, join_key(path, name), group_attrs, images, orphans)

@@ -1,0 +1,132 @@
+"""The metadata documents a plan writes at DEST, rendered as JSON values. Pure.
+
+Zarr v2 (OME-NGFF 0.4): ``.zgroup`` / ``.zattrs`` / ``.zarray``. Zarr v3 (0.5): ``zarr.json``.
+Array shapes and chunk shapes are in **C order** (z, y, x). We render array metadata
+ourselves (TensorStore then opens it) so that the dry-run diff shows exactly what is written.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import numpy as np
+
+from migrate.codecs import zarr_v2_compressor, zarr_v3_codecs
+from migrate.stores import join_key
+from schemas.plan import ImagePlan, LevelPlan, Plan
+
+Documents = dict[str, dict[str, Any]]
+"""Metadata file key (relative to DEST) → its JSON content."""
+
+
+def dumps(value: Any) -> bytes:
+    """Stable JSON text: same value, same bytes (floats in shortest round-trip form)."""
+    return (json.dumps(value, indent=2, ensure_ascii=False, allow_nan=False) + "\n").encode()
+
+
+def _v2_dtype(level: LevelPlan) -> str:
+    dtype = np.dtype(level.dtype)
+    if dtype.itemsize == 1:
+        return dtype.str.replace("<", "|").replace(">", "|")
+    return dtype.newbyteorder(">" if level.codec.endian == "big" else "<").str
+
+
+def array_documents(plan: Plan, image: ImagePlan, level: LevelPlan) -> Documents:
+    """The metadata of one level array (written before any of its chunks)."""
+    if plan.ngff_version == "0.4":
+        zarray = {
+            "zarr_format": 2,
+            "shape": list(level.shape),
+            "chunks": list(level.chunks),
+            "dtype": _v2_dtype(level),
+            "compressor": zarr_v2_compressor(level.codec),
+            "fill_value": 0,
+            "order": "C",
+            "filters": None,
+            "dimension_separator": "/",
+        }
+        return {
+            join_key(level.dest_path, ".zarray"): zarray,
+            join_key(level.dest_path, ".zattrs"): level.attributes,
+        }
+    itemsize = np.dtype(level.dtype).itemsize
+    inner = zarr_v3_codecs(level.codec, itemsize)
+    if level.shard is None:
+        codecs, grid = inner, level.chunks
+    else:
+        grid = level.shard
+        codecs = [
+            {
+                "name": "sharding_indexed",
+                "configuration": {
+                    "chunk_shape": list(level.chunks),
+                    "codecs": inner,
+                    "index_codecs": [
+                        {"name": "bytes", "configuration": {"endian": "little"}},
+                        {"name": "crc32c"},
+                    ],
+                    "index_location": "end",
+                },
+            }
+        ]
+    axes = _axis_names(image)
+    return {
+        join_key(level.dest_path, "zarr.json"): {
+            "zarr_format": 3,
+            "node_type": "array",
+            "shape": list(level.shape),
+            "data_type": level.dtype,
+            "chunk_grid": {"name": "regular", "configuration": {"chunk_shape": list(grid)}},
+            "chunk_key_encoding": {"name": "default", "configuration": {"separator": "/"}},
+            "fill_value": 0,
+            "codecs": codecs,
+            "attributes": level.attributes,
+            "dimension_names": axes,
+        }
+    }
+
+
+def _axis_names(image: ImagePlan) -> list[str]:
+    multiscales = image.attributes.get("multiscales") or image.attributes["ome"]["multiscales"]
+    return [axis["name"] for axis in multiscales[0]["axes"]]
+
+
+def group_documents(plan: Plan, path: str, attributes: dict[str, Any]) -> Documents:
+    """A group's metadata; an empty ``attributes`` writes the bare group."""
+    if plan.ngff_version == "0.4":
+        docs: Documents = {join_key(path, ".zgroup"): {"zarr_format": 2}}
+        if attributes:
+            docs[join_key(path, ".zattrs")] = attributes
+        return docs
+    return {
+        join_key(path, "zarr.json"): {
+            "zarr_format": 3,
+            "node_type": "group",
+            "attributes": attributes,
+        }
+    }
+
+
+def image_start_documents(plan: Plan, image: ImagePlan) -> Documents:
+    """What is written before copying: the bare image group and every level array."""
+    docs = group_documents(plan, image.dest_path, {})
+    for level in image.levels:
+        docs.update(array_documents(plan, image, level))
+    return docs
+
+
+def image_final_documents(plan: Plan, image: ImagePlan) -> Documents:
+    """What finalize writes once every level is copied: the OME metadata of the image."""
+    return group_documents(plan, image.dest_path, image.attributes)
+
+
+def all_documents(plan: Plan) -> Documents:
+    """Every metadata file of a finished migration, sorted by key (what the dry run diffs)."""
+    docs: Documents = {}
+    for group in plan.groups:
+        docs.update(group_documents(plan, group.path, group.attributes))
+    for image in plan.images:
+        docs.update(image_start_documents(plan, image))
+        docs.update(image_final_documents(plan, image))
+    return dict(sorted(docs.items()))
