@@ -1,0 +1,39 @@
+"""Final summaries printed after a run."""
+
+from __future__ import annotations
+
+from migrate.engine import RunResult
+from schemas.plan import Plan
+
+
+def render_run(plan: Plan, result: RunResult) -> str:
+    """A table: per image, its state before, units copied / skipped / total, MB, and status."""
+    rows = [("image", "before", "copied", "skipped", "total units", "MB read", "status")]
+    for image in result.images:
+        status = "complete" if image.complete else f"INCOMPLETE ({len(image.failures)} failed)"
+        rows.append(
+            (
+                image.dest_path,
+                image.state_before,
+                str(image.units_copied),
+                str(image.units_skipped),
+                str(image.units_total),
+                f"{image.bytes_read / 1e6:.1f}",
+                status,
+            )
+        )
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    lines = [
+        "  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip()
+        for row in rows
+    ]
+    total = sum(image.bytes_read for image in result.images)
+    rate = total / result.seconds / 1e6 if result.seconds > 0 else 0.0
+    if all(i.state_before == "complete" for i in result.images):
+        lines.append(f"already complete: nothing to copy ({plan.dest})")
+    else:
+        lines.append(
+            f"{total / 1e6:.1f} MB of voxels in {result.seconds:.1f} s ({rate:.1f} MB/s)"
+            f" -> {plan.dest}"
+        )
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,72 @@
+"""Status of a destination: per image and level, work units done of total."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from migrate import resume
+from migrate.errors import MigrationError
+from migrate.stores import Store
+from schemas.plan import ImagePlan
+
+
+@dataclass
+class LevelStatus:
+    name: str
+    units_done: int
+    units_total: int
+    nbytes: int
+
+    @property
+    def bytes_done(self) -> int:
+        return self.nbytes * self.units_done // max(self.units_total, 1)
+
+
+@dataclass
+class ImageStatus:
+    dest_path: str
+    complete: bool
+    levels: list[LevelStatus]
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "image": self.dest_path,
+            "complete": self.complete,
+            "levels": [{**vars(level), "bytes_done": level.bytes_done} for level in self.levels],
+        }
+
+
+def status(dest: Store) -> list[ImageStatus]:
+    """The state of every image cellmap-migrate has started or finished at DEST."""
+    records = resume.recorded_images(dest)
+    if not records:
+        raise MigrationError(f"{dest.display()}: no cellmap-migrate output found")
+    found = []
+    for record in records:
+        image = ImagePlan.model_validate(record["image"])
+        complete = record["state"] == "complete"
+        levels = []
+        for level in image.levels:
+            done = (
+                level.unit_count
+                if complete
+                else len(
+                    resume.done_units(dest, record["fingerprint"], image.dest_path, level.name)
+                )
+            )
+            levels.append(LevelStatus(level.name, done, level.unit_count, level.nbytes))
+        found.append(ImageStatus(image.dest_path, complete, levels))
+    return found
+
+
+def render_status(images: list[ImageStatus]) -> str:
+    lines = []
+    for image in images:
+        lines.append(f"{image.dest_path}: {'complete' if image.complete else 'INCOMPLETE'}")
+        for level in image.levels:
+            lines.append(
+                f"  {level.name:>4}  {level.units_done}/{level.units_total} units"
+                f"  {level.bytes_done / 1e6:.1f}/{level.nbytes / 1e6:.1f} MB"
+            )
+    return "\n".join(lines) + "\n"
