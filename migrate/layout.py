@@ -7,6 +7,7 @@ ourselves (TensorStore then opens it) so that the dry-run diff shows exactly wha
 
 from __future__ import annotations
 
+import copy
 import json
 from typing import Any
 
@@ -15,6 +16,11 @@ import numpy as np
 from migrate.codecs import zarr_v2_compressor, zarr_v3_codecs
 from migrate.stores import join_key
 from schemas.plan import ImagePlan, LevelPlan, Plan
+
+PROVENANCE_KEY = "cellmap-migrate"
+"""The attribute under which every group and array we write keeps its provenance."""
+
+METADATA_NAMES = (".zgroup", ".zattrs", ".zarray", "zarr.json")
 
 Documents = dict[str, dict[str, Any]]
 """Metadata file key (relative to DEST) → its JSON content."""
@@ -116,9 +122,16 @@ def image_start_documents(plan: Plan, image: ImagePlan) -> Documents:
     return docs
 
 
+def final_image_attributes(plan: Plan, image: ImagePlan) -> dict[str, Any]:
+    """The image group's attributes with the completion mark (the image's fingerprint)."""
+    attributes = copy.deepcopy(image.attributes)
+    attributes[PROVENANCE_KEY]["fingerprint"] = plan.image_fingerprint(image)
+    return attributes
+
+
 def image_final_documents(plan: Plan, image: ImagePlan) -> Documents:
     """What finalize writes once every level is copied: the OME metadata of the image."""
-    return group_documents(plan, image.dest_path, image.attributes)
+    return group_documents(plan, image.dest_path, final_image_attributes(plan, image))
 
 
 def all_documents(plan: Plan) -> Documents:

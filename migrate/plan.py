@@ -126,8 +126,10 @@ def _output_grid(
     return chunks, shard
 
 
-def _provenance(source: str, attrs: Mapping[str, Any]) -> Provenance:
-    return Provenance(version=__version__, source=source, source_attributes=dict(attrs))
+def _provenance(source_root: str, path: str, attrs: Mapping[str, Any]) -> Provenance:
+    return Provenance(
+        version=__version__, source=source_root, path=path, source_attributes=dict(attrs)
+    )
 
 
 def _group_attributes(
@@ -193,7 +195,7 @@ def plan_image(image: SourceImage, source_url: str, options: PlanOptions) -> Ima
                 unit_shape=grow_unit(shard or chunks, shape, itemsize, options.unit_bytes),
                 attributes={
                     "cellmap-migrate": _provenance(
-                        join_key(source_url, image.path, level.name), level.attrs
+                        source_url, join_key(image.path, level.name), level.attrs
                     ).to_json_dict()
                 },
             )
@@ -201,14 +203,17 @@ def plan_image(image: SourceImage, source_url: str, options: PlanOptions) -> Ima
     kind: Literal["image", "label"] = (
         "label" if is_label_image(image.path, levels[0].dtype, options.label_patterns) else "image"
     )
-    source = join_key(source_url, image.path)
     return ImagePlan(
         source_path=image.path,
         dest_path=dest_path,
         kind=kind,
         levels=tuple(levels),
         attributes=_group_attributes(
-            mapped, kind, dest_path, _provenance(source, image.group_attrs), options.ngff_version
+            mapped,
+            kind,
+            dest_path,
+            _provenance(source_url, image.path, image.group_attrs),
+            options.ngff_version,
         ),
         sources=dict(mapped.sources),
         warnings=mapped.warnings,

@@ -21,9 +21,9 @@ class LineProgress:
     """Plain-text (or JSON) progress lines, at most one per ``interval`` seconds per image."""
 
     def __init__(
-        self, stream: TextIO = sys.stderr, *, as_json: bool = False, interval: float = 5.0
+        self, stream: TextIO | None = None, *, as_json: bool = False, interval: float = 5.0
     ) -> None:
-        self.stream = stream
+        self.stream = stream if stream is not None else sys.stderr
         self.as_json = as_json
         self.interval = interval
         self.state: dict[str, dict[str, float]] = {}
@@ -142,8 +142,9 @@ class NullProgress:
         pass
 
 
-def make_progress(*, as_json: bool, stream: TextIO = sys.stderr) -> Progress:
+def make_progress(*, as_json: bool, stream: TextIO | None = None) -> Progress:
     """Bars on an interactive terminal; lines (plain or JSON) everywhere else."""
+    stream = stream if stream is not None else sys.stderr
     if not as_json and stream.isatty():
         return BarProgress()
     return LineProgress(stream, as_json=as_json)

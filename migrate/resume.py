@@ -1,24 +1,26 @@
-"""Resume records kept at DEST, so that a killed run picks up where it stopped.
+"""Resume records kept at DEST while a migration runs, so a killed run picks up where it stopped.
 
-Layout, under ``DEST/.cellmap-migrate/images/<image dest path>/``:
+While an image is being copied, ``DEST/.cellmap-migrate/images/<image dest path>/`` holds:
 
 - ``plan.json``: the image's plan and fingerprint, written before any of its chunks;
 - ``done/<fingerprint>/<level>/<unit>``: one empty object per finished work unit, written
   only after every chunk of that unit is stored, so each record is independent and any
-  number of workers (on any machine) can add records at once without coordination;
-- ``complete.json``: written after the image's OME metadata; then ``done/`` is removed. What
-  remains is one small JSON file per image in a hidden folder that Zarr readers ignore.
+  number of workers (on any machine) can add records at once without coordination.
+
+When every unit of an image is done, its OME metadata is written with the fingerprint in the
+``cellmap-migrate`` provenance attribute: that is the completion mark. The image's records are
+then deleted, and ``.cellmap-migrate/`` itself once no image has records left, so a finished
+destination holds nothing but Zarr metadata and chunks.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 from dataclasses import dataclass
 from enum import Enum
 from typing import Any
 
-from migrate.layout import dumps
+from migrate.layout import PROVENANCE_KEY, dumps
 from migrate.stores import Store, join_key
 from schemas.plan import ImagePlan, Plan
 
@@ -31,13 +33,7 @@ def image_state_key(image_dest_path: str, *parts: str) -> str:
 
 def image_fingerprint(plan: Plan, image: ImagePlan) -> str:
     """A hash of everything that determines this image's output bytes."""
-    payload = {
-        "tool_version": plan.tool_version,
-        "ngff_version": plan.ngff_version,
-        "image": image.to_json_dict(),
-    }
-    text = json.dumps(payload, sort_keys=True, separators=(",", ":"))
-    return hashlib.sha256(text.encode()).hexdigest()[:16]
+    return plan.image_fingerprint(image)
 
 
 class ImageState(Enum):
@@ -52,7 +48,7 @@ class ImageState(Enum):
 class StateRecord:
     state: ImageState
     recorded: dict[str, Any] | None = None
-    """The recorded plan.json or complete.json, when there is one."""
+    """The recorded plan.json, or the provenance of a finished image."""
 
 
 def read_json(store: Store, key: str) -> dict[str, Any] | None:
@@ -66,13 +62,31 @@ def read_json(store: Store, key: str) -> dict[str, Any] | None:
     return value if isinstance(value, dict) else None
 
 
+def group_attributes(store: Store, path: str) -> dict[str, Any] | None:
+    """A Zarr group's user attributes (v2 ``.zattrs`` or v3 ``zarr.json``), None if absent."""
+    v3 = read_json(store, join_key(path, "zarr.json"))
+    if v3 is not None:
+        attributes = v3.get("attributes", {})
+        return attributes if isinstance(attributes, dict) else {}
+    return read_json(store, join_key(path, ".zattrs"))
+
+
+def completion_mark(store: Store, path: str) -> dict[str, Any] | None:
+    """The provenance of a finished image at ``path`` (it carries the fingerprint), or None."""
+    attributes = group_attributes(store, path) or {}
+    provenance = attributes.get(PROVENANCE_KEY)
+    if isinstance(provenance, dict) and provenance.get("fingerprint"):
+        return provenance
+    return None
+
+
 def image_state(dest: Store, plan: Plan, image: ImagePlan) -> StateRecord:
     """Where this image stands at DEST relative to ``plan``."""
-    fingerprint = image_fingerprint(plan, image)
-    complete = read_json(dest, image_state_key(image.dest_path, "complete.json"))
-    if complete is not None:
-        same = complete.get("fingerprint") == fingerprint
-        return StateRecord(ImageState.COMPLETE if same else ImageState.DIFFERENT, complete)
+    fingerprint = plan.image_fingerprint(image)
+    finished = completion_mark(dest, image.dest_path)
+    if finished is not None:
+        same = finished["fingerprint"] == fingerprint
+        return StateRecord(ImageState.COMPLETE if same else ImageState.DIFFERENT, finished)
     started = read_json(dest, image_state_key(image.dest_path, "plan.json"))
     if started is not None:
         same = started.get("fingerprint") == fingerprint
@@ -87,7 +101,7 @@ def record_start(dest: Store, plan: Plan, image: ImagePlan) -> None:
         image_state_key(image.dest_path, "plan.json"),
         dumps(
             {
-                "fingerprint": image_fingerprint(plan, image),
+                "fingerprint": plan.image_fingerprint(image),
                 "plan_fingerprint": plan.fingerprint,
                 "tool_version": plan.tool_version,
                 "ngff_version": plan.ngff_version,
@@ -116,30 +130,26 @@ def done_units(dest: Store, fingerprint: str, image_dest_path: str, level: str) 
     return done
 
 
-def record_complete(dest: Store, plan: Plan, image: ImagePlan, summary: dict[str, Any]) -> None:
-    """Mark the image finished, then drop its per-unit records."""
-    started = read_json(dest, image_state_key(image.dest_path, "plan.json")) or {}
-    dest.write(
-        image_state_key(image.dest_path, "complete.json"),
-        dumps({**started, "fingerprint": image_fingerprint(plan, image), "summary": summary}),
-    )
-    dest.delete_prefix(image_state_key(image.dest_path, "done"))
-    dest.delete_prefix(image_state_key(image.dest_path, "plan.json"))
+def forget_image(dest: Store, image_dest_path: str) -> None:
+    """Drop an image's resume records, and the state folder once nothing is left in it."""
+    dest.delete_prefix(image_state_key(image_dest_path))
+    if next(iter(dest.list_keys(STATE_DIR)), None) is None:
+        dest.delete_prefix(STATE_DIR)
 
 
-def recorded_images(dest: Store) -> list[dict[str, Any]]:
-    """Every image that has a plan.json or complete.json at DEST, with its ``state`` key set."""
+def started_images(dest: Store) -> list[dict[str, Any]]:
+    """The recorded plan.json of every image started but not finished at DEST.
+
+    Walks the state folder's directories without descending into ``done/`` records.
+    """
     found: list[dict[str, Any]] = []
-    base = join_key(STATE_DIR, "images")
-    keys = sorted(
-        key
-        for key in dest.list_keys(base)
-        if key.endswith(("plan.json", "complete.json")) and "/done/" not in f"/{key}"
-    )
-    for key in keys:
-        record = read_json(dest, join_key(base, key))
-        if record is None:
-            continue
-        record["state"] = "complete" if key.endswith("complete.json") else "partial"
-        found.append(record)
-    return found
+    pending = [join_key(STATE_DIR, "images")]
+    while pending:
+        prefix = pending.pop()
+        dirs, files = dest.list_dir(prefix)
+        if "plan.json" in files:
+            record = read_json(dest, join_key(prefix, "plan.json"))
+            if record is not None:
+                found.append(record)
+        pending.extend(join_key(prefix, name) for name in dirs if name != "done")
+    return sorted(found, key=lambda record: str(record.get("image", {}).get("dest_path")))

@@ -7,8 +7,8 @@ from typing import Any
 
 from migrate import resume
 from migrate.errors import MigrationError
+from migrate.inventory import finished_images, started_images
 from migrate.stores import Store
-from schemas.plan import ImagePlan
 
 
 @dataclass
@@ -39,25 +39,24 @@ class ImageStatus:
 
 def status(dest: Store) -> list[ImageStatus]:
     """The state of every image cellmap-migrate has started or finished at DEST."""
-    records = resume.recorded_images(dest)
-    if not records:
-        raise MigrationError(f"{dest.display()}: no cellmap-migrate output found")
-    found = []
-    for record in records:
-        image = ImagePlan.model_validate(record["image"])
-        complete = record["state"] == "complete"
+    found = [
+        ImageStatus(
+            image.dest_path,
+            True,
+            [LevelStatus(level.name, 1, 1, level.nbytes) for level in image.levels],
+        )
+        for image in finished_images(dest)
+    ]
+    for started in started_images(dest):
+        image = started.image
         levels = []
         for level in image.levels:
-            done = (
-                level.unit_count
-                if complete
-                else len(
-                    resume.done_units(dest, record["fingerprint"], image.dest_path, level.name)
-                )
-            )
-            levels.append(LevelStatus(level.name, done, level.unit_count, level.nbytes))
-        found.append(ImageStatus(image.dest_path, complete, levels))
-    return found
+            done = resume.done_units(dest, started.fingerprint, image.dest_path, level.name)
+            levels.append(LevelStatus(level.name, len(done), level.unit_count, level.nbytes))
+        found.append(ImageStatus(image.dest_path, False, levels))
+    if not found:
+        raise MigrationError(f"{dest.display()}: no cellmap-migrate output found")
+    return sorted(found, key=lambda image: image.dest_path)
 
 
 def render_status(images: list[ImageStatus]) -> str:
@@ -65,8 +64,9 @@ def render_status(images: list[ImageStatus]) -> str:
     for image in images:
         lines.append(f"{image.dest_path}: {'complete' if image.complete else 'INCOMPLETE'}")
         for level in image.levels:
-            lines.append(
-                f"  {level.name:>4}  {level.units_done}/{level.units_total} units"
-                f"  {level.bytes_done / 1e6:.1f}/{level.nbytes / 1e6:.1f} MB"
+            units = (
+                "complete" if image.complete else f"{level.units_done}/{level.units_total} units"
             )
+            size = f"{level.bytes_done / 1e6:.1f}/{level.nbytes / 1e6:.1f} MB"
+            lines.append(f"  {level.name:>4}  {units}  {size}")
     return "\n".join(lines) + "\n"

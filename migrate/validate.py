@@ -14,14 +14,13 @@ import zarr
 import zarr.storage
 from zarr.core.buffer import default_buffer_prototype
 
+from migrate.inventory import FinishedImage
+from migrate.layout import METADATA_NAMES
 from migrate.stores import Store, join_key
 from schemas.ngff import SPACE_UNITS, TIME_UNITS
-from schemas.plan import ImagePlan
-
-METADATA_NAMES = (".zgroup", ".zattrs", ".zarray", "zarr.json")
 
 
-def _memory_copy(dest: Store, image: ImagePlan) -> zarr.storage.MemoryStore:
+def _memory_copy(dest: Store, image: FinishedImage) -> zarr.storage.MemoryStore:
     """Copy the image's metadata documents (not its chunks) into a fresh MemoryStore."""
     store = zarr.storage.MemoryStore()
     keys = [join_key(image.dest_path, name) for name in METADATA_NAMES]
@@ -39,12 +38,13 @@ def _memory_copy(dest: Store, image: ImagePlan) -> zarr.storage.MemoryStore:
     return store
 
 
-def validate_image(dest: Store, image: ImagePlan, ngff_version: str) -> list[str]:
+def validate_image(dest: Store, image: FinishedImage) -> list[str]:
     """Problems with one written image's metadata ([] when it is valid)."""
     import ome_zarr_models.v04 as v04
     import ome_zarr_models.v05 as v05
 
     problems: list[str] = []
+    ngff_version = image.ngff_version
     store = _memory_copy(dest, image)
     where = dest.display(image.dest_path)
     try:
@@ -76,13 +76,12 @@ def validate_image(dest: Store, image: ImagePlan, ngff_version: str) -> list[str
                 problems.append(
                     f"{where}: axis {axis.get('name')!r} unit {unit!r} is not an OME-NGFF unit"
                 )
-    if image.kind == "label" and "image-label" not in ome:
-        problems.append(f"{where}: label image without image-label metadata")
     return problems
 
 
-def validate_labels_listing(dest: Store, image: ImagePlan, ngff_version: str) -> list[str]:
+def validate_labels_listing(dest: Store, image: FinishedImage) -> list[str]:
     """A label image must be listed by its parent ``labels`` group."""
+    ngff_version = image.ngff_version
     parent, _, name = image.dest_path.rpartition("/")
     key = join_key(parent, ".zattrs" if ngff_version == "0.4" else "zarr.json")
     raw = dest.read(key)

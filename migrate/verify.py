@@ -1,21 +1,33 @@
-"""Verification: every voxel (or a random sample of work units) of DEST equals SRC, and the
+"""Verification: every voxel (or a random sample of boxes) of DEST equals SRC, and the
 metadata is valid OME-NGFF. Boxes are reported in **C order** (z, y, x)."""
 
 from __future__ import annotations
 
 import concurrent.futures as cf
+import math
 import random
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
-from migrate import resume
 from migrate.errors import MigrationError
+from migrate.inventory import FinishedLevel, finished_images, started_images
+from migrate.parse import parse_attrs
+from migrate.plan import DEFAULT_UNIT_BYTES, grow_unit
 from migrate.stores import Store
-from migrate.tsio import box_slices, open_dest_readonly, open_source, ts_error_text
+from migrate.tsio import (
+    box_slices,
+    n5_metadata,
+    open_dest_readonly,
+    open_source_array,
+    ts_error_text,
+)
 from migrate.validate import validate_image, validate_labels_listing
-from schemas.plan import ImagePlan
+from schemas.n5 import N5ArrayAttributes
+
+Box = tuple[tuple[int, int], ...]
 
 
 @dataclass
@@ -29,7 +41,32 @@ class VerifyResult:
         return vars(self)
 
 
-def _compare(source: Any, dest: Any, box: tuple[tuple[int, int], ...]) -> tuple[int, str | None]:
+def _box(index: int, unit: tuple[int, ...], shape: tuple[int, ...]) -> Box:
+    """Box number ``index`` (C-order linear index) of the grid of ``unit`` boxes over ``shape``."""
+    counts = [-(-n // u) for n, u in zip(shape, unit, strict=True)]
+    position = np.unravel_index(index, counts)
+    return tuple(
+        (int(p) * u, min((int(p) + 1) * u, n))
+        for p, u, n in zip(position, unit, shape, strict=True)
+    )
+
+
+def boxes(level: FinishedLevel, sample: float, rng: random.Random) -> Iterator[Box]:
+    """What to compare, C order: the whole level in write-aligned boxes of about
+    DEFAULT_UNIT_BYTES, or a random ``sample`` fraction of its chunks (or shards)."""
+    itemsize = np.dtype(level.dtype).itemsize
+    unit = level.grid
+    if sample >= 1.0:
+        unit = grow_unit(level.grid, level.shape, itemsize, DEFAULT_UNIT_BYTES)
+    count = math.prod(-(-n // u) for n, u in zip(level.shape, unit, strict=True))
+    indices: Iterable[int] = range(count)
+    if sample < 1.0:
+        indices = sorted(rng.sample(range(count), max(1, round(sample * count))))
+    for index in indices:
+        yield _box(index, unit, level.shape)
+
+
+def _compare(source: Any, dest: Any, box: Box) -> tuple[int, str | None]:
     region = box_slices(box)
     a = source[region].read().result()
     b = dest[region].read().result()
@@ -45,29 +82,30 @@ def _compare(source: Any, dest: Any, box: tuple[tuple[int, int], ...]) -> tuple[
 def verify(
     source: Store, dest: Store, *, sample: float = 1.0, workers: int = 2, seed: int | None = None
 ) -> VerifyResult:
-    """Compare every recorded image at DEST with SRC; collect every problem found."""
-    records = resume.recorded_images(dest)
-    if not records:
-        raise MigrationError(
-            f"{dest.display()}: no cellmap-migrate output found (nothing to verify)"
-        )
+    """Compare every finished image at DEST with SRC; collect every problem found."""
     result = VerifyResult()
     rng = random.Random(seed)
-    for record in records:
-        image = ImagePlan.model_validate(record["image"])
-        version = record["ngff_version"]
+    for started in started_images(dest):
         result.images += 1
-        if record["state"] != "complete":
-            result.problems.append(f"{dest.display(image.dest_path)}: migration is not complete")
-            continue
-        result.problems.extend(validate_image(dest, image, version))
+        result.problems.append(
+            f"{dest.display(started.image.dest_path)}: migration is not complete"
+        )
+    for image in finished_images(dest):
+        result.images += 1
+        result.problems.extend(validate_image(dest, image))
         if image.kind == "label":
-            result.problems.extend(validate_labels_listing(dest, image, version))
+            result.problems.extend(validate_labels_listing(dest, image))
         for level in image.levels:
             where = f"{image.dest_path}/{level.name}"
             try:
-                src = open_source(source, level, workers)
-                dst = open_dest_readonly(dest, level.dest_path, version, workers)
+                attrs = parse_attrs(N5ArrayAttributes, level.source_attributes, where)
+                src = open_source_array(
+                    source, level.source_path, n5_metadata(attrs.to_json_dict()), workers
+                )
+                dst = open_dest_readonly(dest, level.dest_path, image.ngff_version, workers)
+            except MigrationError as exc:
+                result.problems.append(f"{where}: cannot read its source attributes: {exc}")
+                continue
             except Exception as exc:
                 result.problems.append(f"{where}: cannot open: {ts_error_text(exc)}")
                 continue
@@ -77,18 +115,21 @@ def verify(
                     f"{tuple(src.shape)} {src.dtype}"
                 )
                 continue
-            units = list(range(level.unit_count))
-            if sample < 1.0:
-                units = sorted(rng.sample(units, max(1, round(sample * len(units)))))
             with cf.ThreadPoolExecutor(max_workers=workers) as pool:
-                futures = {pool.submit(_compare, src, dst, level.unit_box(u)): u for u in units}
+                futures = {
+                    pool.submit(_compare, src, dst, box): box for box in boxes(level, sample, rng)
+                }
                 for future in cf.as_completed(futures):
                     try:
                         nbytes, problem = future.result()
                     except Exception as exc:
-                        problem, nbytes = f"unit {futures[future]}: {ts_error_text(exc)}", 0
+                        problem, nbytes = f"box {list(futures[future])}: {ts_error_text(exc)}", 0
                     result.units_checked += 1
                     result.bytes_compared += nbytes
                     if problem:
                         result.problems.append(f"{where}: {problem}")
+    if result.images == 0:
+        raise MigrationError(
+            f"{dest.display()}: no cellmap-migrate output found (nothing to verify)"
+        )
     return result

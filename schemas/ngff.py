@@ -160,12 +160,20 @@ class ImageLabelV05(TargetModel):
 
 
 class Provenance(TargetModel):
-    """Where the data came from, and the source's non-OME attributes, kept verbatim."""
+    """Where the data came from, and the source's non-OME attributes, kept verbatim.
+
+    On an image group, ``fingerprint`` (the hash of the image's plan) is written together
+    with the OME metadata once every level is copied: it is the migration's completion mark.
+    """
 
     tool: Literal["cellmap-migrate"] = "cellmap-migrate"
     version: str
     source: str
+    """The source N5 root (URL or absolute path)."""
+    path: str
+    """The group or array inside the source N5 root."""
     source_attributes: dict[str, Any]
+    fingerprint: str | None = None
 
 
 class ImageAttrsV04(TargetModel):

@@ -134,6 +134,16 @@ class Plan(TargetModel):
         """A hash of everything that determines the output bytes."""
         return hashlib.sha256(self.canonical_json().encode()).hexdigest()[:16]
 
+    def image_fingerprint(self, image: ImagePlan) -> str:
+        """A hash of everything that determines one image's output bytes."""
+        payload = {
+            "tool_version": self.tool_version,
+            "ngff_version": self.ngff_version,
+            "image": image.to_json_dict(),
+        }
+        text = json.dumps(payload, sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(text.encode()).hexdigest()[:16]
+
     @property
     def conflicts(self) -> tuple[str, ...]:
         return tuple(c for image in self.images for c in image.conflicts)

@@ -1,0 +1,151 @@
+"""What cellmap-migrate has written at a destination, read back from DEST alone.
+
+Finished images are found by their completion mark (the fingerprint in the ``cellmap-migrate``
+attribute of the image group) and described from their own Zarr metadata; images still in
+progress from their resume records. Shapes and chunk grids are in **C order** (z, y, x).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import numpy as np
+
+from migrate import resume
+from migrate.errors import MigrationError
+from migrate.layout import PROVENANCE_KEY
+from migrate.stores import Store, join_key
+from schemas.plan import ImagePlan
+
+
+@dataclass(frozen=True)
+class FinishedLevel:
+    """One level of a finished image, with what is needed to compare it with its source."""
+
+    name: str
+    dest_path: str
+    source_path: str
+    shape: tuple[int, ...]
+    dtype: str
+    grid: tuple[int, ...]
+    """The destination's write granularity: its chunk (or shard) shape."""
+    source_attributes: dict[str, Any]
+
+    @property
+    def nbytes(self) -> int:
+        return math.prod(self.shape) * np.dtype(self.dtype).itemsize
+
+
+@dataclass(frozen=True)
+class FinishedImage:
+    dest_path: str
+    ngff_version: Literal["0.4", "0.5"]
+    kind: Literal["image", "label"]
+    source: str
+    source_path: str
+    levels: tuple[FinishedLevel, ...]
+
+
+@dataclass(frozen=True)
+class StartedImage:
+    """An image whose migration started and has not finished (from its plan.json)."""
+
+    image: ImagePlan
+    ngff_version: Literal["0.4", "0.5"]
+    fingerprint: str
+
+
+def _node(store: Store, path: str) -> tuple[str, str, dict[str, Any]] | None:
+    """(zarr version, node type, user attributes) of the node at ``path``, or None."""
+    v3 = resume.read_json(store, join_key(path, "zarr.json"))
+    if v3 is not None:
+        return "0.5", str(v3.get("node_type")), dict(v3.get("attributes") or {})
+    if store.read(join_key(path, ".zarray")) is not None:
+        return "0.4", "array", resume.read_json(store, join_key(path, ".zattrs")) or {}
+    if store.read(join_key(path, ".zgroup")) is not None:
+        return "0.4", "group", resume.read_json(store, join_key(path, ".zattrs")) or {}
+    return None
+
+
+def _array_layout(
+    store: Store, path: str, version: str
+) -> tuple[tuple[int, ...], str, tuple[int, ...]]:
+    """(shape, dtype name, chunk-or-shard grid) of a destination array."""
+    if version == "0.4":
+        meta = resume.read_json(store, join_key(path, ".zarray")) or {}
+        dtype = np.dtype(meta["dtype"]).newbyteorder("=").name
+        return tuple(meta["shape"]), dtype, tuple(meta["chunks"])
+    meta = resume.read_json(store, join_key(path, "zarr.json")) or {}
+    grid = meta["chunk_grid"]["configuration"]["chunk_shape"]
+    return tuple(meta["shape"]), str(meta["data_type"]), tuple(grid)
+
+
+def _finished(store: Store, path: str, version: str, attrs: dict[str, Any]) -> FinishedImage:
+    ome = attrs.get("ome", attrs)
+    provenance = attrs[PROVENANCE_KEY]
+    levels = []
+    for dataset in ome["multiscales"][0]["datasets"]:
+        level_path = join_key(path, dataset["path"])
+        node = _node(store, level_path)
+        where = store.display(level_path)
+        if node is None or node[1] != "array":
+            raise MigrationError(f"{where}: listed by multiscales but not a Zarr array")
+        level_provenance = node[2].get(PROVENANCE_KEY, {})
+        shape, dtype, grid = _array_layout(store, level_path, version)
+        levels.append(
+            FinishedLevel(
+                name=dataset["path"],
+                dest_path=level_path,
+                source_path=str(level_provenance.get("path", "")),
+                shape=shape,
+                dtype=dtype,
+                grid=grid,
+                source_attributes=dict(level_provenance.get("source_attributes", {})),
+            )
+        )
+    return FinishedImage(
+        dest_path=path,
+        ngff_version="0.4" if version == "0.4" else "0.5",
+        kind="label" if "image-label" in ome else "image",
+        source=str(provenance.get("source", "")),
+        source_path=str(provenance.get("path", "")),
+        levels=tuple(levels),
+    )
+
+
+def finished_images(store: Store) -> Iterator[FinishedImage]:
+    """Every image at DEST that carries cellmap-migrate's completion mark.
+
+    Walks groups only: never lists inside an array, so it costs a few requests per group.
+    """
+    pending = [""]
+    while pending:
+        path = pending.pop(0)
+        node = _node(store, path)
+        if node is None and path:
+            continue
+        if node is not None:
+            version, kind, attrs = node
+            if kind == "array":
+                continue
+            provenance = attrs.get(PROVENANCE_KEY)
+            if isinstance(provenance, dict) and provenance.get("fingerprint"):
+                yield _finished(store, path, version, attrs)
+                continue
+        dirs, _files = store.list_dir(path)
+        pending.extend(join_key(path, name) for name in dirs if not name.startswith("."))
+
+
+def started_images(store: Store) -> list[StartedImage]:
+    """Images whose migration started at DEST and has not finished."""
+    return [
+        StartedImage(
+            image=ImagePlan.model_validate(record["image"]),
+            ngff_version="0.4" if record.get("ngff_version") == "0.4" else "0.5",
+            fingerprint=str(record["fingerprint"]),
+        )
+        for record in resume.started_images(store)
+    ]
