@@ -14,7 +14,7 @@ from typing import Any
 from migrate.discover import discover, split_n5_url
 from migrate.errors import MigrationError
 from migrate.plan import PlanOptions, build_plan
-from migrate.stores import Store, join_key, open_store
+from migrate.stores import S3Options, Store, join_key, open_store
 from schemas.plan import Plan
 
 
@@ -69,13 +69,24 @@ def _existing_labels(dest: Store, plan: Plan) -> dict[str, tuple[str, ...]]:
     return found
 
 
-def prepare(src: str, dest: str | None, options: PlanOptions, *, read_only_dest: bool) -> Prepared:
-    """Discover SRC and plan its migration to DEST (default: the sibling ``.zarr``)."""
+def prepare(
+    src: str,
+    dest: str | None,
+    options: PlanOptions,
+    *,
+    read_only_dest: bool,
+    s3: S3Options | None = None,
+) -> Prepared:
+    """Discover SRC and plan its migration to DEST (default: the sibling ``.zarr``).
+
+    Either may be a local path or ``s3://bucket/prefix``; ``s3`` says how to reach S3.
+    """
     n5_root, inner = split_n5_url(_normalize(src))
     dest_url = _normalize(dest) if dest else default_dest(n5_root)
     _check_not_inside(n5_root, dest_url)
-    source = open_store(n5_root, read_only=True)
-    dest_store = open_store(dest_url, read_only=read_only_dest)
+    source = open_store(n5_root, read_only=True, s3=s3)
+    dest_s3 = s3 if read_only_dest or s3 is None else s3.for_writing()
+    dest_store = open_store(dest_url, read_only=read_only_dest, s3=dest_s3)
     discovery = discover(source, inner)
     plan = build_plan(discovery, source.url, inner, dest_store.url, options)
     existing = _existing_labels(dest_store, plan)

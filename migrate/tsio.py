@@ -6,12 +6,15 @@ is transposed so that callers index in **C order** (z, y, x), the order of the o
 
 from __future__ import annotations
 
+import re
 import threading
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import tensorstore as ts
 
+from migrate.errors import StoreError
 from migrate.stores import Store
 from schemas.plan import LevelPlan, NgffVersion
 
@@ -20,8 +23,10 @@ _lock = threading.Lock()
 
 
 def context(workers: int) -> ts.Context:
-    """One shared TensorStore context per worker count: bounded decode/encode threads and no
-    chunk cache (each chunk is read once, so caching would only hold memory)."""
+    """One shared TensorStore context per worker count: bounded decode/encode threads, no
+    chunk cache (each chunk is read once, so caching would only hold memory), and no fsync
+    per chunk file (like ``cp`` and the transplant path: a killed process loses nothing; after
+    a machine crash, ``verify`` the output)."""
     with _lock:
         if workers not in _contexts:
             _contexts[workers] = ts.Context(
@@ -29,6 +34,7 @@ def context(workers: int) -> ts.Context:
                     "data_copy_concurrency": {"limit": max(1, workers)},
                     "file_io_concurrency": {"limit": max(8, 4 * workers)},
                     "cache_pool": {"total_bytes_limit": 0},
+                    "file_io_sync": False,
                 }
             )
         return _contexts[workers]
@@ -46,14 +52,14 @@ TS_COMPRESSION_KEYS = {
 (n5-blosc's ``nthreads``, n5-zstandard's ``nbWorkers``), which do not affect decoding."""
 
 
-def n5_metadata(level: LevelPlan) -> dict[str, Any]:
-    """The N5 metadata of a source level, as TensorStore wants it (F order lists)."""
-    compression = level.source_compression
+def n5_metadata(attributes: Mapping[str, Any]) -> dict[str, Any]:
+    """The parts of N5 array attributes TensorStore's n5 driver wants (F order lists)."""
+    compression = attributes["compression"]
     kind = compression["type"]
     return {
-        "dimensions": list(reversed(level.shape)),
-        "blockSize": list(reversed(level.source_blocks)),
-        "dataType": level.dtype,
+        "dimensions": list(attributes["dimensions"]),
+        "blockSize": list(attributes["blockSize"]),
+        "dataType": attributes["dataType"],
         "compression": {
             "type": kind,
             **{k: compression[k] for k in TS_COMPRESSION_KEYS.get(kind, ()) if k in compression},
@@ -61,16 +67,35 @@ def n5_metadata(level: LevelPlan) -> dict[str, Any]:
     }
 
 
-def open_source(store: Store, level: LevelPlan, workers: int) -> ts.TensorStore:
-    """The N5 array of a planned level, opened read-only, as a C-order (z, y, x) view.
+def level_n5_metadata(level: LevelPlan) -> dict[str, Any]:
+    """The N5 metadata of a planned source level (from C-order plan values to F order)."""
+    return n5_metadata(
+        {
+            "dimensions": list(reversed(level.shape)),
+            "blockSize": list(reversed(level.source_blocks)),
+            "dataType": level.dtype,
+            "compression": level.source_compression,
+        }
+    )
 
-    The metadata comes from the plan (parsed and checked already), so TensorStore neither
-    re-reads nor judges ``attributes.json``.
+
+def open_source(store: Store, level: LevelPlan, workers: int) -> ts.TensorStore:
+    """The N5 array of a planned level, opened read-only, as a C-order (z, y, x) view."""
+    return open_source_array(store, level.source_path, level_n5_metadata(level), workers)
+
+
+def open_source_array(
+    store: Store, path: str, metadata: dict[str, Any], workers: int
+) -> ts.TensorStore:
+    """An N5 array opened read-only with known ``metadata``, as a C-order (z, y, x) view.
+
+    The metadata was parsed and checked already, so TensorStore neither re-reads nor judges
+    ``attributes.json`` (it would refuse keys that Java N5 writes).
     """
     spec = {
         "driver": "n5",
-        "kvstore": store.kvstore_spec(level.source_path),
-        "metadata": n5_metadata(level),
+        "kvstore": store.kvstore_spec(path),
+        "metadata": metadata,
     }
     array = ts.open(
         spec, read=True, open=True, assume_metadata=True, context=context(workers)
@@ -124,7 +149,36 @@ def box_slices(box: tuple[tuple[int, int], ...]) -> tuple[slice, ...]:
     return tuple(slice(start, stop) for start, stop in box)
 
 
+_SPEC_NOISE = re.compile(r"\s*\[tensorstore_spec='.*?'\]")
+
+
 def ts_error_text(exc: BaseException) -> str:
-    """TensorStore's message without its status prefix noise, on one line."""
+    """TensorStore's message on one line, without the JSON spec it appends."""
     text: Any = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-    return str(text)
+    return _SPEC_NOISE.sub("", str(text))
+
+
+STORAGE_STATUS = (
+    "ABORTED",  # TensorStore's "All N retry attempts failed"
+    "UNAVAILABLE",
+    "DEADLINE_EXCEEDED",
+    "PERMISSION_DENIED",
+    "UNAUTHENTICATED",
+    "RESOURCE_EXHAUSTED",
+    "CANCELLED",
+)
+"""Status codes of TensorStore errors that say the storage could not be used (connection,
+credentials, throttling) rather than that the bytes it returned cannot be decoded."""
+
+
+def is_storage_error(exc: BaseException) -> bool:
+    """True when ``exc`` is a failure to reach or use storage (the same request could succeed
+    later or with other credentials), False for anything else, e.g. a corrupt source block."""
+    if isinstance(exc, StoreError):
+        return True
+    text = str(exc)
+    return (
+        text.startswith(STORAGE_STATUS)
+        or "CURL error" in text
+        or ("credentials" in text.lower() and text.startswith("INTERNAL"))
+    )

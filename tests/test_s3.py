@@ -1,0 +1,658 @@
+"""S3 everywhere, against a real local S3 server (moto's standalone server over HTTP).
+
+SRC and DEST in any mix of s3:// and local paths; the source bucket is never modified; dry
+runs write nothing; resume after SIGKILL; connections cut mid-run; anonymous access to public
+buckets; no secret in any output or written object.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pickle
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import zarr
+from click.testing import CliRunner
+
+from migrate.api import _normalize, default_dest
+from migrate.cli import cli
+from migrate.errors import StoreError
+from migrate.fixture import ImageSpec, example_images, write_dataset
+from migrate.stores import S3Options, S3Store, open_store, resolve_s3
+from tests.n5_reader import read_n5_array
+from tests.s3server import (
+    CLEARED_AWS_VARIABLES,
+    REGION,
+    SECRETS,
+    MotoServer,
+    TcpProxy,
+    download_prefix,
+    fake_aws_environment,
+    keys,
+    s3_client,
+    snapshot,
+    upload_tree,
+)
+
+REPO = Path(__file__).resolve().parents[1]
+DATASET = "jrc_s3-1"
+N5 = f"{DATASET}/{DATASET}.n5"
+ZARR = f"{DATASET}/{DATASET}.zarr"
+ABSL_LOG_LINE = re.compile(r"^[IWEF]\d{4} \d\d:\d\d:\d\d", re.MULTILINE)
+"""A line logged by TensorStore's C++ side (absl format), e.g. AWS config-file complaints."""
+
+
+# --------------------------------------------------------------------------------------
+# Fixtures
+# --------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def moto() -> Iterator[MotoServer]:
+    server = MotoServer()
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def aws(moto: MotoServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> MotoServer:
+    """Fake credentials and the test server in the environment (inherited by subprocesses)."""
+    home = tmp_path / "home"
+    home.mkdir()
+    for name in CLEARED_AWS_VARIABLES:
+        monkeypatch.delenv(name, raising=False)
+    for name, value in fake_aws_environment(moto.url, home).items():
+        monkeypatch.setenv(name, value)
+    return moto
+
+
+@pytest.fixture
+def client(aws: MotoServer) -> Any:
+    return s3_client(aws.url)
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A small Cellmap dataset directory (``<root>/jrc_s3-1/``): an EM image with truncated
+    edge blocks and a uint64 label image (so the labels listing is exercised too)."""
+    root = tmp_path_factory.mktemp("s3-data")
+    wanted = {"em/fibsem-uint16", "labels/mito_seg"}
+    write_dataset(root, DATASET, [s for s in example_images("tiny") if s.path in wanted])
+    return root
+
+
+def new_bucket(client: Any, kind: str) -> str:
+    name = f"{kind}-{uuid.uuid4().hex[:10]}"
+    client.create_bucket(Bucket=name)
+    return name
+
+
+@pytest.fixture
+def source_bucket(client: Any, dataset: Path) -> str:
+    """A bucket holding the dataset (``<dataset>/thumbnail.jpg`` and ``<dataset>/<dataset>.n5``)."""
+    bucket = new_bucket(client, "src")
+    upload_tree(client, dataset, bucket, "")
+    return bucket
+
+
+# --------------------------------------------------------------------------------------
+# Helpers
+# --------------------------------------------------------------------------------------
+
+
+def cli_run(*args: str) -> tuple[int, str, str]:
+    result = CliRunner().invoke(cli, list(args), catch_exceptions=False)
+    return result.exit_code, result.stdout, result.stderr
+
+
+def subprocess_run(*args: str, timeout: float = 120) -> tuple[int, str, str]:
+    proc = subprocess.run(
+        [sys.executable, "-m", "migrate", *args],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=timeout,
+        check=False,
+    )
+    return proc.returncode, proc.stdout, proc.stderr
+
+
+def assert_no_secrets(*texts: str | bytes) -> None:
+    for text in texts:
+        raw = text if isinstance(text, bytes) else text.encode()
+        for secret in SECRETS:
+            assert secret.encode() not in raw, f"a secret leaked: {raw[:300]!r}"
+
+
+def assert_source_untouched(
+    before: dict[tuple[str, str], str], after: dict[tuple[str, str], str], *allowed: str
+) -> None:
+    """Every object present before is unchanged (key and ETag); new objects only appear
+    under the ``allowed`` ``bucket/prefix/`` locations."""
+    assert {k: v for k, v in after.items() if k in before} == before
+    missing = set(before) - set(after)
+    assert not missing
+    for bucket, key in set(after) - set(before):
+        assert any(f"{bucket}/{key}".startswith(prefix) for prefix in allowed), (bucket, key)
+
+
+def level_arrays(n5_root: Path, zarr_root: Path) -> Iterator[tuple[str, Any, Any]]:
+    """(name, source array, output array) of every level, both read independently: the N5
+    tree by tests.n5_reader, the Zarr tree by zarr-python."""
+    for attributes in sorted(n5_root.rglob("attributes.json")):
+        array_dir = attributes.parent
+        if not re.fullmatch(r"s\d+", array_dir.name):
+            continue
+        rel = array_dir.relative_to(n5_root).as_posix()
+        expected = read_n5_array(array_dir)
+        output = np.asarray(zarr.open_array(str(zarr_root / rel), mode="r")[...])
+        yield rel, expected, output
+
+
+def assert_same_data(n5_root: Path, zarr_root: Path, levels: int = 5) -> None:
+    compared = 0
+    for rel, expected, output in level_arrays(n5_root, zarr_root):
+        assert output.shape == expected.shape, rel
+        assert output.dtype.newbyteorder("=") == expected.dtype.newbyteorder("="), rel
+        np.testing.assert_array_equal(output, expected, err_msg=rel)
+        compared += 1
+    assert compared == levels
+
+
+def download(client: Any, bucket: str, prefix: str, root: Path) -> Path:
+    assert download_prefix(client, bucket, prefix, root) > 0
+    return root
+
+
+# --------------------------------------------------------------------------------------
+# Configuration (no server needed for most): one resolution shared by boto3 and TensorStore
+# --------------------------------------------------------------------------------------
+
+
+def test_kvstore_spec_matches_the_boto3_configuration(aws: MotoServer) -> None:
+    store = open_store("s3://some-bucket/a/b.n5/", read_only=True)
+    assert isinstance(store, S3Store)
+    assert store.url == "s3://some-bucket/a/b.n5"
+    assert store.kvstore_spec("em/s0") == {
+        "driver": "s3",
+        "bucket": "some-bucket",
+        "path": "a/b.n5/em/s0/",
+        "endpoint": aws.url,
+        "aws_region": REGION,
+        "aws_credentials": {"type": "environment"},
+        "s3_request_retries": {"max_retries": 10, "initial_delay": "0.5s", "max_delay": "10s"},
+    }
+    assert store.client.meta.endpoint_url == aws.url
+    assert store.client.meta.region_name == REGION
+    assert_no_secrets(json.dumps(store.kvstore_spec()), repr(store.settings))
+
+
+def test_explicit_options_override_the_environment(
+    aws: MotoServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("AWS_MAX_ATTEMPTS", "3")
+    options = S3Options(endpoint_url="http://127.0.0.1:1/", region="eu-west-2", anon=True)
+    store = open_store("s3://other-bucket", read_only=True, s3=options)
+    spec = store.kvstore_spec()
+    assert spec["endpoint"] == "http://127.0.0.1:1"
+    assert spec["aws_region"] == "eu-west-2"
+    assert spec["aws_credentials"] == {"type": "anonymous"}
+    assert spec["s3_request_retries"]["max_retries"] == 3
+    assert spec["path"] == ""
+    # a location that is written never uses --anon
+    assert options.for_writing().anon is None
+    assert resolve_s3(options.for_writing()).credentials == (("type", "environment"),)
+
+
+def test_credentials_from_a_profile_or_none(
+    aws: MotoServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN"):
+        monkeypatch.delenv(name)
+    settings = resolve_s3(S3Options())
+    assert settings.anonymous
+    assert "no AWS credentials" in settings.credential_source
+    with pytest.raises(StoreError, match="no AWS credentials found"):
+        resolve_s3(S3Options(anon=False))
+    credentials = tmp_path / "credentials"
+    credentials.write_text("[lab]\naws_access_key_id = AKIAFAKE\naws_secret_access_key = x\n")
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(credentials))
+    monkeypatch.setenv("AWS_PROFILE", "lab")
+    settings = resolve_s3(S3Options())
+    assert not settings.anonymous
+    assert dict(settings.credentials) == {
+        "type": "profile",
+        "profile": "lab",
+        "credentials_file": str(credentials),
+        "config_file": os.devnull,  # there is none: an empty one keeps TensorStore quiet
+    }
+
+
+def test_s3_locations_in_paths_and_errors(aws: MotoServer) -> None:
+    assert _normalize("s3://bucket/a/jrc_x.n5/") == "s3://bucket/a/jrc_x.n5"
+    assert default_dest("s3://bucket/jrc_x/jrc_x.n5") == "s3://bucket/jrc_x/jrc_x.zarr"
+    with pytest.raises(StoreError, match="unsupported location"):
+        open_store("gs://bucket/x", read_only=True)
+    with pytest.raises(StoreError, match="expected s3://bucket/prefix"):
+        open_store("s3://", read_only=True)
+    with pytest.raises(StoreError, match="http:// or https://"):
+        open_store("s3://bucket/x", read_only=True, s3=S3Options(endpoint_url="localhost:9"))
+    source = open_store("s3://bucket/x.n5", read_only=True)
+    with pytest.raises(StoreError, match="read-only"):
+        source.write("k", b"")
+    with pytest.raises(StoreError, match="read-only"):
+        source.delete_prefix("k")
+    clone = pickle.loads(pickle.dumps(source))
+    assert clone.kvstore_spec("a") == source.kvstore_spec("a")
+
+
+def test_store_operations_on_the_server(client: Any) -> None:
+    bucket = new_bucket(client, "ops")
+    store = open_store(f"s3://{bucket}/root", read_only=False)
+    for key in ("a/b/c.json", "a/d", "a/e/f/g", "top"):
+        store.write(key, key.encode())
+    client.put_object(Bucket=bucket, Key="root-sibling/x", Body=b"not under root/")
+    assert store.list_dir("") == (["a"], ["top"])
+    assert store.list_dir("a") == (["b", "e"], ["d"])
+    assert sorted(store.list_keys("a")) == ["b/c.json", "d", "e/f/g"]
+    assert store.read("a/d") == b"a/d"
+    assert store.read("a/missing") is None
+    assert store.exists_prefix("a/e")
+    assert not store.exists_prefix("a/x")
+    store.delete_prefix("a/b")
+    store.delete_prefix("top")
+    assert sorted(store.list_keys("")) == ["a/d", "a/e/f/g"]
+    store.delete_prefix("")
+    assert [item["Key"] for item in keys(client, bucket)] == ["root-sibling/x"]
+    missing = open_store(f"s3://{bucket}-gone/x", read_only=True)
+    with pytest.raises(StoreError, match=r"s3://.*-gone/x/k: cannot read: NoSuchBucket"):
+        missing.read("k")
+
+
+def test_store_requests_retry_with_backoff(
+    aws: MotoServer, client: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    bucket = new_bucket(client, "retry")
+    client.put_object(Bucket=bucket, Key="p/k", Body=b"value")
+    proxy = TcpProxy(aws.port)
+    try:
+        store = open_store(f"s3://{bucket}/p", read_only=True, s3=S3Options(endpoint_url=proxy.url))
+        assert store.read("k") == b"value"
+        proxy.cut()
+        restore = threading.Timer(1.0, proxy.restore)
+        restore.start()
+        started = time.monotonic()
+        assert store.read("k") == b"value"  # waited for the server to come back
+        assert time.monotonic() - started >= 1.0
+        restore.join()
+        proxy.cut()
+        monkeypatch.setenv("AWS_MAX_ATTEMPTS", "2")
+        impatient = open_store(
+            f"s3://{bucket}/p", read_only=True, s3=S3Options(endpoint_url=proxy.url)
+        )
+        with pytest.raises(StoreError, match=r"/p/k: cannot read: .*gave up after 2 attempts"):
+            impatient.read("k")
+    finally:
+        proxy.cut()
+
+
+# --------------------------------------------------------------------------------------
+# End to end
+# --------------------------------------------------------------------------------------
+
+
+def test_s3_to_s3_default_dest(client: Any, source_bucket: str, tmp_path: Path) -> None:
+    src = f"s3://{source_bucket}/{N5}"
+    before = snapshot(client)
+    code, out, err = cli_run("convert", src, "--workers", "2")
+    assert code == 0, err
+    assert f"s3://{source_bucket}/{ZARR}" in out + err
+    converted = snapshot(client)
+    assert_source_untouched(before, converted, f"{source_bucket}/{ZARR}/")
+    code, out, err = cli_run("verify", src, f"s3://{source_bucket}/{ZARR}", "--workers", "2")
+    assert code == 0, out + err
+    assert "OK" in out
+    code, out, err = cli_run("status", f"s3://{source_bucket}/{ZARR}")
+    assert code == 0, out + err
+    assert "INCOMPLETE" not in out
+    assert snapshot(client) == converted  # verify and status only read
+    # independent read-back: zarr-python on a downloaded copy vs the N5 reader
+    assert_same_data(
+        download(client, source_bucket, N5, tmp_path / "n5"),
+        download(client, source_bucket, ZARR, tmp_path / "zarr"),
+    )
+    # a finished job run again copies nothing
+    code, out, err = cli_run("convert", src, "--json")
+    assert code == 0, err
+    assert all(image["units_copied"] == 0 for image in json.loads(out)["images"])
+    assert snapshot(client) == converted
+
+
+def test_s3_to_local(client: Any, source_bucket: str, dataset: Path, tmp_path: Path) -> None:
+    src = f"s3://{source_bucket}/{N5}"
+    dest = tmp_path / "mirror" / f"{DATASET}.zarr"
+    before = snapshot(client)
+    code, _out, err = cli_run("convert", src, str(dest), "--ngff-version", "0.5")
+    assert code == 0, err
+    assert snapshot(client) == before
+    code, out, err = cli_run("verify", src, str(dest))
+    assert code == 0, out + err
+    assert_same_data(dataset / N5, dest)
+
+
+def test_local_to_s3_in_a_subprocess_leaks_no_secret(
+    client: Any, dataset: Path, tmp_path: Path
+) -> None:
+    bucket = new_bucket(client, "dst")
+    src = str(dataset / N5)
+    dest = f"s3://{bucket}/portal/{DATASET}.zarr"
+    outputs: list[str] = []
+    for args in (
+        ("convert", src, dest, "--dry-run", "--json"),
+        ("convert", src, dest, "--workers", "2"),
+        ("status", dest, "--json"),
+        ("verify", src, dest, "--json"),
+    ):
+        code, out, err = subprocess_run(*args)
+        assert code == 0, err
+        assert not ABSL_LOG_LINE.search(err), err  # no TensorStore/AWS log noise
+        outputs.extend((out, err))
+    assert json.loads(outputs[-2])["problems"] == []
+    # an error message, too
+    code, out, err = cli_run("convert", src, f"s3://{bucket}-missing/x.zarr")
+    assert code == 1
+    assert "NoSuchBucket" in err
+    assert len(err.strip().splitlines()) == 1
+    outputs.extend((out, err))
+    assert_no_secrets(*outputs)
+    written = [
+        client.get_object(Bucket=bucket, Key=item["Key"])["Body"].read()
+        for item in keys(client, bucket)
+    ]
+    assert written
+    assert_no_secrets(*written)
+    assert_same_data(
+        dataset / N5, download(client, bucket, f"portal/{DATASET}.zarr", tmp_path / "zarr")
+    )
+
+
+def test_corrupt_block_on_s3_is_a_source_problem_not_a_storage_one(
+    client: Any, source_bucket: str, tmp_path: Path
+) -> None:
+    """A block that cannot be decoded is reported by its key and the other units go on (a
+    storage failure would stop the run instead)."""
+    key = f"{N5}/em/fibsem-uint16/s0/1/1/1"
+    original = client.get_object(Bucket=source_bucket, Key=key)["Body"].read()
+    broken = bytes(b ^ 0x5A if 20 <= i < 60 else b for i, b in enumerate(original))
+    client.put_object(Bucket=source_bucket, Key=key, Body=broken)
+    dest = tmp_path / "out.zarr"
+    code, _out, err = cli_run("convert", f"s3://{source_bucket}/{N5}", str(dest))
+    assert code == 1
+    assert f"s3://{source_bucket}/{key}" in err
+    assert "cannot use storage" not in err
+    code, out, _err = cli_run("status", str(dest), "--json")
+    complete = {image["image"]: image["complete"] for image in json.loads(out)}
+    assert complete == {"em/fibsem-uint16": False, "labels/mito_seg": True}
+
+
+def test_dry_runs_write_nothing(client: Any, source_bucket: str, dataset: Path) -> None:
+    other = new_bucket(client, "empty")
+    src = f"s3://{source_bucket}/{N5}"
+    before = snapshot(client)
+    for args in (
+        (src, "--dry-run"),
+        (src, "--dry-run", "--json", "--ngff-version", "0.5", "--shard", "64,64,64"),
+        (src, f"s3://{other}/out.zarr", "--dry-run"),
+        (str(dataset / N5), f"s3://{other}/out.zarr", "--dry-run", "--json"),
+    ):
+        code, out, err = cli_run("convert", *args)
+        assert code == 0, err
+        assert "zarr" in out
+    assert snapshot(client) == before
+
+
+def test_public_bucket_read_anonymously(
+    client: Any, source_bucket: str, dataset: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    policy = {
+        "Version": "2012-10-17",
+        "Statement": [
+            {
+                "Effect": "Allow",
+                "Principal": "*",
+                "Action": ["s3:GetObject", "s3:ListBucket"],
+                "Resource": [f"arn:aws:s3:::{source_bucket}", f"arn:aws:s3:::{source_bucket}/*"],
+            }
+        ],
+    }
+    private = new_bucket(client, "private")
+    upload_tree(client, dataset, private, "")
+    client.put_bucket_policy(Bucket=source_bucket, Policy=json.dumps(policy))
+    # --anon with credentials configured: SRC read unsigned, DEST (written) uses credentials
+    dest = new_bucket(client, "dst")
+    code, _out, err = cli_run(
+        "convert", f"s3://{source_bucket}/{N5}", f"s3://{dest}/x.zarr", "--anon"
+    )
+    assert code == 0, err
+    code, out, err = cli_run("verify", f"s3://{source_bucket}/{N5}", f"s3://{dest}/x.zarr")
+    assert code == 0, out + err
+    code, _out, err = cli_run("convert", f"s3://{private}/{N5}", "--dry-run", "--anon")
+    assert code == 1
+    assert "anonymous access (--anon)" in err
+    assert len(err.strip().splitlines()) == 1
+    # no credentials at all: anonymous, like a lab mirroring the public bucket
+    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN"):
+        monkeypatch.delenv(name)
+    mirror = tmp_path / "mirror.zarr"
+    code, _out, err = cli_run("convert", f"s3://{source_bucket}/{N5}", str(mirror))
+    assert code == 0, err
+    assert_same_data(dataset / N5, mirror)
+
+
+def test_profile_credentials_and_no_log_noise(
+    client: Any,
+    source_bucket: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capfd: pytest.CaptureFixture[str],
+) -> None:
+    """Credentials from a profile file; TensorStore's C++ logging (captured at the file
+    descriptor) stays silent although ~/.aws/config does not exist."""
+    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN"):
+        monkeypatch.delenv(name)
+    credentials = tmp_path / "credentials"
+    credentials.write_text(
+        "[lab]\naws_access_key_id = AKIAPROFILE\naws_secret_access_key = profileSecret\n"
+    )
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(credentials))
+    monkeypatch.setenv("AWS_PROFILE", "lab")
+    dest = tmp_path / "out.zarr"
+    code, _out, err = cli_run("convert", f"s3://{source_bucket}/{N5}", str(dest), "--json")
+    assert code == 0, err
+    captured = capfd.readouterr()
+    assert not ABSL_LOG_LINE.search(captured.err), captured.err
+    assert "profileSecret" not in captured.out + captured.err + err
+
+
+# --------------------------------------------------------------------------------------
+# Interruptions: SIGKILL, connections cut
+# --------------------------------------------------------------------------------------
+
+MANY_UNITS = ImageSpec(
+    path="em/fibsem-uint8",
+    shape=(48, 64, 64),
+    dtype="uint8",
+    block_size=(16, 16, 16),
+    levels=1,
+    content="noise",
+    seed=7,
+)
+ONE_BLOCK_UNITS = ("--unit-mib", "0.004", "--no-transplant")
+"""Every 16³ uint8 block its own work unit: 48 units, each a few requests."""
+
+
+@pytest.fixture(scope="module")
+def many_units(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("s3-many")
+    write_dataset(root, "jrc_many-1", [MANY_UNITS], thumbnail=False)
+    return root
+
+
+def done_records(client: Any, dest: str) -> int:
+    """The number of finished-unit records at the DEST ``s3://bucket/prefix``."""
+    bucket, _, prefix = dest.removeprefix("s3://").partition("/")
+    state = f"{prefix}/.cellmap-migrate/".lstrip("/")
+    return sum(1 for item in keys(client, bucket, state) if "/done/" in item["Key"])
+
+
+def start_convert(src: str, dest: str, *args: str, **env: str) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "migrate", "convert", src, dest, *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=REPO,
+        env={**os.environ, **env},
+    )
+
+
+def wait_for_records(proc: subprocess.Popen[str], client: Any, dest: str, at_least: int) -> int:
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and proc.poll() is None:
+        found = done_records(client, dest)
+        if found >= at_least:
+            return found
+        time.sleep(0.05)
+    raise AssertionError(f"no {at_least} done records (exit {proc.poll()})")
+
+
+def finish_and_verify(src: str, dest: str) -> None:
+    code, out, err = subprocess_run("convert", src, dest, *ONE_BLOCK_UNITS, "--json")
+    assert code == 0, err
+    assert json.loads(out)["complete"]
+    code, out, err = cli_run("verify", src, dest)
+    assert code == 0, out + err
+
+
+@pytest.mark.slow
+def test_sigkill_then_resume_on_s3(client: Any, many_units: Path, tmp_path: Path) -> None:
+    bucket = new_bucket(client, "kill")
+    upload_tree(client, many_units, bucket, "")
+    src, dest = f"s3://{bucket}/jrc_many-1/jrc_many-1.n5", f"s3://{bucket}/jrc_many-1/out.zarr"
+    source_before = snapshot(client)
+    proc = start_convert(src, dest, "--workers", "1", *ONE_BLOCK_UNITS)
+    try:
+        wait_for_records(proc, client, dest, 10)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=10)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.communicate()
+    assert proc.returncode == -signal.SIGKILL
+    code, out, _err = cli_run("status", dest)
+    assert code == 1
+    assert "INCOMPLETE" in out
+    code, out, err = subprocess_run("convert", src, dest, *ONE_BLOCK_UNITS, "--json")
+    assert code == 0, err
+    (image,) = json.loads(out)["images"]
+    assert image["units_skipped"] >= 10
+    assert image["units_copied"] + image["units_skipped"] == image["units_total"] == 48
+    finish_and_verify(src, dest)
+    code, out, err = cli_run("convert", src, dest, *ONE_BLOCK_UNITS, "--json")
+    assert code == 0, err
+    assert [image["units_copied"] for image in json.loads(out)["images"]] == [0]
+    assert_source_untouched(source_before, snapshot(client), f"{bucket}/jrc_many-1/out.zarr/")
+    assert_same_data(
+        many_units / "jrc_many-1" / "jrc_many-1.n5",
+        download(client, bucket, "jrc_many-1/out.zarr", tmp_path / "zarr"),
+        levels=1,
+    )
+
+
+@pytest.mark.slow
+def test_connections_cut_for_a_while(aws: MotoServer, client: Any, many_units: Path) -> None:
+    """A two-second outage mid-run: the retries ride it out, or the run stops with one clear
+    line; either way the next run completes and verifies."""
+    bucket = new_bucket(client, "cut")
+    upload_tree(client, many_units, bucket, "")
+    src, dest = f"s3://{bucket}/jrc_many-1/jrc_many-1.n5", f"s3://{bucket}/out.zarr"
+    proxy = TcpProxy(aws.port)
+    try:
+        # the proxy given on the command line (which wins over AWS_ENDPOINT_URL)
+        proc = start_convert(
+            src,
+            dest,
+            "--workers",
+            "2",
+            *ONE_BLOCK_UNITS,
+            "--endpoint-url",
+            proxy.url,
+            "--region",
+            REGION,
+        )
+        wait_for_records(proc, client, dest, 5)
+        assert proxy.connections > 0  # the run goes through the proxy
+        proxy.cut()
+        time.sleep(2)
+        proxy.restore()
+        _out, err = proc.communicate(timeout=120)
+        errors = [line for line in err.splitlines() if "error" in line.lower()]
+        if proc.returncode == 0:
+            assert errors == []
+        else:
+            assert proc.returncode == 1, err
+            assert len(errors) == 1, err
+            assert errors[0].startswith("error: ")
+            assert "run the same command again" in errors[0]
+        assert_no_secrets(err)
+    finally:
+        proxy.cut()
+    finish_and_verify(src, dest)
+
+
+@pytest.mark.slow
+def test_server_gone_stops_with_one_line_then_resumes(
+    aws: MotoServer, client: Any, many_units: Path
+) -> None:
+    bucket = new_bucket(client, "gone")
+    upload_tree(client, many_units, bucket, "")
+    src, dest = f"s3://{bucket}/jrc_many-1/jrc_many-1.n5", f"s3://{bucket}/out.zarr"
+    proxy = TcpProxy(aws.port)
+    try:
+        proc = start_convert(
+            src,
+            dest,
+            "--workers",
+            "2",
+            *ONE_BLOCK_UNITS,
+            AWS_ENDPOINT_URL=proxy.url,
+            AWS_MAX_ATTEMPTS="2",
+        )
+        wait_for_records(proc, client, dest, 5)
+        assert proxy.connections > 0
+        proxy.cut()  # and it stays down
+        _out, err = proc.communicate(timeout=60)
+    finally:
+        proxy.cut()
+    assert proc.returncode == 1, err
+    errors = [line for line in err.splitlines() if "error" in line.lower()]
+    assert len(errors) == 1, err
+    assert errors[0].startswith("error: ")
+    assert proxy.url.removeprefix("http://") in errors[0] or f"s3://{bucket}" in errors[0]
+    assert "run the same command again" in errors[0]
+    assert_no_secrets(err)
+    finish_and_verify(src, dest)
