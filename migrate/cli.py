@@ -6,16 +6,19 @@ shows the traceback instead.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 
 import click
 
 from migrate import __version__
 from migrate.errors import ConflictError, MigrationError
+from migrate.plan import DEFAULT_UNIT_BYTES
+from migrate.stores import S3Options
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -67,6 +70,71 @@ def reports_errors(command: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
+def cluster_options(command: F) -> F:
+    """The options that move the copying of work units to a Dask cluster."""
+    options = [
+        click.option(
+            "--scheduler",
+            metavar="ADDRESS",
+            help="Copy on the workers of this Dask scheduler (tcp://host:port, or the path of "
+            "a scheduler JSON file).",
+        ),
+        click.option(
+            "--cluster",
+            type=click.Choice(["local", "lsf", "slurm"]),
+            help="Start a Dask cluster for the run: local (--workers processes) or batch jobs "
+            "(lsf/slurm need dask-jobqueue).",
+        ),
+        click.option("--cluster-jobs", type=click.IntRange(min=1),
+                     help="lsf/slurm: batch jobs (of Dask workers) to start [1]."),
+        click.option("--cluster-cores", type=click.IntRange(min=1),
+                     help="lsf/slurm: cores per job."),
+        click.option("--cluster-memory", metavar="SIZE",
+                     help="lsf/slurm: memory per job, e.g. 16GB."),
+        click.option("--cluster-walltime", metavar="TIME",
+                     help="lsf/slurm: wall-clock limit per job (LSF hh:mm, SLURM hh:mm:ss)."),
+        click.option("--cluster-queue", metavar="NAME", help="lsf/slurm: queue (partition)."),
+        click.option("--retries", type=click.IntRange(min=0),
+                     help="Dask: retries of a task that raised, on another worker [3]."),
+    ]  # fmt: skip
+    for option in reversed(options):
+        command = option(command)
+    return command
+
+
+def s3_options(command: F) -> F:
+    """Add ``--anon``, ``--endpoint-url`` and ``--region``; the command gets them as one
+    ``s3: S3Options`` argument."""
+
+    @functools.wraps(command)
+    def wrapper(
+        *args: Any, anon: bool, endpoint_url: str | None, region: str | None, **kwargs: Any
+    ) -> Any:
+        s3 = S3Options(endpoint_url=endpoint_url or None, region=region or None, anon=anon or None)
+        return command(*args, s3=s3, **kwargs)
+
+    decorated: Any = wrapper
+    for option in (
+        click.option(
+            "--region", metavar="NAME", help="AWS region (default: AWS_REGION or the profile's)."
+        ),
+        click.option(
+            "--endpoint-url",
+            metavar="URL",
+            help="S3-compatible server for s3:// locations (default: AWS_ENDPOINT_URL).",
+        ),
+        click.option(
+            "--anon",
+            is_flag=True,
+            help="Read s3:// locations anonymously (public buckets); locations that are "
+            "written always use the configured credentials. Default: anonymous only when no "
+            "AWS credentials are configured.",
+        ),
+    ):
+        decorated = option(decorated)
+    return decorated  # type: ignore[no-any-return]
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="cellmap-migrate")
 @click.option("--debug", is_flag=True, help="Show tracebacks instead of one-line errors.")
@@ -102,12 +170,25 @@ def cli(debug: bool) -> None:
 @click.option("--trust", type=click.Choice(["cosem", "neuroglancer"]), help="Resolve conflicts.")
 @click.option("--allow-unknown-units", is_flag=True, help="Keep units OME-NGFF does not name.")
 @click.option("--label", "labels", multiple=True, help="Treat images matching PATTERN as labels.")
-@click.option("--workers", type=click.IntRange(min=1), help="Parallel copies (default: cores).")
+@click.option(
+    "--workers",
+    type=click.IntRange(min=1),
+    help="Parallel copies (default: cores); with --cluster local, worker processes.",
+)
+@click.option(
+    "--unit-mib",
+    type=click.FloatRange(min=0, min_open=True),
+    default=DEFAULT_UNIT_BYTES / 2**20,
+    show_default=True,
+    help="Target size of one work unit (uncompressed); peak memory ≈ 2 × workers × this.",
+)
 @click.option("--overwrite", is_flag=True, help="Replace output made with other settings.")
 @click.option("--no-transplant", is_flag=True, help="Always decode and re-encode blocks.")
 @click.option(
     "--skip-decode-check", is_flag=True, help="Move block bytes without proving they decode."
 )
+@cluster_options
+@s3_options
 @reports_errors
 def convert(
     src: str,
@@ -124,15 +205,21 @@ def convert(
     allow_unknown_units: bool,
     labels: tuple[str, ...],
     workers: int | None,
+    unit_mib: float,
     overwrite: bool,
     no_transplant: bool,
     skip_decode_check: bool,
+    s3: S3Options,
+    **cluster: Any,
 ) -> None:
     """Migrate every multiscale image under SRC (an N5 root or a group in it) to DEST.
 
     DEST defaults to the sibling <dataset>.zarr of the <dataset>.n5 root; paths inside the
-    N5 root are kept.
+    N5 root are kept. SRC and DEST are local paths or s3://bucket/prefix, in any mix. With
+    --scheduler or --cluster, the chunks are copied by the workers of a Dask cluster (they
+    must reach SRC and DEST at the same paths or URLs).
     """
+    cluster_settings = _cluster_settings(cluster, workers)
     from migrate.api import prepare
     from migrate.diff import metadata_diff, plan_json, render_plan
     from migrate.plan import PlanOptions
@@ -147,8 +234,9 @@ def convert(
         trust=trust,  # type: ignore[arg-type]
         allow_unknown_units=allow_unknown_units,
         label_patterns=labels,
+        unit_bytes=int(unit_mib * 2**20),
     )
-    prepared = prepare(src, dest, options, read_only_dest=dry_run)
+    prepared = prepare(src, dest, options, read_only_dest=dry_run, s3=s3)
     plan = prepared.plan
     if dry_run:
         diff = metadata_diff(plan, prepared.dest)
@@ -177,7 +265,9 @@ def convert(
         transplant=not no_transplant,
         decode_check=not skip_decode_check,
     )
-    result = run_plan(plan, prepared.source, prepared.dest, engine, make_progress(as_json=as_json))
+    progress = make_progress(as_json=as_json)
+    with _executor(cluster_settings) as executor:
+        result = run_plan(plan, prepared.source, prepared.dest, engine, progress, executor)
     if as_json:
         click.echo(json.dumps({"fingerprint": plan.fingerprint, **result.to_json()}, indent=2))
     else:
@@ -189,6 +279,47 @@ def convert(
         )
 
 
+def _cluster_settings(values: dict[str, Any], workers: int | None) -> Any:
+    """The ClusterOptions of the cluster flags (checked), or None without them. Dask is
+    imported only when a flag is given."""
+    if not any(value is not None for value in values.values()):
+        return None
+    try:
+        from migrate.distributed import ClusterOptions
+    except ImportError as exc:
+        raise MigrationError(
+            f"--scheduler/--cluster need Dask ({exc}); install it with "
+            "pip install 'cellmap-migrate[distributed]'"
+        ) from None
+    given = {
+        "scheduler": values["scheduler"],
+        "cluster": values["cluster"],
+        "workers": workers,
+        "jobs": values["cluster_jobs"],
+        "cores": values["cluster_cores"],
+        "memory": values["cluster_memory"],
+        "walltime": values["cluster_walltime"],
+        "queue": values["cluster_queue"],
+    }
+    if values["retries"] is not None:
+        given["retries"] = values["retries"]
+    settings = ClusterOptions(**given)
+    settings.check()
+    return settings
+
+
+@contextlib.contextmanager
+def _executor(settings: Any) -> Iterator[Any]:
+    """The executor of the run: None (the embedded engine) or a Dask cluster's."""
+    if settings is None:
+        yield None
+        return
+    from migrate.distributed import DaskExecutor, connect
+
+    with connect(settings) as client:
+        yield DaskExecutor(client, retries=settings.retries)
+
+
 def default_workers() -> int:
     import os
 
@@ -197,19 +328,23 @@ def default_workers() -> int:
 
 def main() -> None:
     """Console-script entry point."""
+    from migrate.memory import limit_malloc_arenas
+
+    limit_malloc_arenas()
     cli(prog_name="cellmap-migrate")
 
 
 @cli.command(name="status")
 @click.argument("dest")
 @click.option("--json", "as_json", is_flag=True, help="Print the status as JSON.")
+@s3_options
 @reports_errors
-def status_command(dest: str, as_json: bool) -> None:
+def status_command(dest: str, as_json: bool, s3: S3Options) -> None:
     """Per image and level of DEST: work units done / total; exit 0 only when all complete."""
     from migrate.status import render_status, status
     from migrate.stores import open_store
 
-    images = status(open_store(dest, read_only=True))
+    images = status(open_store(dest, read_only=True, s3=s3))
     if as_json:
         click.echo(json.dumps([image.to_json() for image in images], indent=2))
     else:
@@ -227,9 +362,16 @@ def status_command(dest: str, as_json: bool) -> None:
 @click.option("--seed", type=int, help="Random seed for --sample.")
 @click.option("--workers", type=click.IntRange(min=1), help="Parallel reads (default: cores).")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+@s3_options
 @reports_errors
 def verify_command(
-    src: str, dest: str, sample: float, seed: int | None, workers: int | None, as_json: bool
+    src: str,
+    dest: str,
+    sample: float,
+    seed: int | None,
+    workers: int | None,
+    as_json: bool,
+    s3: S3Options,
 ) -> None:
     """Compare DEST with SRC voxel for voxel and validate its OME-NGFF metadata."""
     from migrate.discover import split_n5_url
@@ -238,8 +380,8 @@ def verify_command(
 
     n5_root, _inner = split_n5_url(src.removeprefix("file://"))
     result = verify(
-        open_store(n5_root, read_only=True),
-        open_store(dest, read_only=True),
+        open_store(n5_root, read_only=True, s3=s3),
+        open_store(dest, read_only=True, s3=s3),
         sample=sample,
         workers=workers or default_workers(),
         seed=seed,

@@ -2,22 +2,28 @@
 
 Work units are chunk-aligned (shard-aligned) boxes in **C order** (z, y, x). Memory stays
 bounded: at most ``2 × workers`` units are in flight, each at most ``unit_bytes`` of voxels.
+
+Running the units is pluggable: :func:`run_plan` prepares DEST, hands the remaining units to
+a :class:`UnitExecutor` (default :func:`run_local`, threads in this process; see
+``migrate.distributed`` for a Dask cluster), counts the outcomes it reports, and finalizes.
+Wherever a unit runs, :class:`UnitWorker` copies and records it.
 """
 
 from __future__ import annotations
 
 import concurrent.futures as cf
+import json
 import math
 import time
-from collections.abc import Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
 from migrate import resume
 from migrate.copiers import make_copier
-from migrate.errors import PlanMismatchError, SourceDataError
+from migrate.errors import PlanMismatchError, SourceDataError, StoreError
 from migrate.layout import (
     Documents,
     dumps,
@@ -27,7 +33,7 @@ from migrate.layout import (
 )
 from migrate.progress import NullProgress, Progress
 from migrate.stores import Store, join_key
-from migrate.tsio import HandleCache, open_source, ts_error_text
+from migrate.tsio import HandleCache, is_storage_error, open_source, ts_error_text
 from schemas.plan import ImagePlan, LevelPlan, Plan
 
 
@@ -85,40 +91,33 @@ def _write_if_absent(dest: Store, docs: Documents) -> None:
             dest.write(key, dumps(document))
 
 
-def explain_difference(recorded: dict[str, Any] | None, plan: Plan, image: ImagePlan) -> str:
-    """Which settings differ between what DEST was started with and this plan."""
-    if recorded is None:
-        return f"{image.dest_path} exists at DEST but was not written by cellmap-migrate"
-    differences = []
-    if recorded.get("ngff_version") != plan.ngff_version:
-        differences.append(f"ngff version {recorded.get('ngff_version')} → {plan.ngff_version}")
-    if recorded.get("tool_version") != plan.tool_version:
-        differences.append(f"tool version {recorded.get('tool_version')} → {plan.tool_version}")
-    old_levels = {lv["name"]: lv for lv in recorded.get("image", {}).get("levels", [])}
-    for level in image.levels:
-        old = old_levels.get(level.name)
-        if old is None:
-            differences.append(f"{level.name} is new")
+def explain_difference(dest: Store, plan: Plan, image: ImagePlan, state: resume.StateRecord) -> str:
+    """What differs between the metadata at DEST and what this plan would write."""
+    if state.state is resume.ImageState.FOREIGN:
+        return f"{dest.display(image.dest_path)} exists but was not written by cellmap-migrate"
+    wanted = {**image_start_documents(plan, image), **image_final_documents(plan, image)}
+    differences: list[str] = []
+    for key, document in wanted.items():
+        existing = resume.read_json(dest, key)
+        if existing is None:
+            if key != join_key(image.dest_path, ".zattrs"):  # absent until finalize anyway
+                differences.append(f"{key} does not exist (DEST has other Zarr metadata)")
             continue
-        new = level.to_json_dict()
-        for key in ("codec", "chunks", "shard", "dtype", "shape"):
-            if old.get(key) != new.get(key):
-                differences.append(
-                    f"{level.name} {key} {_short(old.get(key))} → {_short(new.get(key))}"
-                )
-    if not differences and recorded.get("image", {}).get("attributes") != image.attributes:
-        differences.append("metadata (scale/translation/axes/provenance) differs")
-    return f"{image.dest_path} was started with other settings: " + "; ".join(
-        differences or ["plan differs"]
+        for name in sorted(set(document) | set(existing)):
+            old, new = existing.get(name), document.get(name)
+            if old != new and name != "attributes":
+                differences.append(f"{key}: {name} {_compact(old)} → {_compact(new)}")
+    if not differences:
+        differences.append("the metadata (scale, translation, axes or provenance) differs")
+    shown = "; ".join(differences[:4]) + (
+        f"; … {len(differences) - 4} more" if len(differences) > 4 else ""
     )
+    return f"{dest.display(image.dest_path)} was written with other settings: {shown}"
 
 
-def _short(value: Any) -> str:
-    if isinstance(value, dict):
-        return "/".join(
-            str(value[k]) for k in ("name", "cname", "level") if value.get(k) is not None
-        )
-    return str(value)
+def _compact(value: Any) -> str:
+    text = json.dumps(value, separators=(",", ":"))
+    return text if len(text) <= 80 else text[:77] + "..."
 
 
 def bad_blocks(
@@ -146,10 +145,111 @@ def bad_blocks(
 
 
 @dataclass(frozen=True)
-class _Task:
+class WorkUnit:
+    """One work unit: indices of the image, of its level, and of the unit (C-order linear)."""
+
     image: int
     level: int
     unit: int
+
+
+@dataclass(frozen=True)
+class UnitOutcome:
+    """What became of one work unit: copied (``nbytes`` of voxels read) or ``failure``."""
+
+    unit: WorkUnit
+    nbytes: int = 0
+    failure: str | None = None
+
+
+@dataclass(frozen=True)
+class LevelWork:
+    """The units of one level that are not recorded as done yet, in C order."""
+
+    image: int
+    level: int
+    units: tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class Job:
+    """The remaining work of a run, as handed to a :class:`UnitExecutor`."""
+
+    plan: Plan
+    source: Store
+    dest: Store
+    options: EngineOptions
+    work: tuple[LevelWork, ...]
+    progress: Progress
+
+
+Report = Callable[[UnitOutcome], None]
+
+
+class UnitExecutor(Protocol):
+    """Runs every unit of ``job`` (each copied and recorded by a :class:`UnitWorker`) and
+    calls ``report`` once per unit, from the calling thread, as outcomes arrive."""
+
+    def __call__(self, job: Job, report: Report) -> None: ...
+
+
+class UnitWorker:
+    """Copies work units of one plan in this process and records each one at DEST; the
+    threads of a process share one (TensorStore handles are opened once per level)."""
+
+    def __init__(self, plan: Plan, source: Store, dest: Store, options: EngineOptions) -> None:
+        self.plan = plan
+        self.source = source
+        self.dest = dest
+        self.options = options
+        self.fingerprints = [resume.image_fingerprint(plan, image) for image in plan.images]
+        cache = HandleCache(source, dest, plan.ngff_version, options.workers)
+        self.copier = make_copier(plan, source, dest, cache, options)
+
+    def copy(self, task: WorkUnit) -> int:
+        """Copy one unit, then record it as done; returns the voxel bytes it covered."""
+        image = self.plan.images[task.image]
+        level = image.levels[task.level]
+        nbytes = self.copier(level, task.unit)
+        resume.record_unit(
+            self.dest, self.fingerprints[task.image], image.dest_path, level.name, task.unit
+        )
+        return nbytes
+
+    def failure(self, task: WorkUnit, exc: Exception) -> str:
+        """The message reported for a unit whose copy raised ``exc``: the source blocks that
+        cannot be decoded, when that is the cause.
+
+        Raises StoreError instead when storage could not be reached or used (connection,
+        credentials, throttling beyond the retries): every other unit would fail the same
+        way, so the run stops with one message and the next run resumes."""
+        image = self.plan.images[task.image]
+        level = image.levels[task.level]
+        if isinstance(exc, SourceDataError):
+            return str(exc)
+        if is_storage_error(exc):
+            if isinstance(exc, StoreError):
+                raise StoreError(f"{exc}; run the same command again to resume") from exc
+            raise StoreError(
+                f"cannot use storage ({self.source.url} → {self.dest.url}) while copying "
+                f"{image.dest_path}/{level.name} unit {task.unit}: {ts_error_text(exc)}; "
+                "run the same command again to resume"
+            ) from exc
+        box = level.unit_box(task.unit)
+        keys = bad_blocks(self.source, level, box, self.options.workers)
+        return (
+            "; ".join(keys)
+            if keys
+            else f"{image.dest_path}/{level.name} unit {task.unit} {list(box)}: "
+            f"{ts_error_text(exc)}"
+        )
+
+    def run(self, task: WorkUnit) -> UnitOutcome:
+        """Copy and record one unit; a failure is returned, not raised."""
+        try:
+            return UnitOutcome(task, self.copy(task))
+        except Exception as exc:
+            return UnitOutcome(task, failure=self.failure(task, exc))
 
 
 def prepare_dest(
@@ -167,13 +267,15 @@ def prepare_dest(
             and not options.overwrite
         ):
             raise PlanMismatchError(
-                explain_difference(record.recorded, plan, image) + "; use --overwrite to replace it"
+                explain_difference(dest, plan, image, record) + "; use --overwrite to replace it"
             )
     for index, (image, record) in enumerate(zip(plan.images, states, strict=True)):
         result = ImageResult(image.dest_path, record.state.value)
         results.append(result)
         if record.state is resume.ImageState.COMPLETE:
             result.complete = True
+            if dest.exists_prefix(resume.image_state_key(image.dest_path)):
+                resume.forget_image(dest, image.dest_path)  # killed right after finalizing
             continue
         if record.state in (resume.ImageState.DIFFERENT, resume.ImageState.FOREIGN):
             dest.delete_prefix(image.dest_path)
@@ -196,68 +298,49 @@ def run_plan(
     dest: Store,
     options: EngineOptions,
     progress: Progress | None = None,
+    executor: UnitExecutor | None = None,
 ) -> RunResult:
-    """Migrate every image of ``plan``; resumable, metadata finalized last."""
+    """Migrate every image of ``plan``; resumable, metadata finalized last. ``executor``
+    runs the work units (default :func:`run_local`: threads in this process)."""
     progress = progress or NullProgress()
     started = time.monotonic()
     results, todo = prepare_dest(dest, plan, options)
     fingerprints = {i: resume.image_fingerprint(plan, plan.images[i]) for i in todo}
-    pending: dict[int, int] = {}
-    tasks: list[Iterator[_Task]] = []
+    work: list[LevelWork] = []
     for index in todo:
         image = plan.images[index]
         result = results[index]
         total_bytes = sum(level.nbytes for level in image.levels)
         done_bytes = 0
-        remaining = 0
         for level_index, level in enumerate(image.levels):
             done = resume.done_units(dest, fingerprints[index], image.dest_path, level.name)
             result.units_total += level.unit_count
             result.units_skipped += len(done)
             done_bytes += level.nbytes * len(done) // max(level.unit_count, 1)
-            missing = [u for u in range(level.unit_count) if u not in done]
-            remaining += len(missing)
-            tasks.append(iter([_Task(index, level_index, u) for u in missing]))
-        pending[index] = remaining
+            missing = tuple(u for u in range(level.unit_count) if u not in done)
+            work.append(LevelWork(index, level_index, missing))
         progress.start(
             image.dest_path, result.units_total, total_bytes, result.units_skipped, done_bytes
         )
-    cache = HandleCache(source, dest, plan.ngff_version, options.workers)
-    copier = make_copier(plan, source, dest, cache, options)
 
-    def work(task: _Task) -> int:
-        image = plan.images[task.image]
-        level = image.levels[task.level]
-        nbytes = copier(level, task.unit)
-        resume.record_unit(dest, fingerprints[task.image], image.dest_path, level.name, task.unit)
-        return nbytes
+    def report(outcome: UnitOutcome) -> None:
+        image = plan.images[outcome.unit.image]
+        result = results[outcome.unit.image]
+        if outcome.failure is not None:
+            result.failures.append(outcome.failure)
+            progress.message(f"error: {outcome.failure}")
+            return
+        result.units_copied += 1
+        result.bytes_read += outcome.nbytes
+        progress.advance(image.dest_path, 1, outcome.nbytes)
 
-    queue = (task for it in tasks for task in it)
-    window = max(1, 2 * options.workers)
-    with cf.ThreadPoolExecutor(max_workers=options.workers, thread_name_prefix="copy") as pool:
-        in_flight: dict[cf.Future[int], _Task] = {}
-        try:
-            for task in queue:
-                while len(in_flight) >= window:
-                    _drain(in_flight, plan, results, source, options, progress, pending)
-                in_flight[pool.submit(work, task)] = task
-            while in_flight:
-                _drain(in_flight, plan, results, source, options, progress, pending)
-        except BaseException:
-            for future in in_flight:
-                future.cancel()
-            raise
+    (executor or run_local)(Job(plan, source, dest, options, tuple(work), progress), report)
     for index in todo:
         result = results[index]
         if not result.failures:
             image = plan.images[index]
             _write_if_changed(dest, image_final_documents(plan, image))
-            resume.record_complete(
-                dest,
-                plan,
-                image,
-                {"units": result.units_total, "bytes": sum(lv.nbytes for lv in image.levels)},
-            )
+            resume.forget_image(dest, image.dest_path)
             result.complete = True
     if all(r.complete for r in results):
         for group in plan.groups:
@@ -267,40 +350,34 @@ def run_plan(
     return RunResult(results, time.monotonic() - started)
 
 
-def _drain(
-    in_flight: dict[cf.Future[int], _Task],
-    plan: Plan,
-    results: list[ImageResult],
-    source: Store,
-    options: EngineOptions,
-    progress: Progress,
-    pending: dict[int, int],
-) -> None:
+def run_local(job: Job, report: Report) -> None:
+    """The embedded engine: ``options.workers`` threads, at most twice that many units in
+    flight, in plan order (image by image, level by level)."""
+    worker = UnitWorker(job.plan, job.source, job.dest, job.options)
+    queue = (WorkUnit(w.image, w.level, unit) for w in job.work for unit in w.units)
+    window = max(1, 2 * job.options.workers)
+    with cf.ThreadPoolExecutor(max_workers=job.options.workers, thread_name_prefix="copy") as pool:
+        in_flight: dict[cf.Future[int], WorkUnit] = {}
+        try:
+            for task in queue:
+                while len(in_flight) >= window:
+                    _drain(in_flight, worker, report)
+                in_flight[pool.submit(worker.copy, task)] = task
+            while in_flight:
+                _drain(in_flight, worker, report)
+        except BaseException:
+            for future in in_flight:
+                future.cancel()
+            raise
+
+
+def _drain(in_flight: dict[cf.Future[int], WorkUnit], worker: UnitWorker, report: Report) -> None:
     done, _ = cf.wait(in_flight, return_when=cf.FIRST_COMPLETED)
     for future in done:
         task = in_flight.pop(future)
-        image = plan.images[task.image]
-        level = image.levels[task.level]
-        result = results[task.image]
         try:
             nbytes = future.result()
-        except SourceDataError as exc:
-            result.failures.append(str(exc))
-            progress.message(f"error: {exc}")
-            continue
         except Exception as exc:
-            box = level.unit_box(task.unit)
-            keys = bad_blocks(source, level, box, options.workers)
-            message = (
-                "; ".join(keys)
-                if keys
-                else f"{image.dest_path}/{level.name} unit {task.unit} {list(box)}: "
-                f"{ts_error_text(exc)}"
-            )
-            result.failures.append(message)
-            progress.message(f"error: {message}")
+            report(UnitOutcome(task, failure=worker.failure(task, exc)))
             continue
-        result.units_copied += 1
-        result.bytes_read += nbytes
-        pending[task.image] -= 1
-        progress.advance(image.dest_path, 1, nbytes)
+        report(UnitOutcome(task, nbytes))

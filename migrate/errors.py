@@ -40,3 +40,7 @@ class PlanMismatchError(MigrationError):
 
 class VerificationError(MigrationError):
     """The destination differs from the source or its metadata is not valid OME-NGFF."""
+
+
+class ClusterError(MigrationError):
+    """A Dask cluster that cannot be started or reached, or was lost during a run."""
