@@ -1,12 +1,17 @@
 """How one work unit is copied: through TensorStore (decode, transpose, encode), or by the
-zero-decode transplant of block payloads when the output codec can carry them."""
+zero-decode transplant of block payloads when the output codec can carry them
+(:mod:`migrate.transplant`)."""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
+import numpy as np
+
 from migrate.stores import Store
+from migrate.transplant import Transplanter, transplantable
 from migrate.tsio import HandleCache, LevelHandles, box_slices
 from schemas.plan import LevelPlan, Plan
 
@@ -17,22 +22,65 @@ Copier = Callable[[LevelPlan, int], int]
 """Copies work unit ``unit`` of a level; returns the voxel bytes it covered."""
 
 
+PIECE_BYTES = 16 * 2**20
+"""Units go through TensorStore in pieces of about this many voxel bytes (whole chunks, or
+whole shards): bounded memory per unit in flight, whatever the unit size."""
+
+
+def split_box(
+    box: tuple[tuple[int, int], ...], grain: tuple[int, ...], itemsize: int, target: int
+) -> list[tuple[tuple[int, int], ...]]:
+    """``box`` (C order, aligned to ``grain``) cut into grain-aligned pieces of at most
+    ``target`` bytes where possible, by splitting the slowest axes first; C order."""
+    pieces = [box]
+    for axis in range(len(box)):
+        size = math.prod(stop - start for start, stop in pieces[0]) * itemsize
+        if size <= target:
+            break
+        start, stop = box[axis]
+        extent = stop - start
+        inner = size // max(extent, 1)  # bytes per unit length along this axis
+        step = max(grain[axis], (target // max(inner, 1)) // grain[axis] * grain[axis])
+        if step >= extent:
+            continue
+        pieces = [
+            (*piece[:axis], (lo, min(lo + step, stop)), *piece[axis + 1 :])
+            for piece in pieces
+            for lo in range(start, stop, step)
+        ]
+    return pieces
+
+
 def copy_unit(handles: LevelHandles, level: LevelPlan, unit: int) -> int:
-    """Copy one work unit through TensorStore. All-zero units write nothing (no empty
-    chunks). Returns the number of voxel bytes read."""
-    region = box_slices(level.unit_box(unit))
-    data = handles.source[region].read().result()
-    if data.any():
-        handles.dest[region].write(data).result()
-    return int(data.nbytes)
+    """Copy one work unit through TensorStore, piece by piece, source store to destination
+    store: TensorStore streams the chunks, decoding one while encoding another, without a
+    whole-piece array in between. Chunks equal to the fill value (all zero) are not stored
+    (TensorStore's default). Returns the number of voxel bytes covered."""
+    itemsize = np.dtype(level.dtype).itemsize
+    grain = level.shard or level.chunks  # a partial shard write would re-read the shard
+    box = level.unit_box(unit)
+    for piece in split_box(box, tuple(grain), itemsize, PIECE_BYTES):
+        region = box_slices(piece)
+        handles.dest[region].write(handles.source[region]).result()
+    return math.prod(stop - start for start, stop in box) * itemsize
 
 
 def make_copier(
     plan: Plan, source: Store, dest: Store, cache: HandleCache, options: EngineOptions
 ) -> Copier:
-    """The copier for this run's settings."""
+    """The copier for this run's settings: levels whose blocks can be moved as bytes are
+    transplanted (unless ``options.transplant`` is off), the others go through TensorStore."""
+    transplanter = Transplanter(
+        source,
+        dest,
+        plan.ngff_version,
+        workers=options.workers,
+        decode_check=options.decode_check,
+    )
 
-    def through_tensorstore(level: LevelPlan, unit: int) -> int:
+    def copier(level: LevelPlan, unit: int) -> int:
+        if options.transplant and transplantable(level):
+            return transplanter.copy_unit(level, unit)
         return copy_unit(cache.get(level), level, unit)
 
-    return through_tensorstore
+    return copier

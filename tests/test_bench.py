@@ -1,0 +1,56 @@
+"""scripts/bench.py runs end to end in its tiny mode (so it cannot rot); times are not judged."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+ROWS = {
+    "cp",
+    "ts-gzip",
+    "ts-zstd",
+    "keep-04",
+    "keep-04-w1",
+    "keep-05",
+    "keep-05-w1",
+    "skip-04",
+    "skip-05",
+    "zstd-04",
+    "zstd-04-w1",
+    "notransplant-04",
+    "rerun-04",
+}
+
+
+def test_bench_tiny(tmp_path: Path) -> None:
+    out = tmp_path / "results"
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "bench.py"), "--tiny",
+         "--data", str(tmp_path / "data"), "--out", str(out)],
+        capture_output=True, text=True, timeout=300, cwd=ROOT,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    report = json.loads((out / "bench.json").read_text())
+    rows = {row["id"]: row for row in report["rows"]}
+    assert set(rows) >= ROWS
+    for row in rows.values():
+        assert row["median_s"] > 0
+        assert row["min_s"] <= row["median_s"] <= row["max_s"]
+        assert row["peak_rss_mib"] > 0
+        assert row["mb_per_s"] > 0
+    # every unsharded migration wrote the same chunk files (the re-run writes none)
+    unsharded = ROWS - {"cp", "ts-gzip", "ts-zstd", "rerun-04", "keep-05", "keep-05-w1", "skip-05"}
+    written = {rows[r]["files_written"] for r in unsharded}
+    assert len(written) == 1
+    assert written.pop() > 0
+    assert rows["rerun-04"]["files_written"] == 0
+    assert set(report["workers_scaling"]) >= {"keep-04", "keep-05", "zstd-04"}
+    assert {t["target"] for t in report["targets"]} >= {
+        "keep-04 speed-up over plain TensorStore (gzip)",
+        "skip-04 wall time / cp -r",
+        "re-run of a finished migration, % of the first run",
+    }
+    assert "| 0.4 keep codec |" in done.stdout
