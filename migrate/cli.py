@@ -258,7 +258,7 @@ def convert(
     from migrate.report import render_run
 
     if not as_json:
-        click.echo(render_plan(plan), nl=False, err=True)
+        click.echo(render_plan(plan, detailed=False), nl=False, err=True)
     engine = EngineOptions(
         workers=workers or default_workers(),
         overwrite=overwrite,
@@ -420,13 +420,34 @@ def demo_command(directory: str, size: str) -> None:
         n5 = write_dataset(root, name, example_images(size))  # type: ignore[arg-type]
         click.echo(f"wrote the example dataset {n5}")
     context = click.get_current_context()
+    click.echo(f"\n=== cellmap-migrate convert {n5} --dry-run  (what would be written)")
+    _demo_dry_run(str(n5))
     for title, command, args in (
-        ("dry run", convert, [str(n5), "--dry-run"]),
-        ("convert", convert, [str(n5)]),
-        ("verify", verify_command, [str(n5), str(n5.with_suffix(".zarr"))]),
+        ("copy", convert, [str(n5)]),
+        (
+            "compare every voxel, validate the metadata",
+            verify_command,
+            [str(n5), str(n5.with_suffix(".zarr"))],
+        ),
     ):
         click.echo(f"\n=== cellmap-migrate {command.name} {' '.join(args)}  ({title})")
         context.invoke(command, **_defaults(command, args))
+    click.echo(f"\nthe example's OME-NGFF output: {n5.with_suffix('.zarr')}")
+
+
+def _demo_dry_run(src: str, shown: int = 60) -> None:
+    """The dry run, with the metadata diff cut to its first ``shown`` lines."""
+    from migrate.api import prepare
+    from migrate.diff import metadata_diff, render_plan
+    from migrate.plan import PlanOptions
+
+    prepared = prepare(src, None, PlanOptions(), read_only_dest=True)
+    click.echo(render_plan(prepared.plan), nl=False)
+    diff = metadata_diff(prepared.plan, prepared.dest)
+    click.echo("\nmetadata changes:" if diff else "\nmetadata: no changes")
+    click.echo("".join(diff[:shown]), nl=False)
+    if len(diff) > shown:
+        click.echo(f"… {len(diff) - shown} more diff lines (all of them: --dry-run on its own)")
 
 
 def _defaults(command: click.Command, args: list[str]) -> dict[str, Any]:

@@ -45,18 +45,31 @@ def metadata_diff(plan: Plan, dest: Store | None) -> list[str]:
     return [line if line.endswith("\n") else line + "\n" for line in lines]
 
 
-def render_plan(plan: Plan) -> str:
-    """A human summary: per image, source → destination and each level's layout."""
+def render_plan(plan: Plan, *, detailed: bool = True) -> str:
+    """A human summary: per image, source → destination and each level's layout.
+
+    ``detailed`` adds where each metadata value came from and one line per level; without
+    it each image is one line (what ``convert`` prints before it starts copying).
+    """
     out = [
         f"source: {plan.source}" + (f" (only {plan.source_inner})" if plan.source_inner else ""),
         f"dest:   {plan.dest}",
         f"OME-NGFF {plan.ngff_version}, plan {plan.fingerprint}, {len(plan.images)} image(s)",
     ]
+    root = plan.source.rstrip("/") + "/"
     for image in plan.images:
+        units = sum(level.unit_count for level in image.levels)
+        codecs = sorted({level.codec.describe() for level in image.levels})
+        if not detailed:
+            out.append(
+                f"  {image.kind} {image.source_path} -> {image.dest_path}: "
+                f"{len(image.levels)} level(s), {', '.join(codecs)}, {units} unit(s)"
+            )
+            continue
         out.append("")
         out.append(f"{image.kind} {image.source_path} -> {image.dest_path}")
         for what, where in image.sources.items():
-            out.append(f"  {what}: from {where}")
+            out.append(f"  {what}: from {where.replace(root, '')}")
         for level in image.levels:
             shard = f" shard {_shape(level.shard)}" if level.shard else ""
             out.append(
@@ -66,8 +79,9 @@ def render_plan(plan: Plan) -> str:
             )
         out.extend(f"  warning: {warning}" for warning in image.warnings)
         out.extend(f"  CONFLICT: {conflict}" for conflict in image.conflicts)
+    gap = "\n" if detailed else ""
     for orphan in plan.orphan_arrays:
-        out.append(f"\nnot part of any multiscale image (skipped): {orphan}")
+        out.append(f"{gap}not part of any multiscale image (skipped): {orphan}")
     return "\n".join(out) + "\n"
 
 

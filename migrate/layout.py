@@ -27,8 +27,51 @@ Documents = dict[str, dict[str, Any]]
 
 
 def dumps(value: Any) -> bytes:
-    """Stable JSON text: same value, same bytes (floats in shortest round-trip form)."""
-    return (json.dumps(value, indent=2, ensure_ascii=False, allow_nan=False) + "\n").encode()
+    """Stable, readable JSON text: same value, same bytes (floats in shortest round-trip form).
+
+    Objects are indented; lists of plain values (shapes, scales, axis names) and small objects
+    of them (an axis, a transform) stay on one line when they fit, so a metadata diff shows
+    one line per changed item.
+    """
+    return (_render(value, 0) + "\n").encode()
+
+
+def _scalar(value: Any) -> str:
+    return json.dumps(value, ensure_ascii=False, allow_nan=False)
+
+
+def _flat(value: Any) -> bool:
+    """A scalar, or a list of scalars."""
+    if isinstance(value, list | tuple):
+        return not any(isinstance(item, dict | list | tuple) for item in value)
+    return not isinstance(value, dict)
+
+
+def _render(value: Any, depth: int) -> str:
+    pad, inner = "  " * depth, "  " * (depth + 1)
+    if isinstance(value, dict):
+        if not value:
+            return "{}"
+        if all(_flat(v) for v in value.values()):
+            line = (
+                "{"
+                + ", ".join(f"{_scalar(str(k))}: {_render(v, 0)}" for k, v in value.items())
+                + "}"
+            )
+            if len(line) + len(inner) <= 100:
+                return line
+        items = [f"{inner}{_scalar(str(k))}: {_render(v, depth + 1)}" for k, v in value.items()]
+        return "{\n" + ",\n".join(items) + "\n" + pad + "}"
+    if isinstance(value, list | tuple):
+        if not value:
+            return "[]"
+        if _flat(value):
+            flat = "[" + ", ".join(_scalar(item) for item in value) + "]"
+            if len(flat) + len(inner) <= 100:
+                return flat
+        items = [inner + _render(item, depth + 1) for item in value]
+        return "[\n" + ",\n".join(items) + "\n" + pad + "]"
+    return _scalar(value)
 
 
 def _v2_dtype(level: LevelPlan) -> str:

@@ -79,7 +79,7 @@ def test_dry_run_writes_nothing_and_diffs_every_image(dataset: Path, tmp_path: P
         assert f"+++ b/{image}/.zattrs" in run.stdout
         assert f"+++ b/{image}/s0/.zarray" in run.stdout
     assert "--- /dev/null" in run.stdout
-    assert '+  "labels": [' in run.stdout
+    assert '+{"labels": ["mito_seg"]}' in run.stdout
 
 
 def test_dry_run_json_is_stable_and_complete(dataset: Path) -> None:
@@ -113,8 +113,8 @@ def test_dry_run_of_changed_settings_diffs_against_dest(dataset: Path) -> None:
     assert run_cli("convert", str(dataset)).exit_code == 0
     run = run_cli("convert", str(dataset), "--dry-run", "--codec", "zstd")
     assert run.exit_code == 0
-    assert '-    "id": "gzip",' in run.stdout
-    assert '+    "id": "zstd",' in run.stdout
+    assert '-  "compressor": {"id": "gzip", "level": 6},' in run.stdout
+    assert '+  "compressor": {"id": "zstd", "level": 3},' in run.stdout
 
 
 def test_subgroup_source_converts_one_image_and_keeps_inner_paths(dataset: Path) -> None:
