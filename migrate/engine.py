@@ -334,7 +334,10 @@ def run_plan(
         result.bytes_read += outcome.nbytes
         progress.advance(image.dest_path, 1, outcome.nbytes)
 
-    (executor or run_local)(Job(plan, source, dest, options, tuple(work), progress), report)
+    try:
+        (executor or run_local)(Job(plan, source, dest, options, tuple(work), progress), report)
+    finally:
+        progress.close()  # also on Ctrl-C or a storage failure: leave the terminal tidy
     for index in todo:
         result = results[index]
         if not result.failures:
@@ -346,7 +349,6 @@ def run_plan(
         for group in plan.groups:
             if group.attributes:
                 _write_if_changed(dest, group_documents(plan, group.path, group.attributes))
-    progress.close()
     return RunResult(results, time.monotonic() - started)
 
 

@@ -322,3 +322,15 @@ def test_json_progress_lines(tmp_path: Path) -> None:
     result = run.json
     assert result["complete"] is True
     assert len(result["images"]) == 5
+
+
+def test_demo_runs_the_whole_job(tmp_path: Path) -> None:
+    run = run_cli("demo", str(tmp_path / "demo"), "--size", "tiny")
+    assert run.exit_code == 0, run.stderr
+    assert "--- /dev/null" in run.stdout  # the dry run's diff
+    assert "verified 5 image(s)" in run.stdout
+    assert ": OK" in run.stdout
+    again = run_cli("demo", str(tmp_path / "demo"), "--size", "tiny")
+    assert again.exit_code == 0, again.stderr
+    assert "metadata: no changes" in again.stdout
+    assert "already complete" in again.stdout
