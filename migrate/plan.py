@@ -27,6 +27,7 @@ from schemas.ngff import (
     ImageAttrsV04,
     ImageLabelV04,
     ImageLabelV05,
+    LabelsAttrsV04,
     MultiscaleV04,
     MultiscaleV05,
     OmeV05,
@@ -240,9 +241,9 @@ def _groups(images: Sequence[ImagePlan], options: PlanOptions) -> tuple[GroupPla
         if names and labels.get(path):
             listed = sorted(names)
             attributes = (
-                {"labels": listed}
+                LabelsAttrsV04(labels=tuple(listed)).to_json_dict()
                 if options.ngff_version == "0.4"
-                else {"ome": {"version": "0.5", "labels": listed}}
+                else AttrsV05(ome=OmeV05(labels=tuple(listed))).to_json_dict()
             )
         groups.append(GroupPlan(path=path, attributes=attributes))
     return tuple(groups)

@@ -202,9 +202,3 @@ class AttrsV05(TargetModel):
 
     ome: OmeV05
     provenance: Provenance | None = Field(default=None, alias="cellmap-migrate")
-
-
-class ArrayAttrs(TargetModel):
-    """A level array's attributes: the source array's attributes, kept for provenance."""
-
-    provenance: Provenance = Field(alias="cellmap-migrate")

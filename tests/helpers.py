@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -90,7 +89,3 @@ def read_zarr(path: Path) -> np.ndarray[Any, Any]:
     array = zarr.open_array(str(path), mode="r")
     data = np.asarray(array[...])
     return data.astype(data.dtype.newbyteorder("="))
-
-
-def tree_with_env(**env: str) -> dict[str, str]:
-    return {**os.environ, **env}
