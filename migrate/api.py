@@ -6,15 +6,14 @@ in ``plan``, ``layout`` and ``mapping``.
 
 from __future__ import annotations
 
-import dataclasses
-import json
 from dataclasses import dataclass
 from typing import Any
 
+from migrate import resume
 from migrate.discover import discover, split_n5_url
 from migrate.errors import MigrationError
-from migrate.plan import PlanOptions, build_plan
-from migrate.stores import S3Options, Store, join_key, open_store
+from migrate.plan import PlanOptions, build_plan, plan_groups
+from migrate.stores import S3Options, Store, open_store
 from schemas.plan import Plan
 
 
@@ -55,16 +54,9 @@ def _existing_labels(dest: Store, plan: Plan) -> dict[str, tuple[str, ...]]:
     for group in plan.groups:
         if not group.attributes:
             continue
-        for key in (join_key(group.path, ".zattrs"), join_key(group.path, "zarr.json")):
-            raw = dest.read(key)
-            if raw is None:
-                continue
-            try:
-                attrs: Any = json.loads(raw)
-            except ValueError:
-                continue
-            attrs = attrs.get("attributes", attrs) if key.endswith("zarr.json") else attrs
-            labels = attrs.get("labels") or attrs.get("ome", {}).get("labels") or []
+        attrs: Any = resume.group_attributes(dest, group.path) or {}
+        labels = attrs.get("labels") or attrs.get("ome", {}).get("labels") or []
+        if labels:
             found[group.path] = tuple(str(name) for name in labels)
     return found
 
@@ -90,7 +82,7 @@ def prepare(
     discovery = discover(source, inner)
     plan = build_plan(discovery, source.url, inner, dest_store.url, options)
     existing = _existing_labels(dest_store, plan)
-    if existing:
-        options = dataclasses.replace(options, existing_labels=existing)
-        plan = build_plan(discovery, source.url, inner, dest_store.url, options)
+    if existing:  # keep the label images other runs listed
+        groups = plan_groups(plan.images, plan.ngff_version, existing)
+        plan = plan.model_copy(update={"groups": groups})
     return Prepared(plan, source, dest_store)

@@ -91,9 +91,9 @@ def _write_if_absent(dest: Store, docs: Documents) -> None:
             dest.write(key, dumps(document))
 
 
-def explain_difference(dest: Store, plan: Plan, image: ImagePlan, state: resume.StateRecord) -> str:
+def explain_difference(dest: Store, plan: Plan, image: ImagePlan, state: resume.ImageState) -> str:
     """What differs between the metadata at DEST and what this plan would write."""
-    if state.state is resume.ImageState.FOREIGN:
+    if state is resume.ImageState.FOREIGN:
         return f"{dest.display(image.dest_path)} exists but was not written by cellmap-migrate"
     wanted = {**image_start_documents(plan, image), **image_final_documents(plan, image)}
     differences: list[str] = []
@@ -202,7 +202,7 @@ class UnitWorker:
         self.source = source
         self.dest = dest
         self.options = options
-        self.fingerprints = [resume.image_fingerprint(plan, image) for image in plan.images]
+        self.fingerprints = [plan.image_fingerprint(image) for image in plan.images]
         cache = HandleCache(source, dest, plan.ngff_version, options.workers)
         self.copier = make_copier(plan, source, dest, cache, options)
 
@@ -261,23 +261,23 @@ def prepare_dest(
     results: list[ImageResult] = []
     todo: list[int] = []
     states = [resume.image_state(dest, plan, image) for image in plan.images]
-    for image, record in zip(plan.images, states, strict=True):
+    for image, state in zip(plan.images, states, strict=True):
         if (
-            record.state in (resume.ImageState.DIFFERENT, resume.ImageState.FOREIGN)
+            state in (resume.ImageState.DIFFERENT, resume.ImageState.FOREIGN)
             and not options.overwrite
         ):
             raise PlanMismatchError(
-                explain_difference(dest, plan, image, record) + "; use --overwrite to replace it"
+                explain_difference(dest, plan, image, state) + "; use --overwrite to replace it"
             )
-    for index, (image, record) in enumerate(zip(plan.images, states, strict=True)):
-        result = ImageResult(image.dest_path, record.state.value)
+    for index, (image, state) in enumerate(zip(plan.images, states, strict=True)):
+        result = ImageResult(image.dest_path, state.value)
         results.append(result)
-        if record.state is resume.ImageState.COMPLETE:
+        if state is resume.ImageState.COMPLETE:
             result.complete = True
             if dest.exists_prefix(resume.image_state_key(image.dest_path)):
                 resume.forget_image(dest, image.dest_path)  # killed right after finalizing
             continue
-        if record.state in (resume.ImageState.DIFFERENT, resume.ImageState.FOREIGN):
+        if state in (resume.ImageState.DIFFERENT, resume.ImageState.FOREIGN):
             dest.delete_prefix(image.dest_path)
             dest.delete_prefix(resume.image_state_key(image.dest_path))
         todo.append(index)
@@ -286,7 +286,7 @@ def prepare_dest(
             _write_if_absent(dest, group_documents(plan, group.path, {}))
     for index in todo:
         image = plan.images[index]
-        if states[index].state is not resume.ImageState.PARTIAL:
+        if states[index] is not resume.ImageState.PARTIAL:
             resume.record_start(dest, plan, image)
         _write_if_changed(dest, image_start_documents(plan, image))
     return results, todo
@@ -305,7 +305,7 @@ def run_plan(
     progress = progress or NullProgress()
     started = time.monotonic()
     results, todo = prepare_dest(dest, plan, options)
-    fingerprints = {i: resume.image_fingerprint(plan, plan.images[i]) for i in todo}
+    fingerprints = {i: plan.image_fingerprint(plan.images[i]) for i in todo}
     work: list[LevelWork] = []
     for index in todo:
         image = plan.images[index]

@@ -8,7 +8,7 @@ from __future__ import annotations
 import fnmatch
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Literal
 
 import numpy as np
@@ -54,8 +54,6 @@ class PlanOptions:
     allow_unknown_units: bool = False
     label_patterns: tuple[str, ...] = ()
     unit_bytes: int = DEFAULT_UNIT_BYTES
-    existing_labels: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
-    """Label names already listed by ``labels`` groups at DEST (kept, merged with ours)."""
 
     def settings(self) -> dict[str, Any]:
         return {
@@ -222,8 +220,14 @@ def plan_image(image: SourceImage, source_url: str, options: PlanOptions) -> Ima
     )
 
 
-def _groups(images: Sequence[ImagePlan], options: PlanOptions) -> tuple[GroupPlan, ...]:
-    """Every ancestor group of every image, with ``labels`` lists where label images live."""
+def plan_groups(
+    images: Sequence[ImagePlan],
+    ngff_version: NgffVersion,
+    existing_labels: Mapping[str, Sequence[str]] | None = None,
+) -> tuple[GroupPlan, ...]:
+    """Every ancestor group of every image, with ``labels`` lists where label images live
+    (merged with ``existing_labels``: names a ``labels`` group at DEST lists already)."""
+    existing_labels = existing_labels or {}
     image_paths = {image.dest_path for image in images}
     labels: dict[str, set[str]] = {}
     for image in images:
@@ -236,13 +240,13 @@ def _groups(images: Sequence[ImagePlan], options: PlanOptions) -> tuple[GroupPla
         paths.update("/".join(parts[:i]) for i in range(len(parts)))
     groups = []
     for path in sorted(paths - image_paths):
-        names = labels.get(path, set()) | set(options.existing_labels.get(path, ()))
+        names = labels.get(path, set()) | set(existing_labels.get(path, ()))
         attributes: dict[str, Any] = {}
         if names and labels.get(path):
             listed = sorted(names)
             attributes = (
                 LabelsAttrsV04(labels=tuple(listed)).to_json_dict()
-                if options.ngff_version == "0.4"
+                if ngff_version == "0.4"
                 else AttrsV05(ome=OmeV05(labels=tuple(listed))).to_json_dict()
             )
         groups.append(GroupPlan(path=path, attributes=attributes))
@@ -267,6 +271,6 @@ def build_plan(
         ngff_version=options.ngff_version,
         settings=options.settings(),
         images=images,
-        groups=_groups(images, options),
+        groups=plan_groups(images, options.ngff_version),
         orphan_arrays=discovery.orphan_arrays,
     )

@@ -16,7 +16,6 @@ destination holds nothing but Zarr metadata and chunks.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
 from enum import Enum
 from typing import Any
 
@@ -31,24 +30,12 @@ def image_state_key(image_dest_path: str, *parts: str) -> str:
     return join_key(STATE_DIR, "images", image_dest_path, *parts)
 
 
-def image_fingerprint(plan: Plan, image: ImagePlan) -> str:
-    """A hash of everything that determines this image's output bytes."""
-    return plan.image_fingerprint(image)
-
-
 class ImageState(Enum):
     NEW = "new"  # nothing at DEST
     PARTIAL = "partial"  # started with the same plan
     COMPLETE = "complete"  # finished with the same plan
     DIFFERENT = "different"  # started or finished with another plan
     FOREIGN = "foreign"  # DEST holds data cellmap-migrate did not write
-
-
-@dataclass(frozen=True)
-class StateRecord:
-    state: ImageState
-    recorded: dict[str, Any] | None = None
-    """The recorded plan.json, or the provenance of a finished image."""
 
 
 def read_json(store: Store, key: str) -> dict[str, Any] | None:
@@ -80,20 +67,21 @@ def completion_mark(store: Store, path: str) -> dict[str, Any] | None:
     return None
 
 
-def image_state(dest: Store, plan: Plan, image: ImagePlan) -> StateRecord:
+def image_state(dest: Store, plan: Plan, image: ImagePlan) -> ImageState:
     """Where this image stands at DEST relative to ``plan``."""
     fingerprint = plan.image_fingerprint(image)
     finished = completion_mark(dest, image.dest_path)
     if finished is not None:
-        same = finished["fingerprint"] == fingerprint
-        return StateRecord(ImageState.COMPLETE if same else ImageState.DIFFERENT, finished)
+        return (
+            ImageState.COMPLETE if finished["fingerprint"] == fingerprint else ImageState.DIFFERENT
+        )
     started = read_json(dest, image_state_key(image.dest_path, "plan.json"))
     if started is not None:
         same = started.get("fingerprint") == fingerprint
-        return StateRecord(ImageState.PARTIAL if same else ImageState.DIFFERENT, started)
+        return ImageState.PARTIAL if same else ImageState.DIFFERENT
     if dest.exists_prefix(image.dest_path):
-        return StateRecord(ImageState.FOREIGN)
-    return StateRecord(ImageState.NEW)
+        return ImageState.FOREIGN
+    return ImageState.NEW
 
 
 def record_start(dest: Store, plan: Plan, image: ImagePlan) -> None:

@@ -334,3 +334,27 @@ def test_demo_runs_the_whole_job(tmp_path: Path) -> None:
     assert again.exit_code == 0, again.stderr
     assert "metadata: no changes" in again.stdout
     assert "already complete" in again.stdout
+
+
+@pytest.mark.parametrize("version", ["0.4", "0.5"])
+def test_labels_group_keeps_labels_from_earlier_runs(
+    source: Path, tmp_path: Path, version: str
+) -> None:
+    dest = tmp_path / "out.zarr"
+    for name in ("mito_seg", "er_seg"):
+        run = run_cli(
+            "convert", str(source / "labels" / name), str(dest), "--ngff-version", version
+        )
+        assert run.exit_code == 0, run.stderr
+    labels: Any = zarr.open_group(str(dest / "labels"), mode="r").attrs.asdict()
+    listed = labels["labels"] if version == "0.4" else labels["ome"]["labels"]
+    assert listed == ["er_seg", "mito_seg"]
+    again = run_cli(
+        "convert",
+        str(source / "labels" / "mito_seg"),
+        str(dest),
+        "--ngff-version",
+        version,
+        "--dry-run",
+    )
+    assert "metadata: no changes" in again.stdout
