@@ -183,7 +183,11 @@ def cli(debug: bool) -> None:
     help="Target size of one work unit (uncompressed); peak memory ≈ 2 × workers × this.",
 )
 @click.option("--overwrite", is_flag=True, help="Replace output made with other settings.")
-@click.option("--no-transplant", is_flag=True, help="Always decode and re-encode blocks.")
+@click.option(
+    "--no-transplant",
+    is_flag=True,
+    help="Copy every level through TensorStore (no block-by-block fast path).",
+)
 @click.option(
     "--skip-decode-check", is_flag=True, help="Move block bytes without proving they decode."
 )

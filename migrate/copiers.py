@@ -1,6 +1,7 @@
-"""How one work unit is copied: through TensorStore (decode, transpose, encode), or by the
-zero-decode transplant of block payloads when the output codec can carry them
-(:mod:`migrate.transplant`)."""
+"""How one work unit is copied: block by block without TensorStore when the chunks are the
+source blocks (payloads moved as bytes when the output codec can carry them, else decoded
+and re-encoded one block at a time; :mod:`migrate.transplant`), otherwise through
+TensorStore (read, transpose, write)."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from migrate.stores import Store
-from migrate.transplant import Transplanter, transplantable
+from migrate.transplant import Transplanter, recodable
 from migrate.tsio import HandleCache, LevelHandles, box_slices
 from schemas.plan import LevelPlan, Plan
 
@@ -68,8 +69,9 @@ def copy_unit(handles: LevelHandles, level: LevelPlan, unit: int) -> int:
 def make_copier(
     plan: Plan, source: Store, dest: Store, cache: HandleCache, options: EngineOptions
 ) -> Copier:
-    """The copier for this run's settings: levels whose blocks can be moved as bytes are
-    transplanted (unless ``options.transplant`` is off), the others go through TensorStore."""
+    """The copier for this run's settings: levels whose chunks are the source blocks are
+    copied block by block (unless ``options.transplant`` is off: ``--no-transplant``), the
+    others go through TensorStore."""
     transplanter = Transplanter(
         source,
         dest,
@@ -79,7 +81,7 @@ def make_copier(
     )
 
     def copier(level: LevelPlan, unit: int) -> int:
-        if options.transplant and transplantable(level):
+        if options.transplant and recodable(level):
             return transplanter.copy_unit(level, unit)
         return copy_unit(cache.get(level), level, unit)
 

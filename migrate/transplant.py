@@ -1,22 +1,30 @@
-"""The zero-decode fast path: move N5 block payloads into Zarr chunks as bytes.
+"""Block-by-block copies without TensorStore: move N5 block payloads into Zarr chunks as
+bytes (the zero-decode fast path), or re-encode them one block at a time.
 
-When a level's output codec can carry the source bytes (same compressor, big-endian
-``bytes``; :attr:`~schemas.plan.CodecPlan.transplant`) and its chunks are the source blocks,
-a full-size source block's payload *is* a valid output chunk: N5 stores a block's values
-big-endian in F order over the N5 dims, which is C order over the reversed (Zarr) dims. So a
-work unit is copied by
+A level qualifies when its chunks are the source blocks. N5 stores a block's values
+big-endian in F order over the N5 dims, which is C order over the reversed (Zarr) dims: a
+block's decoded bytes are already the chunk's values in memory order. When the output codec
+can carry the source bytes (same compressor, big-endian ``bytes``;
+:attr:`~schemas.plan.CodecPlan.transplant`), a full-size block's payload *is* a valid output
+chunk. A work unit is copied by
 
 1. reading its blocks' raw bytes (N5 key ``x/y/z``): through TensorStore's kvstore layer
    for any store (S3: every read of a unit in flight at once), with plain system calls for
    a local directory (a fraction of the CPU per small object);
-2. per block: parsing the N5 header; a full-size block's payload is kept as it is (by
-   default after proving that it decodes to exactly ``prod(block) × itemsize`` bytes with
-   libdeflate / the codec's decoder, which is several times cheaper than re-encoding); a
-   truncated edge block (Java N5) is decoded, zero-padded to the full chunk and re-encoded
-   with the output codec (gzip and zlib with ISA-L: same stream format, far faster than
-   zlib); blocks that decode to all zeros are dropped, as TensorStore drops chunks equal to
-   the fill value (``--skip-decode-check`` moves full-size payloads unread, local to local
-   inside the kernel with ``copy_file_range``, so it cannot tell all-zero blocks apart);
+2. per block, after parsing the N5 header:
+
+   * transplantable level, full-size block: the payload is kept as it is (by default after
+     proving that it decodes to exactly ``prod(block) × itemsize`` bytes with libdeflate /
+     the codec's decoder, several times cheaper than re-encoding; ``--skip-decode-check``
+     moves it unread, local to local inside the kernel with ``copy_file_range``, so it
+     cannot tell all-zero blocks apart);
+   * anything else (a truncated Java edge block, or any block of a level whose codec
+     changes): decoded, zero-padded to the whole chunk, converted to the output byte order
+     and encoded with the output codec (gzip and zlib with ISA-L: the same stream format,
+     far faster than zlib);
+
+   blocks that decode to all zeros are dropped, as TensorStore drops chunks equal to the
+   fill value;
 3. writing each payload at the Zarr key ``z/y/x`` (0.4) or ``c/z/y/x`` (0.5), or, for sharded
    0.5 output, one object per shard: the inner-chunk payloads in C order followed by the
    shard index (``offset, nbytes`` as little-endian uint64 per inner chunk, C order, 2^64 − 1
@@ -42,18 +50,20 @@ import threading
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import deflate
 import google_crc32c
 import numpy as np
 import numpy.typing as npt
-import tensorstore as ts
 from isal import isal_zlib
 
 from migrate.errors import SourceDataError, StoreError
 from migrate.stores import LocalStore, Store, join_key
 from schemas.plan import CodecPlan, LevelPlan, NgffVersion
+
+if TYPE_CHECKING:  # imported where used: local copies never need TensorStore
+    import tensorstore as ts
 
 EMPTY = 2**64 - 1
 """Shard index entry (offset and nbytes) of an inner chunk that is not stored."""
@@ -64,78 +74,141 @@ def transplantable(level: LevelPlan) -> bool:
     return level.codec.transplant and tuple(level.chunks) == tuple(level.source_blocks)
 
 
+def source_codec(compression: dict[str, Any]) -> str | None:
+    """The name under which :func:`decode` reads payloads of this N5 ``compression``, or
+    None when it cannot (lz4-java streams)."""
+    name = compression.get("type")
+    if name == "gzip":
+        return "zlib" if compression.get("useZlib") else "gzip"
+    return {"raw": "raw", "bzip2": "bz2", "xz": "xz", "blosc": "blosc", "zstd": "zstd"}.get(
+        str(name)
+    )
+
+
+def recodable(level: LevelPlan) -> bool:
+    """Can this level be re-encoded block by block (its chunks are the source blocks and the
+    source codec is one :func:`decode` reads)? Then every block is decoded, converted to the
+    output byte order and encoded with the output codec here, without TensorStore: libdeflate
+    decodes gzip about twice as fast as zlib, and a block needs no transposition (its values
+    are already in the chunk's memory order)."""
+    return (
+        tuple(level.chunks) == tuple(level.source_blocks)
+        and source_codec(level.source_compression) is not None
+    )
+
+
+def decode(name: str, payload: bytes | memoryview, nbytes: int) -> bytes | bytearray:
+    """A block payload compressed with ``name`` (see :func:`source_codec`) decoded; raises
+    ``ValueError`` naming what is wrong, including a size other than ``nbytes``."""
+    data: bytes | bytearray
+    try:
+        if name == "raw":
+            data = bytes(payload)
+        elif name == "gzip":
+            data = deflate.gzip_decompress(payload, nbytes)
+        elif name == "zlib":
+            data = deflate.zlib_decompress(payload, nbytes)
+        elif name == "bz2":
+            data = bz2.decompress(payload)
+        elif name == "xz":
+            import lzma
+
+            data = lzma.decompress(payload, format=lzma.FORMAT_XZ)
+        elif name == "blosc":
+            from numcodecs import blosc
+
+            data = bytes(blosc.decompress(payload))
+        elif name == "zstd":
+            from numcodecs import zstd
+
+            data = bytes(zstd.decompress(payload))
+        else:  # pragma: no cover - source_codec names only the codecs above
+            raise AssertionError(f"{name} cannot be decoded here")
+    except AssertionError:
+        raise
+    except Exception as exc:
+        reason = str(exc) or type(exc).__name__
+        raise ValueError(f"cannot decode the {name} payload: {reason}") from None
+    if len(data) != nbytes:
+        raise ValueError(
+            f"the {name} payload decodes to {len(data)} bytes, the header implies {nbytes}"
+        )
+    return data
+
+
+def encode(codec: CodecPlan, values: npt.NDArray[Any]) -> bytes | memoryview:
+    """One whole chunk's ``values`` (C order, already in the output byte order) compressed
+    with the output ``codec``."""
+    name = codec.name
+    data = np.ascontiguousarray(values).data.cast("B")
+    if name == "raw":
+        return data
+    if name in ("gzip", "zlib"):
+        wbits = 31 if name == "gzip" else 15
+        return isal_zlib.compress(data, isal_level(_level(codec, 6)), wbits)
+    if name == "bz2":
+        return bz2.compress(data, _level(codec, 9) or 9)
+    if name == "blosc":
+        from numcodecs import Blosc
+
+        blosc = Blosc(
+            cname=codec.cname or "blosclz",
+            clevel=_level(codec, 5),
+            shuffle=codec.shuffle if codec.shuffle is not None else 1,
+            blocksize=codec.blocksize or 0,
+        )
+        return bytes(blosc.encode(values))  # typesize = the values' itemsize
+    if name == "zstd":
+        from numcodecs import Zstd
+
+        return bytes(Zstd(level=_level(codec, 3)).encode(data))
+    raise AssertionError(f"{name} has no encoder")  # pragma: no cover
+
+
 @dataclass(frozen=True)
 class BlockCodec:
-    """Decode and encode one chunk's payload with the codec a level shares with its source.
-
-    The payload holds the chunk's values big-endian in C order (Zarr dims); ``nbytes`` is
-    the decoded size the caller expects, checked here.
+    """How one level's blocks become chunks: the source codec's name (:func:`source_codec`),
+    the dtype the source stores (big-endian) and the output codec and dtype (its byte order).
     """
 
-    codec: CodecPlan
-    itemsize: int
+    source: str
+    source_dtype: np.dtype[Any]
+    output: CodecPlan
+    output_dtype: np.dtype[Any]
+
+    @classmethod
+    def of(cls, level: LevelPlan) -> BlockCodec:
+        name = source_codec(level.source_compression)
+        assert name is not None, "only recodable levels have a BlockCodec"
+        dtype = np.dtype(level.dtype)
+        output = dtype.newbyteorder(">" if level.codec.endian == "big" else "<")
+        return cls(name, dtype.newbyteorder(">"), level.codec, output)
+
+    @property
+    def itemsize(self) -> int:
+        return self.source_dtype.itemsize
 
     def decode(self, payload: bytes | memoryview, nbytes: int) -> bytes | bytearray:
-        """The decoded bytes; raises ``ValueError`` naming what is wrong."""
-        name = self.codec.name
-        data: bytes | bytearray
-        try:
-            if name == "raw":
-                data = bytes(payload)
-            elif name == "gzip":
-                data = deflate.gzip_decompress(payload, nbytes)
-            elif name == "zlib":
-                data = deflate.zlib_decompress(payload, nbytes)
-            elif name == "bz2":
-                data = bz2.decompress(payload)
-            elif name == "blosc":
-                from numcodecs import blosc
+        return decode(self.source, payload, nbytes)
 
-                data = bytes(blosc.decompress(payload))
-            elif name == "zstd":
-                from numcodecs import zstd
-
-                data = bytes(zstd.decompress(payload))
-            else:  # pragma: no cover - the plan only marks the codecs above transplantable
-                raise AssertionError(f"{name} is not transplantable")
-        except AssertionError:
-            raise
-        except Exception as exc:
-            reason = str(exc) or type(exc).__name__
-            raise ValueError(f"cannot decode the {name} payload: {reason}") from None
-        if len(data) != nbytes:
-            raise ValueError(
-                f"the {name} payload decodes to {len(data)} bytes, the header implies {nbytes}"
-            )
-        return data
-
-    def encode(self, values: npt.NDArray[Any]) -> bytes | memoryview:
-        """One whole chunk's ``values`` (big-endian, C order) compressed like the output."""
-        codec = self.codec
-        name = codec.name
-        data = np.ascontiguousarray(values).data.cast("B")
-        if name == "raw":
-            return data
-        if name in ("gzip", "zlib"):
-            wbits = 31 if name == "gzip" else 15
-            return isal_zlib.compress(data, isal_level(_level(codec, 6)), wbits)
-        if name == "bz2":
-            return bz2.compress(data, _level(codec, 9) or 9)
-        if name == "blosc":
-            from numcodecs import Blosc
-
-            blosc = Blosc(
-                cname=codec.cname or "blosclz",
-                clevel=_level(codec, 5),
-                shuffle=codec.shuffle if codec.shuffle is not None else 1,
-                blocksize=codec.blocksize or 0,
-            )
-            return bytes(blosc.encode(values))  # typesize = the values' itemsize
-        if name == "zstd":
-            from numcodecs import Zstd
-
-            return bytes(Zstd(level=_level(codec, 3)).encode(data))
-        raise AssertionError(f"{name} is not transplantable")  # pragma: no cover
+    def recode(
+        self, payload: bytes | memoryview, dims: tuple[int, ...], blocks: tuple[int, ...]
+    ) -> bytes | memoryview | None:
+        """The output chunk (shape ``blocks``) of a source payload holding a block of shape
+        ``dims`` (C order; smaller than ``blocks`` at a truncated edge): decoded, zero-padded,
+        converted to the output byte order and encoded; None when every value is zero."""
+        data = self.decode(payload, math.prod(dims) * self.itemsize)
+        if not _any(data):
+            return None
+        values = np.frombuffer(data, dtype=self.source_dtype).reshape(dims)
+        if dims != blocks:
+            chunk = np.zeros(blocks, dtype=self.output_dtype)
+            chunk[tuple(slice(0, d) for d in dims)] = values
+        elif self.output_dtype != self.source_dtype:
+            chunk = values.astype(self.output_dtype)
+        else:
+            chunk = values
+        return encode(self.output, chunk)
 
 
 def _level(codec: CodecPlan, default: int) -> int:
@@ -154,6 +227,8 @@ def isal_level(level: int) -> int:
 
 def _context(workers: int) -> ts.Context:
     """Bounded kvstore I/O; like ``cp``, files are not fsynced one by one."""
+    import tensorstore as ts
+
     return ts.Context(
         {"file_io_concurrency": {"limit": max(8, 4 * workers)}, "file_io_sync": False}
     )
@@ -340,6 +415,8 @@ class Transplanter:
                 else:
                     if self._context is None:
                         self._context = _context(self.workers)
+                    import tensorstore as ts
+
                     kvstore = ts.KvStore.open(
                         store.kvstore_spec(path), context=self._context
                     ).result()
@@ -351,13 +428,14 @@ class Transplanter:
         """Copy work unit ``unit`` of ``level``; returns the voxel bytes it covers."""
         source = self._open(self.source, level.source_path, "source")
         dest = self._open(self.dest, level.dest_path, "dest")
-        codec = BlockCodec(level.codec, np.dtype(level.dtype).itemsize)
+        codec = BlockCodec.of(level)
         positions = list(unit_blocks(level, unit))
         payloads: dict[tuple[int, ...], Parts] = {}
         problems: list[str] = []
         waits: list[Callable[[], None]] = []
         if (
             not self.decode_check
+            and transplantable(level)
             and level.shard is None
             and isinstance(source, LocalObjects)
             and isinstance(dest, LocalObjects)
@@ -418,7 +496,9 @@ class Transplanter:
                 if dims == tuple(level.source_blocks):
                     dest.copy_in(chunk_key(self.version, position), fd, offset, size - offset)
                     continue
-                payload = self._edge(level, codec, dims, os.pread(fd, size - offset, offset))
+                payload = codec.recode(
+                    os.pread(fd, size - offset, offset), dims, tuple(level.source_blocks)
+                )
             except ValueError as exc:
                 where = self.source.display(join_key(level.source_path, key))
                 problems.append(f"{where}: {exc}")
@@ -430,32 +510,16 @@ class Transplanter:
         return problems
 
     def _chunk(self, level: LevelPlan, codec: BlockCodec, raw: bytes) -> bytes | memoryview | None:
-        """The output chunk payload of one N5 block file, or None when it is all zero."""
+        """The output chunk payload of one N5 block file, or None when it is all zero: the
+        payload itself for a full-size block of a transplantable level, else re-encoded."""
         dims, offset = parse_header(raw, level)
         full = tuple(level.source_blocks)
         payload = memoryview(raw)[offset:]
-        if dims != full:
-            return self._edge(level, codec, dims, payload)
+        if dims != full or not transplantable(level):
+            return codec.recode(payload, dims, full)
         if self.decode_check and not _any(codec.decode(payload, math.prod(full) * codec.itemsize)):
             return None
         return payload
-
-    def _edge(
-        self,
-        level: LevelPlan,
-        codec: BlockCodec,
-        dims: tuple[int, ...],
-        payload: bytes | memoryview,
-    ) -> bytes | memoryview | None:
-        """A truncated edge block (``dims``, C order): decoded, padded with zeros to the whole
-        chunk and re-encoded; None when it is all zero."""
-        data = codec.decode(payload, math.prod(dims) * codec.itemsize)
-        values = np.frombuffer(data, dtype=np.dtype(level.dtype).newbyteorder(">"))
-        if not values.any():
-            return None
-        padded = np.zeros(level.source_blocks, dtype=values.dtype)
-        padded[tuple(slice(0, d) for d in dims)] = values.reshape(dims)
-        return codec.encode(padded)
 
     def _shards(
         self, level: LevelPlan, unit: int, payloads: dict[tuple[int, ...], Parts]
