@@ -10,13 +10,14 @@ import re
 import threading
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
-
-import tensorstore as ts
+from typing import TYPE_CHECKING, Any
 
 from migrate.errors import StoreError
 from migrate.stores import Store
 from schemas.plan import LevelPlan, NgffVersion
+
+if TYPE_CHECKING:  # imported where used: a run with nothing for TensorStore to do starts faster
+    import tensorstore as ts
 
 _contexts: dict[int, ts.Context] = {}
 _lock = threading.Lock()
@@ -27,6 +28,8 @@ def context(workers: int) -> ts.Context:
     chunk cache (each chunk is read once, so caching would only hold memory), and no fsync
     per chunk file (like ``cp`` and the transplant path: a killed process loses nothing; after
     a machine crash, ``verify`` the output)."""
+    import tensorstore as ts
+
     with _lock:
         if workers not in _contexts:
             _contexts[workers] = ts.Context(
@@ -92,6 +95,8 @@ def open_source_array(
     The metadata was parsed and checked already, so TensorStore neither re-reads nor judges
     ``attributes.json`` (it would refuse keys that Java N5 writes).
     """
+    import tensorstore as ts
+
     spec = {
         "driver": "n5",
         "kvstore": store.kvstore_spec(path),
@@ -105,6 +110,8 @@ def open_source_array(
 
 def open_dest(store: Store, path: str, version: NgffVersion, workers: int) -> ts.TensorStore:
     """The existing Zarr array at ``path`` (metadata already written), opened for writing."""
+    import tensorstore as ts
+
     driver = "zarr" if version == "0.4" else "zarr3"
     spec = {"driver": driver, "kvstore": store.kvstore_spec(path)}
     return ts.open(spec, open=True, read=True, write=True, context=context(workers)).result()
@@ -113,6 +120,8 @@ def open_dest(store: Store, path: str, version: NgffVersion, workers: int) -> ts
 def open_dest_readonly(
     store: Store, path: str, version: NgffVersion, workers: int
 ) -> ts.TensorStore:
+    import tensorstore as ts
+
     driver = "zarr" if version == "0.4" else "zarr3"
     spec = {"driver": driver, "kvstore": store.kvstore_spec(path)}
     return ts.open(spec, open=True, read=True, context=context(workers)).result()
