@@ -316,27 +316,20 @@ class LocalObjects:
             yield data
 
     def put(self, key: str, parts: Parts) -> Callable[[], None] | None:
-        self._atomic(key, lambda fd: _write_all(fd, parts))
+        self.create(key, lambda fd: _write_all(fd, parts))
         return None
 
     def copy_in(self, key: str, source_fd: int, offset: int, count: int) -> None:
         """Store ``count`` bytes of the open file ``source_fd`` from ``offset`` as ``key``,
         copied inside the kernel."""
 
-        def copy(fd: int) -> None:
-            start, left = offset, count
-            while left > 0:
-                copied = _copy_range(source_fd, fd, left, start)
-                if copied == 0:
-                    raise ValueError(f"the file ended {left} bytes early")
-                start += copied
-                left -= copied
+        self.create(key, lambda fd: _copy_all(source_fd, fd, offset, count))
 
-        self._atomic(key, copy)
-
-    def _atomic(self, key: str, fill: Callable[[int], None]) -> None:
-        """Create ``key`` whole: ``fill`` a temporary file, then rename it. A full disk or a
-        missing permission raises StoreError (the run stops: every unit would fail)."""
+    def create(self, key: str, fill: Callable[[int], bool | None]) -> None:
+        """Create ``key`` whole: ``fill`` a temporary file, then rename it. When ``fill``
+        returns False or raises, the temporary file is removed and nothing is stored. A full
+        disk or a missing permission raises StoreError (the run stops: every unit would
+        fail)."""
         path = self.root / key
         tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
         try:
@@ -346,15 +339,29 @@ class LocalObjects:
                 path.parent.mkdir(parents=True, exist_ok=True)
                 fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
             try:
-                fill(fd)
+                keep = fill(fd) is not False
             except BaseException:
                 os.close(fd)
                 os.unlink(tmp)
                 raise
             os.close(fd)
-            os.replace(tmp, path)
+            if keep:
+                os.replace(tmp, path)
+            else:
+                os.unlink(tmp)
         except OSError as exc:
             raise StoreError(f"{path}: cannot write: {exc.strerror}") from exc
+
+
+def _copy_all(source_fd: int, fd: int, offset: int, count: int) -> None:
+    """Append ``count`` bytes of ``source_fd`` from ``offset`` to ``fd``."""
+    start, left = offset, count
+    while left > 0:
+        copied = _copy_range(source_fd, fd, left, start)
+        if copied == 0:
+            raise ValueError(f"the file ended {left} bytes early")
+        start += copied
+        left -= copied
 
 
 def _copy_range(source_fd: int, fd: int, count: int, offset: int) -> int:
@@ -436,11 +443,14 @@ class Transplanter:
         if (
             not self.decode_check
             and transplantable(level)
-            and level.shard is None
             and isinstance(source, LocalObjects)
             and isinstance(dest, LocalObjects)
         ):
-            positions, problems = [], self._move_files(level, codec, source, dest, positions)
+            if level.shard is None:
+                problems = self._move_files(level, codec, source, dest, positions)
+            else:
+                problems = self._move_shards(level, codec, source, dest, unit)
+            positions = []
         blocks = source.reads([n5_key(p) for p in positions])
         for position, raw in zip(positions, blocks, strict=True):
             if raw is None:
@@ -482,8 +492,7 @@ class Transplanter:
         """Local to local without the decode check, unsharded: full-size payloads are copied
         file to file inside the kernel (``copy_file_range``, as ``cp`` does); returns the
         problems found."""
-        problems = []
-        header_size = 4 + 4 * len(level.shape)
+        problems: list[str] = []
         for position in positions:
             key = n5_key(position)
             try:
@@ -491,23 +500,80 @@ class Transplanter:
             except (FileNotFoundError, NotADirectoryError):
                 continue  # absent block: all zero, nothing to write
             try:
-                size = os.fstat(fd).st_size
-                dims, offset = parse_header(os.pread(fd, header_size, 0), level)
-                if dims == tuple(level.source_blocks):
-                    dest.copy_in(chunk_key(self.version, position), fd, offset, size - offset)
-                    continue
-                payload = codec.recode(
-                    os.pread(fd, size - offset, offset), dims, tuple(level.source_blocks)
-                )
+                part = self._local_block(level, codec, fd)
+                if isinstance(part, FileRange):
+                    dest.copy_in(chunk_key(self.version, position), fd, part.offset, part.count)
+                elif part is not None:
+                    dest.put(chunk_key(self.version, position), [part])
             except ValueError as exc:
-                where = self.source.display(join_key(level.source_path, key))
-                problems.append(f"{where}: {exc}")
-                continue
+                problems.append(f"{self.source.display(join_key(level.source_path, key))}: {exc}")
             finally:
                 os.close(fd)
-            if payload is not None:
-                dest.put(chunk_key(self.version, position), [payload])
         return problems
+
+    def _move_shards(
+        self,
+        level: LevelPlan,
+        codec: BlockCodec,
+        source: LocalObjects,
+        dest: LocalObjects,
+        unit: int,
+    ) -> list[str]:
+        """Local to local without the decode check, sharded: each shard file is written in
+        one pass, full-size payloads copied into it inside the kernel, edge blocks re-encoded,
+        then the index; returns the problems found (no shard of the unit is stored after the
+        first)."""
+        problems: list[str] = []
+        for shard_position, members in shard_members(level, unit):
+
+            def fill(fd: int, members: list[tuple[int, ...]] = members) -> bool:
+                entries: list[tuple[int, int] | None] = []
+                offset = 0
+                for position in members:
+                    entries.append(None)
+                    key = n5_key(position)
+                    try:
+                        block = os.open(source.root / key, os.O_RDONLY)
+                    except (FileNotFoundError, NotADirectoryError):
+                        continue  # absent block (or outside the array): not stored
+                    try:
+                        part = self._local_block(level, codec, block)
+                        if isinstance(part, FileRange):
+                            _copy_all(block, fd, part.offset, part.count)
+                            size = part.count
+                        elif part is not None:
+                            _write_all(fd, [part])
+                            size = len(part)
+                        else:
+                            continue
+                    except ValueError as exc:
+                        where = self.source.display(join_key(level.source_path, key))
+                        problems.append(f"{where}: {exc}")
+                        continue
+                    finally:
+                        os.close(block)
+                    entries[-1] = (offset, size)
+                    offset += size
+                if problems or all(entry is None for entry in entries):
+                    return False
+                _write_all(fd, [shard_index(entries)])
+                return True
+
+            dest.create(chunk_key(self.version, shard_position), fill)
+        return problems
+
+    def _local_block(
+        self, level: LevelPlan, codec: BlockCodec, fd: int
+    ) -> FileRange | bytes | memoryview | None:
+        """What an open N5 block file becomes without the decode check: the byte range of
+        its payload when it is full size (moved as it is), else its re-encoded edge chunk
+        (None: all zero)."""
+        full = tuple(level.source_blocks)
+        size = os.fstat(fd).st_size
+        dims, offset = parse_header(os.pread(fd, 4 + 4 * len(full), 0), level)
+        if dims == full:
+            return FileRange(offset, size - offset)
+        return codec.recode(os.pread(fd, size - offset, offset), dims, full)
 
     def _chunk(self, level: LevelPlan, codec: BlockCodec, raw: bytes) -> bytes | memoryview | None:
         """The output chunk payload of one N5 block file, or None when it is all zero: the
@@ -526,22 +592,42 @@ class Transplanter:
     ) -> Iterator[tuple[tuple[int, ...], Parts]]:
         """(shard grid position, shard object parts) of every shard of the unit that holds
         data."""
-        assert level.shard is not None
-        per_shard = tuple(s // c for s, c in zip(level.shard, level.chunks, strict=True))
-        box = level.unit_box(unit)
-        shard_ranges = [
-            range(start // s, math.ceil(stop / s))
-            for (start, stop), s in zip(box, level.shard, strict=True)
-        ]
-        for shard_position in itertools.product(*shard_ranges):
-            origin = [p * n for p, n in zip(shard_position, per_shard, strict=True)]
-            inner = [
-                payloads.get(tuple(o + i for o, i in zip(origin, offset, strict=True)))
-                for offset in itertools.product(*(range(n) for n in per_shard))
-            ]
+        for shard_position, members in shard_members(level, unit):
+            inner = [payloads.get(position) for position in members]
             if all(chunk is None for chunk in inner):
                 continue
             yield shard_position, assemble_shard(inner)
+
+
+@dataclass(frozen=True)
+class FileRange:
+    """``count`` bytes from ``offset`` of an open file."""
+
+    offset: int
+    count: int
+
+
+def shard_members(
+    level: LevelPlan, unit: int
+) -> Iterator[tuple[tuple[int, ...], list[tuple[int, ...]]]]:
+    """(shard grid position, the chunk grid positions of its inner chunks in C order) of
+    every shard of work unit ``unit``; positions past the array's edge included."""
+    assert level.shard is not None
+    per_shard = tuple(s // c for s, c in zip(level.shard, level.chunks, strict=True))
+    box = level.unit_box(unit)
+    shard_ranges = [
+        range(start // s, math.ceil(stop / s))
+        for (start, stop), s in zip(box, level.shard, strict=True)
+    ]
+    for shard_position in itertools.product(*shard_ranges):
+        origin = [p * n for p, n in zip(shard_position, per_shard, strict=True)]
+        yield (
+            shard_position,
+            [
+                tuple(o + i for o, i in zip(origin, offset, strict=True))
+                for offset in itertools.product(*(range(n) for n in per_shard))
+            ],
+        )
 
 
 def parse_header(raw: bytes, level: LevelPlan) -> tuple[tuple[int, ...], int]:
@@ -566,20 +652,32 @@ def parse_header(raw: bytes, level: LevelPlan) -> tuple[tuple[int, ...], int]:
 
 
 def assemble_shard(inner: Sequence[Parts | None]) -> Parts:
-    """A ``sharding_indexed`` shard (index at the end, little-endian uint64 offset/nbytes,
-    crc32c) from its inner-chunk payloads in C order (None: absent), as a list of parts."""
-    index = np.full((len(inner), 2), EMPTY, dtype="<u8")
+    """A ``sharding_indexed`` shard (index at the end) from its inner-chunk payloads in C
+    order (None: absent), as a list of parts."""
     parts: list[bytes | memoryview] = []
+    entries: list[tuple[int, int] | None] = []
     offset = 0
-    for i, chunk in enumerate(inner):
-        if chunk is not None:
-            size = sum(len(part) for part in chunk)
-            index[i] = (offset, size)
-            offset += size
-            parts.extend(chunk)
-    index_bytes = index.tobytes()
-    parts.append(index_bytes + struct.pack("<I", google_crc32c.value(index_bytes)))
+    for chunk in inner:
+        if chunk is None:
+            entries.append(None)
+            continue
+        size = sum(len(part) for part in chunk)
+        entries.append((offset, size))
+        offset += size
+        parts.extend(chunk)
+    parts.append(shard_index(entries))
     return parts
+
+
+def shard_index(entries: Sequence[tuple[int, int] | None]) -> bytes:
+    """The shard index of inner chunks stored at (offset, nbytes), C order (None: absent):
+    little-endian uint64 pairs, 2^64 − 1 for absent chunks, then their crc32c."""
+    index = np.full((len(entries), 2), EMPTY, dtype="<u8")
+    for i, entry in enumerate(entries):
+        if entry is not None:
+            index[i] = entry
+    index_bytes = index.tobytes()
+    return index_bytes + struct.pack("<I", google_crc32c.value(index_bytes))
 
 
 def _any(data: bytes | bytearray) -> bool:

@@ -269,11 +269,12 @@ def test_without_copy_file_range(
         raise OSError(errno.EXDEV, "Invalid cross-device link")
 
     monkeypatch.setattr(os, "copy_file_range", refuse, raising=False)
-    dest = tmp_path / "out.zarr"
-    code, output = convert(dataset, dest, "--skip-decode-check")
-    assert code == 0, output
-    for array in every_array():
-        np.testing.assert_array_equal(read_back(dest, array, "v2")[0], expected[array])
+    for mode in ("v2", "v3-sharded"):
+        dest = tmp_path / f"{mode}.zarr"
+        code, output = convert(dataset, dest, *MODES[mode], "--skip-decode-check")
+        assert code == 0, output
+        for array in every_array():
+            np.testing.assert_array_equal(read_back(dest, array, mode)[0], expected[array])
 
 
 def copy_image(dataset: Path, tmp_path: Path, codec: str, edge: str = "truncated") -> Path:
@@ -346,6 +347,27 @@ def test_all_zero_blocks_are_not_stored(
         assert (index[0] == 2**64 - 1).all()  # inner chunk (0, 0, 0) absent
         assert not (index[1] == 2**64 - 1).all()
     np.testing.assert_array_equal(zarr.open_array(str(array), mode="r")[...], read_n5_array(s0))
+
+
+def test_shard_without_blocks_is_not_stored(dataset: Path, tmp_path: Path) -> None:
+    """Sharded output without the decode check: a shard whose source blocks are all absent
+    is not written, and the array still reads back equal to the source."""
+    root = copy_image(dataset, tmp_path, "gzip")
+    s0 = root / image_path("gzip", "truncated") / "s0"
+    for z in range(2):  # the first shard: blocks (z, y, x) in 0..1 x 0..1 x 0..1
+        for y in range(2):
+            for x in range(2):
+                (s0 / str(x) / str(y) / str(z)).unlink()
+    dest = tmp_path / "out.zarr"
+    code, output = convert(root, dest, *MODES["v3-sharded"], "--skip-decode-check")
+    assert code == 0, output
+    array = dest / image_path("gzip", "truncated") / "s0"
+    assert not (array / "c" / "0" / "0" / "0").exists()
+    assert (array / "c" / "0" / "0" / "1").exists()
+    expected = read_n5_array(s0)
+    assert not expected[:16, :16, :32].any()
+    for got in read_back(dest, f"{image_path('gzip', 'truncated')}/s0", "v3-sharded"):
+        np.testing.assert_array_equal(got, expected)
 
 
 def test_shard_layout() -> None:
