@@ -29,7 +29,7 @@ from click.testing import CliRunner
 from migrate import transplant
 from migrate.cli import cli
 from migrate.fixture import ImageSpec, encode_block, level_block_size, write_dataset
-from migrate.transplant import assemble_shard, isal_level
+from migrate.transplant import _any, assemble_shard, isal_level
 from tests.n5_reader import read_block_header, read_n5_array
 
 COMPRESSIONS: dict[str, tuple[dict[str, Any], str]] = {
@@ -384,3 +384,13 @@ def test_shard_layout() -> None:
 def test_isal_levels() -> None:
     assert [isal_level(level) for level in range(10)] == [0, 1, 1, 1, 2, 2, 2, 3, 3, 3]
     assert level_block_size(specs()[0], 1) == BLOCK
+
+
+@pytest.mark.parametrize("size", [0, 7, 4096, 4103, 2**19])
+def test_any_nonzero_byte(size: int) -> None:
+    data = bytearray(size)
+    assert not _any(bytes(data))
+    for where in {0, size // 2, size - 1} if size else set():
+        data[where] = 1
+        assert _any(bytes(data)), where
+        data[where] = 0
