@@ -12,6 +12,7 @@ Wherever a unit runs, :class:`UnitWorker` copies and records it.
 from __future__ import annotations
 
 import concurrent.futures as cf
+import itertools
 import json
 import math
 import time
@@ -19,10 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-import numpy as np
-
 from migrate import resume
-from migrate.copiers import make_copier
 from migrate.errors import PlanMismatchError, SourceDataError, StoreError
 from migrate.layout import (
     Documents,
@@ -130,8 +128,7 @@ def bad_blocks(
         for (start, stop), b in zip(box, level.source_blocks, strict=True)
     ]
     bad = []
-    for position in np.ndindex(*(len(r) for r in ranges)):
-        block = [r[p] for r, p in zip(ranges, position, strict=True)]
+    for block in itertools.product(*ranges):
         sub = tuple(
             slice(i * b, min((i + 1) * b, n))
             for i, b, n in zip(block, level.source_blocks, level.shape, strict=True)
@@ -203,6 +200,8 @@ class UnitWorker:
         self.dest = dest
         self.options = options
         self.fingerprints = [plan.image_fingerprint(image) for image in plan.images]
+        from migrate.copiers import make_copier  # numpy and the codecs: only with work to do
+
         cache = HandleCache(source, dest, plan.ngff_version, options.workers)
         self.copier = make_copier(plan, source, dest, cache, options)
 
@@ -335,7 +334,8 @@ def run_plan(
         progress.advance(image.dest_path, 1, outcome.nbytes)
 
     try:
-        (executor or run_local)(Job(plan, source, dest, options, tuple(work), progress), report)
+        if any(w.units for w in work):
+            (executor or run_local)(Job(plan, source, dest, options, tuple(work), progress), report)
     finally:
         progress.close()  # also on Ctrl-C or a storage failure: leave the terminal tidy
     for index in todo:

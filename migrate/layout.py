@@ -11,11 +11,13 @@ import copy
 import json
 from typing import Any
 
-import numpy as np
-
 from migrate.codecs import zarr_v2_compressor, zarr_v3_codecs
 from migrate.stores import join_key
+from schemas.n5 import ITEMSIZE
 from schemas.plan import ImagePlan, LevelPlan, Plan
+
+V2_KINDS = {"uint": "u", "int": "i", "float": "f"}
+"""numpy's kind letter of each N5 data type family."""
 
 PROVENANCE_KEY = "cellmap-migrate"
 """The attribute under which every group and array we write keeps its provenance."""
@@ -75,10 +77,11 @@ def _render(value: Any, depth: int) -> str:
 
 
 def _v2_dtype(level: LevelPlan) -> str:
-    dtype = np.dtype(level.dtype)
-    if dtype.itemsize == 1:
-        return dtype.str.replace("<", "|").replace(">", "|")
-    return dtype.newbyteorder(">" if level.codec.endian == "big" else "<").str
+    """The ``.zarray`` dtype (numpy's type string): byte order, kind and itemsize."""
+    itemsize = ITEMSIZE[level.dtype]
+    kind = level.dtype.rstrip("0123456789")
+    order = "|" if itemsize == 1 else ">" if level.codec.endian == "big" else "<"
+    return f"{order}{V2_KINDS[kind]}{itemsize}"
 
 
 def array_documents(plan: Plan, image: ImagePlan, level: LevelPlan) -> Documents:
@@ -99,7 +102,7 @@ def array_documents(plan: Plan, image: ImagePlan, level: LevelPlan) -> Documents
             join_key(level.dest_path, ".zarray"): zarray,
             join_key(level.dest_path, ".zattrs"): level.attributes,
         }
-    itemsize = np.dtype(level.dtype).itemsize
+    itemsize = ITEMSIZE[level.dtype]
     inner = zarr_v3_codecs(level.codec, itemsize)
     if level.shard is None:
         codecs, grid = inner, level.chunks

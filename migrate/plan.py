@@ -11,8 +11,6 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
-import numpy as np
-
 from migrate import __version__
 from migrate.axes import f_to_c
 from migrate.codecs import CodecChoice, choose_codec
@@ -21,7 +19,7 @@ from migrate.errors import MetadataError, MigrationError
 from migrate.mapping import MappedImage, MappingOptions, SourceImage, map_image
 from migrate.parse import parse_attrs
 from migrate.stores import join_key
-from schemas.n5 import N5ArrayAttributes
+from schemas.n5 import ITEMSIZE, N5ArrayAttributes
 from schemas.ngff import (
     AttrsV05,
     ImageAttrsV04,
@@ -72,7 +70,7 @@ class PlanOptions:
 def is_label_image(path: str, dtype: str, patterns: Sequence[str]) -> bool:
     """Segmentations: integer images named ``labels/…_seg``, or matched by ``--label``."""
     parts = path.split("/")
-    integer = np.issubdtype(np.dtype(dtype), np.integer)
+    integer = dtype.startswith(("int", "uint"))
     by_name = len(parts) >= 2 and parts[-2] == "labels" and parts[-1].endswith("_seg")
     by_pattern = any(fnmatch.fnmatchcase(path, pattern) for pattern in patterns)
     if by_pattern and not integer:
@@ -178,7 +176,7 @@ def plan_image(image: SourceImage, source_url: str, options: PlanOptions) -> Ima
         blocks = f_to_c(attrs.blockSize)
         codec = choose_codec(attrs.compression, options.codec, options.ngff_version, level.location)
         chunks, shard = _output_grid(blocks, shape, options, level.location)
-        itemsize = np.dtype(attrs.dataType).itemsize
+        itemsize = ITEMSIZE[attrs.dataType]
         levels.append(
             LevelPlan(
                 name=level.name,

@@ -14,7 +14,15 @@ from schemas._base import SourceModel, check_same_length
 N5DataType = Literal[
     "uint8", "uint16", "uint32", "uint64", "int8", "int16", "int32", "int64", "float32", "float64"
 ]
+
 """The numeric N5 data types. ``object`` (varlength blocks) is not an image and is rejected."""
+
+ITEMSIZE: dict[str, int] = {
+    "uint8": 1, "uint16": 2, "uint32": 4, "uint64": 8,
+    "int8": 1, "int16": 2, "int32": 4, "int64": 8,
+    "float32": 4, "float64": 8,
+}  # fmt: skip
+"""Bytes per value of each N5 data type (also the numpy dtype of the same name)."""
 
 
 class RawCompression(SourceModel):
