@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from tests.n5_reader import read_attributes, read_block_header
+
 ROOT = Path(__file__).resolve().parents[1]
 ROWS = {
     "cp",
@@ -22,6 +24,7 @@ ROWS = {
     "zstd-04-w1",
     "notransplant-04",
     "rerun-04",
+    "startup",
 }
 
 
@@ -42,11 +45,14 @@ def test_bench_tiny(tmp_path: Path) -> None:
         assert row["peak_rss_mib"] > 0
         assert row["mb_per_s"] > 0
     # every unsharded migration wrote the same chunk files (the re-run writes none)
-    unsharded = ROWS - {"cp", "ts-gzip", "ts-zstd", "rerun-04", "keep-05", "keep-05-w1", "skip-05"}
+    unsharded = ROWS - {
+        "cp", "ts-gzip", "ts-zstd", "rerun-04", "startup", "keep-05", "keep-05-w1", "skip-05"
+    }  # fmt: skip
     written = {rows[r]["files_written"] for r in unsharded}
     assert len(written) == 1
     assert written.pop() > 0
     assert rows["rerun-04"]["files_written"] == 0
+    assert rows["startup"]["files_written"] == 0
     assert set(report["workers_scaling"]) >= {"keep-04", "keep-05", "zstd-04"}
     assert {t["target"] for t in report["targets"]} >= {
         "keep-04 speed-up over plain TensorStore (gzip)",
@@ -54,3 +60,30 @@ def test_bench_tiny(tmp_path: Path) -> None:
         "re-run of a finished migration, % of the first run",
     }
     assert "| 0.4 keep codec |" in done.stdout
+
+
+def test_edge_cost(tmp_path: Path) -> None:
+    """scripts/edge_cost.py counts the truncated edge blocks the independent reader finds."""
+    from migrate.fixture import ImageSpec, write_dataset
+
+    spec = ImageSpec(
+        path="em/fibsem-uint16", shape=(20, 27, 35), dtype="uint16", block_size=(8, 8, 16),
+        levels=1, compression={"type": "gzip", "level": 1}, edge_blocks="truncated",
+        content="gradient", seed=3,
+    )  # fmt: skip
+    root = write_dataset(tmp_path, "jrc_edges-1", [spec])
+    array = root / "em" / "fibsem-uint16" / "s0"
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "edge_cost.py"), str(array)],
+        capture_output=True, text=True, timeout=120, cwd=ROOT,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout)
+    full = tuple(read_attributes(array)["blockSize"])
+    blocks = [p for p in array.rglob("*") if p.is_file() and p.name != "attributes.json"]
+    edges = [p for p in blocks if read_block_header(p).dims != full]
+    assert report["blocks"] == len(blocks) == 3 * 4 * 3
+    assert report["edge_blocks"] == len(edges) == 3 * 4 * 3 - 2 * 3 * 2
+    edge_voxels = 20 * 27 * 35 - 16 * 24 * 32
+    assert report["edge_share_of_voxels"] == round(edge_voxels / (20 * 27 * 35), 3)
+    assert report["edge_recode_cpu_s"] >= 0
