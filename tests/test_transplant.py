@@ -153,19 +153,32 @@ def stored_chunk(dest: Path, array: str, version: str, position: tuple[int, ...]
     return data[int(offset) : int(offset + nbytes)]
 
 
-@pytest.mark.parametrize("mode", list(MODES))
-def test_transplanted_output_reads_back_equal(
-    dataset: Path, expected: dict[str, np.ndarray[Any, Any]], tmp_path: Path, mode: str
-) -> None:
+def convert_both_ways(
+    dataset: Path,
+    expected: dict[str, np.ndarray[Any, Any]],
+    tmp_path: Path,
+    mode: str,
+    *options: str,
+) -> tuple[Path, Path]:
+    """Convert with ``options`` block by block (fast) and with ``--no-transplant`` (slow);
+    every array of both reads back (zarr-python and TensorStore) equal to ``expected``."""
     fast, slow = tmp_path / "fast.zarr", tmp_path / "slow.zarr"
-    code, output = convert(dataset, fast, *MODES[mode])
+    code, output = convert(dataset, fast, *options)
     assert code == 0, output
-    code, output = convert(dataset, slow, *MODES[mode], "--no-transplant")
+    code, output = convert(dataset, slow, *options, "--no-transplant")
     assert code == 0, output
     for array in every_array():
         for dest in (fast, slow):
             for got in read_back(dest, array, mode):
                 np.testing.assert_array_equal(got, expected[array], err_msg=f"{dest}/{array}")
+    return fast, slow
+
+
+@pytest.mark.parametrize("mode", list(MODES))
+def test_transplanted_output_reads_back_equal(
+    dataset: Path, expected: dict[str, np.ndarray[Any, Any]], tmp_path: Path, mode: str
+) -> None:
+    fast, slow = convert_both_ways(dataset, expected, tmp_path, mode, *MODES[mode])
     # The fast path really moved bytes: an interior (full-size) chunk is the N5 payload.
     for codec in COMPRESSIONS:
         for edge in EDGES:
@@ -196,16 +209,8 @@ def test_reencoded_block_by_block_reads_back_equal(
     """``--codec`` other than the source's: every block is decoded and re-encoded one at a
     time (little-endian output), or through TensorStore with ``--no-transplant``; both read
     back equal to the source."""
-    fast, slow = tmp_path / "fast.zarr", tmp_path / "slow.zarr"
     options = (*MODES[mode], "--codec", choice, "--unit-mib", "0.001")
-    code, output = convert(dataset, fast, *options)
-    assert code == 0, output
-    code, output = convert(dataset, slow, *options, "--no-transplant")
-    assert code == 0, output
-    for array in every_array():
-        for dest in (fast, slow):
-            for got in read_back(dest, array, mode):
-                np.testing.assert_array_equal(got, expected[array], err_msg=f"{dest}/{array}")
+    fast, slow = convert_both_ways(dataset, expected, tmp_path, mode, *options)
     for codec in COMPRESSIONS:
         array = f"{image_path(codec, 'truncated')}/s0"
         fast_chunk = stored_chunk(fast, array, mode, (1, 1, 1))
