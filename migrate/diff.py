@@ -29,9 +29,14 @@ def metadata_diff(plan: Plan, dest: Store | None) -> list[str]:
     Existing JSON is re-rendered in our layout first, so only real changes show.
     """
     lines: list[str] = []
-    for key, document in all_documents(plan).items():
+    documents = all_documents(plan)
+    existing = (
+        dest.map(lambda key: _existing_text(dest, key), documents)
+        if dest is not None
+        else [None] * len(documents)
+    )
+    for (key, document), old in zip(documents.items(), existing, strict=True):
         new = dumps(document).decode()
-        old = _existing_text(dest, key)
         if old == new:
             continue
         lines.extend(

@@ -2,6 +2,10 @@
 
 Reads only ``attributes.json`` files and directory listings; never descends into an
 array's chunk directories, so it costs a few requests per group whatever the data size.
+The tree is read breadth first, every listing and attributes file of one depth at once
+(:meth:`~migrate.stores.Store.map`: many requests in flight on S3), then walked depth first
+to build the result, so the outcome, including which error is reported first, does not
+depend on the order the requests complete in.
 """
 
 from __future__ import annotations
@@ -76,23 +80,59 @@ def discover(store: Store, inner: str = "") -> Discovery:
             None,
             "this is an array, not a group: give the multiscale group that holds it",
         )
-    _walk(store, inner, root_attrs or {}, images, orphans)
+    tree = read_tree(store, inner)
+    _walk(store, inner, root_attrs or {}, tree, images, orphans)
     return Discovery(tuple(images), tuple(orphans))
+
+
+Children = list[tuple[str, dict[str, Any] | MetadataError | None]]
+"""A group's sub-directories, sorted: (name, its attributes, None when it has none, or the
+error reading them raised)."""
+
+
+def read_tree(store: Store, inner: str) -> dict[str, Children]:
+    """Every group under ``inner`` (``inner`` included) with its children, read one depth
+    at a time. A child is listed in turn unless it is an array or a level directory."""
+    tree: dict[str, Children] = {}
+    frontier = [inner]
+    while frontier:
+        listings = store.map(lambda path: store.list_dir(path)[0], frontier)
+        children = [
+            (path, name) for path, names in zip(frontier, listings, strict=True) for name in names
+        ]
+        found = store.map(lambda child: _attributes_or_error(store, join_key(*child)), children)
+        for path in frontier:
+            tree[path] = []
+        frontier = []
+        for (path, name), attrs in zip(children, found, strict=True):
+            tree[path].append((name, attrs))
+            is_array = isinstance(attrs, dict) and is_array_attributes(attrs)
+            if not is_array and not (attrs is None and LEVEL_NAME.match(name)):
+                frontier.append(join_key(path, name))
+    return tree
+
+
+def _attributes_or_error(store: Store, path: str) -> dict[str, Any] | MetadataError | None:
+    try:
+        return read_attributes(store, path)
+    except MetadataError as exc:
+        return exc
 
 
 def _walk(
     store: Store,
     path: str,
     attrs: dict[str, Any],
+    tree: dict[str, Children],
     images: list[SourceImage],
     orphans: list[str],
 ) -> None:
-    child_dirs, _files = store.list_dir(path)
     arrays: dict[str, dict[str, Any]] = {}
     groups: list[tuple[str, dict[str, Any]]] = []
-    for name in child_dirs:
+    for name, child_attrs in tree[path]:
         child = join_key(path, name)
-        child_attrs = read_attributes(store, child)
+        if isinstance(child_attrs, MetadataError):
+            raise child_attrs
         if child_attrs is not None and is_array_attributes(child_attrs):
             arrays[name] = child_attrs
         elif child_attrs is None and LEVEL_NAME.match(name):
@@ -124,4 +164,4 @@ def _walk(
         )
     orphans.extend(join_key(path, name) for name in arrays if name not in level_names)
     for name, group_attrs in groups:
-        _walk(store, join_key(path, name), group_attrs, images, orphans)
+        _walk(store, join_key(path, name), group_attrs, tree, images, orphans)

@@ -77,10 +77,15 @@ class RunResult:
 
 
 def _write_if_changed(dest: Store, docs: Documents) -> None:
+    """Write each document whose stored bytes differ, in order."""
     for key, document in docs.items():
-        data = dumps(document)
-        if dest.read(key) != data:
-            dest.write(key, data)
+        _write_one_if_changed(dest, key, document)
+
+
+def _write_one_if_changed(dest: Store, key: str, document: Any) -> None:
+    data = dumps(document)
+    if dest.read(key) != data:
+        dest.write(key, data)
 
 
 def _write_if_absent(dest: Store, docs: Documents) -> None:
@@ -259,7 +264,7 @@ def prepare_dest(
     of the images that still need copying."""
     results: list[ImageResult] = []
     todo: list[int] = []
-    states = [resume.image_state(dest, plan, image) for image in plan.images]
+    states = dest.map(lambda image: resume.image_state(dest, plan, image), plan.images)
     for image, state in zip(plan.images, states, strict=True):
         if (
             state in (resume.ImageState.DIFFERENT, resume.ImageState.FOREIGN)
@@ -268,12 +273,13 @@ def prepare_dest(
             raise PlanMismatchError(
                 explain_difference(dest, plan, image, state) + "; use --overwrite to replace it"
             )
+    any_records = dest.exists_prefix(resume.STATE_DIR)  # one request instead of one per image
     for index, (image, state) in enumerate(zip(plan.images, states, strict=True)):
         result = ImageResult(image.dest_path, state.value)
         results.append(result)
         if state is resume.ImageState.COMPLETE:
             result.complete = True
-            if dest.exists_prefix(resume.image_state_key(image.dest_path)):
+            if any_records and dest.exists_prefix(resume.image_state_key(image.dest_path)):
                 resume.forget_image(dest, image.dest_path)  # killed right after finalizing
             continue
         if state in (resume.ImageState.DIFFERENT, resume.ImageState.FOREIGN):
@@ -281,13 +287,13 @@ def prepare_dest(
             dest.delete_prefix(resume.image_state_key(image.dest_path))
         todo.append(index)
     if todo:
-        for group in plan.groups:
-            _write_if_absent(dest, group_documents(plan, group.path, {}))
-    for index in todo:
-        image = plan.images[index]
-        if states[index] is not resume.ImageState.PARTIAL:
-            resume.record_start(dest, plan, image)
-        _write_if_changed(dest, image_start_documents(plan, image))
+        dest.map(lambda g: _write_if_absent(dest, group_documents(plan, g.path, {})), plan.groups)
+    # Our record of an image comes before its first metadata file (else a run killed in
+    # between would find output it did not write); the files themselves in any order.
+    starting = [plan.images[i] for i in todo if states[i] is not resume.ImageState.PARTIAL]
+    dest.map(lambda image: resume.record_start(dest, plan, image), starting)
+    documents = [item for i in todo for item in image_start_documents(plan, plan.images[i]).items()]
+    dest.map(lambda item: _write_one_if_changed(dest, *item), documents)
     return results, todo
 
 
@@ -305,6 +311,15 @@ def run_plan(
     started = time.monotonic()
     results, todo = prepare_dest(dest, plan, options)
     fingerprints = {i: plan.image_fingerprint(plan.images[i]) for i in todo}
+    levels = [(i, level) for i in todo for level in plan.images[i].levels]
+    done_sets = iter(
+        dest.map(
+            lambda item: resume.done_units(
+                dest, fingerprints[item[0]], plan.images[item[0]].dest_path, item[1].name
+            ),
+            levels,
+        )
+    )
     work: list[LevelWork] = []
     for index in todo:
         image = plan.images[index]
@@ -312,7 +327,7 @@ def run_plan(
         total_bytes = sum(level.nbytes for level in image.levels)
         done_bytes = 0
         for level_index, level in enumerate(image.levels):
-            done = resume.done_units(dest, fingerprints[index], image.dest_path, level.name)
+            done = next(done_sets)
             result.units_total += level.unit_count
             result.units_skipped += len(done)
             done_bytes += level.nbytes * len(done) // max(level.unit_count, 1)
@@ -338,17 +353,20 @@ def run_plan(
             (executor or run_local)(Job(plan, source, dest, options, tuple(work), progress), report)
     finally:
         progress.close()  # also on Ctrl-C or a storage failure: leave the terminal tidy
-    for index in todo:
-        result = results[index]
-        if not result.failures:
-            image = plan.images[index]
-            _write_if_changed(dest, image_final_documents(plan, image))
-            resume.forget_image(dest, image.dest_path)
-            result.complete = True
+
+    def finalize(index: int) -> None:
+        """The OME metadata with the completion mark (in order), then the records go."""
+        image = plan.images[index]
+        _write_if_changed(dest, image_final_documents(plan, image))
+        resume.forget_image(dest, image.dest_path)
+        results[index].complete = True
+
+    dest.map(finalize, [i for i in todo if not results[i].failures])
     if all(r.complete for r in results):
-        for group in plan.groups:
-            if group.attributes:
-                _write_if_changed(dest, group_documents(plan, group.path, group.attributes))
+        dest.map(
+            lambda g: _write_if_changed(dest, group_documents(plan, g.path, g.attributes)),
+            [group for group in plan.groups if group.attributes],
+        )
     return RunResult(results, time.monotonic() - started)
 
 

@@ -21,7 +21,8 @@ import shutil
 import threading
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -34,8 +35,15 @@ def join_key(*parts: str) -> str:
     return "/".join(piece for part in parts for piece in part.split("/") if piece)
 
 
+A = TypeVar("A")
+R = TypeVar("R")
+
+
 class Store(ABC):
     """A tree of byte objects addressed by '/'-separated keys under a root URL."""
+
+    concurrency = 1
+    """How many small requests (metadata, listings, records) :meth:`map` keeps in flight."""
 
     def __init__(self, url: str, *, read_only: bool) -> None:
         self.url = url.rstrip("/")
@@ -77,6 +85,16 @@ class Store(ABC):
         """True when anything is stored under ``prefix``."""
         dirs, files = self.list_dir(prefix)
         return bool(dirs or files)
+
+    def map(self, function: Callable[[A], R], items: Iterable[A]) -> list[R]:
+        """``function`` applied to every item, in order, up to :attr:`concurrency` calls at a
+        time (each call doing a few requests to this store); the first failure, in item
+        order, is raised."""
+        work = list(items)
+        if self.concurrency <= 1 or len(work) <= 1:
+            return [function(item) for item in work]
+        with ThreadPoolExecutor(min(self.concurrency, len(work)), "store") as pool:
+            return list(pool.map(function, work))
 
 
 class LocalStore(Store):
@@ -393,6 +411,9 @@ T = TypeVar("T")
 class S3Store(Store):
     """A prefix ``s3://bucket/prefix`` of an S3 (or S3-compatible) bucket.
 
+    Small requests are latency-bound (tens of milliseconds each, whatever their size), so
+    metadata is read and written many at a time (:attr:`concurrency`).
+
     boto3 lists, reads and writes metadata and resume records; TensorStore's ``s3`` kvstore,
     configured identically through :meth:`kvstore_spec`, moves the chunks. Both retry
     transient failures the same way: ``max_attempts`` attempts, backoff from 0.5 s doubling
@@ -405,6 +426,7 @@ class S3Store(Store):
         if not bucket:
             raise StoreError(f"{url}: expected s3://bucket/prefix")
         self.bucket = bucket
+        self.concurrency = 32  # within the client's connection pool (max_pool_connections)
         self.prefix = join_key(prefix)
         self.options = options or S3Options()
         self.settings = resolve_s3(self.options)

@@ -190,6 +190,23 @@ def test_rerun_of_finished_migration_writes_nothing(tmp_path: Path) -> None:
     assert not any(name.startswith(".cellmap-migrate") for name in members)
 
 
+def test_records_left_by_a_kill_after_finalizing_are_removed(tmp_path: Path) -> None:
+    """Killed after an image's completion mark was written but before its resume records
+    were deleted: the next run finds the image complete and removes the records."""
+    n5 = write_dataset(tmp_path, "jrc_example-1", example_images("tiny"))
+    dest = n5.with_suffix(".zarr")
+    assert run_cli("convert", str(n5)).exit_code == 0
+    before = snapshot(dest)
+    leftover = dest / ".cellmap-migrate" / "images" / "em" / "fibsem-uint16" / "plan.json"
+    leftover.parent.mkdir(parents=True)
+    leftover.write_text("{}")
+    run = run_cli("convert", str(n5))
+    assert run.exit_code == 0, run.stderr
+    assert "already complete" in run.stdout
+    assert not (dest / ".cellmap-migrate").exists()
+    assert snapshot(dest) == before
+
+
 def test_empty_blocks_write_no_chunks(tmp_path: Path) -> None:
     spec = ImageSpec(
         path="labels/sparse_seg",
