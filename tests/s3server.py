@@ -134,10 +134,13 @@ def snapshot(client: Any) -> dict[tuple[str, str], str]:
 
 class TcpProxy:
     """Forwards 127.0.0.1:``port`` to a target port; :meth:`cut` drops every connection and
-    refuses new ones until :meth:`restore` (the port stays the same)."""
+    refuses new ones until :meth:`restore` (the port stays the same). With ``delay``, every
+    piece of a response waits that many seconds first: each small request then takes about
+    one round trip to a distant server."""
 
-    def __init__(self, target_port: int) -> None:
+    def __init__(self, target_port: int, delay: float = 0.0) -> None:
         self.target_port = target_port
+        self.delay = delay
         self.port = free_port()
         self._lock = threading.Lock()
         self._sockets: set[socket.socket] = set()
@@ -189,12 +192,19 @@ class TcpProxy:
                 with self._lock:
                     self._sockets.update((client, upstream))
                     self.connections += 1
-                for source, sink in ((client, upstream), (upstream, client)):
-                    threading.Thread(target=self._pump, args=(source, sink), daemon=True).start()
+                for source, sink, delay in (
+                    (client, upstream, 0.0),
+                    (upstream, client, self.delay),
+                ):
+                    threading.Thread(
+                        target=self._pump, args=(source, sink, delay), daemon=True
+                    ).start()
 
-    def _pump(self, source: socket.socket, sink: socket.socket) -> None:
+    def _pump(self, source: socket.socket, sink: socket.socket, delay: float) -> None:
         try:
             while data := source.recv(65536):
+                if delay:
+                    time.sleep(delay)
                 sink.sendall(data)
         except OSError:
             pass
