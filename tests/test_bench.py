@@ -87,3 +87,18 @@ def test_edge_cost(tmp_path: Path) -> None:
     edge_voxels = 20 * 27 * 35 - 16 * 24 * 32
     assert report["edge_share_of_voxels"] == round(edge_voxels / (20 * 27 * 35), 3)
     assert report["edge_recode_cpu_s"] >= 0
+
+
+def test_s3_latency_script_runs(tmp_path: Path) -> None:
+    """scripts/s3_latency.py runs end to end (no added latency, two images); times are not
+    judged."""
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "s3_latency.py"), "--rtt-ms", "0",
+         "--images", "2"],
+        capture_output=True, text=True, timeout=300, cwd=ROOT,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout)
+    assert set(report["seconds"]) == {"dry_run", "migration", "re_run"}
+    assert all(seconds > 0 for seconds in report["seconds"].values())
+    assert report["source_objects"] > 0
