@@ -70,6 +70,7 @@ def main() -> int:
     parser.add_argument("--rtt-ms", type=float, default=30.0, help="added to every response")
     parser.add_argument("--images", type=int, default=24, help="images in the dataset")
     parser.add_argument("--tree", type=Path, help="run the migrate package of this checkout")
+    parser.add_argument("--workers", type=int, help="passed to the migration step")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as scratch:
         work = Path(scratch)
@@ -92,7 +93,8 @@ def main() -> int:
             migrate = [sys.executable, "-m", "migrate", "convert", src, dest]
             steps = {
                 "dry_run": [*migrate, "--dry-run"],
-                "migration": [*migrate, "--json"],
+                "migration": [*migrate, "--json"]
+                + ([] if args.workers is None else ["--workers", str(args.workers)]),
                 "re_run": [*migrate, "--json"],
             }
             seconds = {}
@@ -109,6 +111,7 @@ def main() -> int:
             {
                 "rtt_ms": args.rtt_ms,
                 "images": args.images,
+                "workers": args.workers,
                 "source_objects": uploaded,
                 "tree": str(args.tree or HERE.parent),
                 "seconds": seconds,
