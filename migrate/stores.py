@@ -93,8 +93,14 @@ class Store(ABC):
         work = list(items)
         if self.concurrency <= 1 or len(work) <= 1:
             return [function(item) for item in work]
-        with ThreadPoolExecutor(min(self.concurrency, len(work)), "store") as pool:
-            return list(pool.map(function, work))
+        pool = ThreadPoolExecutor(min(self.concurrency, len(work)), "store")
+        try:
+            results = list(pool.map(function, work))
+        except BaseException:
+            pool.shutdown(wait=False, cancel_futures=True)  # a failure or Ctrl-C: stop now
+            raise
+        pool.shutdown()
+        return results
 
 
 class LocalStore(Store):
