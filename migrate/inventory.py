@@ -117,26 +117,37 @@ def _finished(store: Store, path: str, version: str, attrs: dict[str, Any]) -> F
 
 
 def finished_images(store: Store) -> Iterator[FinishedImage]:
-    """Every image at DEST that carries cellmap-migrate's completion mark.
+    """Every image at DEST that carries cellmap-migrate's completion mark, breadth first.
 
-    Walks groups only: never lists inside an array, so it costs a few requests per group.
+    Walks groups only: never lists inside an array, so it costs a few requests per group;
+    the groups of one depth, and then their finished images, are read together
+    (:meth:`~migrate.stores.Store.map`).
     """
-    pending = [""]
-    while pending:
-        path = pending.pop(0)
-        node = _node(store, path)
-        if node is None and path:
-            continue
-        if node is not None:
-            version, kind, attrs = node
-            if kind == "array":
+    frontier = [""]
+    while frontier:
+        nodes = store.map(lambda path: _node(store, path), frontier)
+        finished: list[tuple[str, str, dict[str, Any]]] = []
+        groups: list[str] = []
+        for path, node in zip(frontier, nodes, strict=True):
+            if node is None and path:
                 continue
-            provenance = attrs.get(PROVENANCE_KEY)
-            if isinstance(provenance, dict) and provenance.get("fingerprint"):
-                yield _finished(store, path, version, attrs)
-                continue
-        dirs, _files = store.list_dir(path)
-        pending.extend(join_key(path, name) for name in dirs if not name.startswith("."))
+            if node is not None:
+                version, kind, attrs = node
+                if kind == "array":
+                    continue
+                provenance = attrs.get(PROVENANCE_KEY)
+                if isinstance(provenance, dict) and provenance.get("fingerprint"):
+                    finished.append((path, version, attrs))
+                    continue
+            groups.append(path)
+        yield from store.map(lambda image: _finished(store, *image), finished)
+        listings = store.map(lambda path: store.list_dir(path)[0], groups)
+        frontier = [
+            join_key(path, name)
+            for path, names in zip(groups, listings, strict=True)
+            for name in names
+            if not name.startswith(".")
+        ]
 
 
 def started_images(store: Store) -> list[StartedImage]:

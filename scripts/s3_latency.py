@@ -1,5 +1,6 @@
-"""How cellmap-migrate fares against a distant S3 endpoint: the dry run, the migration and a
-re-run of the finished migration of a many-image dataset, behind a simulated round trip.
+"""How cellmap-migrate fares against a distant S3 endpoint: the dry run, the migration, a
+re-run of the finished migration and ``status`` of a many-image dataset, behind a simulated
+round trip.
 
     python scripts/s3_latency.py                    # 30 ms per response, 24 images
     python scripts/s3_latency.py --rtt-ms 50 --images 40
@@ -96,6 +97,7 @@ def main() -> int:
                 "migration": [*migrate, "--json"]
                 + ([] if args.workers is None else ["--workers", str(args.workers)]),
                 "re_run": [*migrate, "--json"],
+                "status": [sys.executable, "-m", "migrate", "status", dest],
             }
             seconds = {}
             connections = {}

@@ -99,6 +99,6 @@ def test_s3_latency_script_runs(tmp_path: Path) -> None:
     )  # fmt: skip
     assert done.returncode == 0, done.stderr
     report = json.loads(done.stdout)
-    assert set(report["seconds"]) == {"dry_run", "migration", "re_run"}
+    assert set(report["seconds"]) == {"dry_run", "migration", "re_run", "status"}
     assert all(seconds > 0 for seconds in report["seconds"].values())
     assert report["source_objects"] > 0
