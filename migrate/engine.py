@@ -311,15 +311,14 @@ def run_plan(
     started = time.monotonic()
     results, todo = prepare_dest(dest, plan, options)
     fingerprints = {i: plan.image_fingerprint(plan.images[i]) for i in todo}
-    levels = [(i, level) for i in todo for level in plan.images[i].levels]
-    done_sets = iter(
-        dest.map(
-            lambda item: resume.done_units(
-                dest, fingerprints[item[0]], plan.images[item[0]].dest_path, item[1].name
-            ),
-            levels,
-        )
+    levels = [(i, level.name) for i in todo for level in plan.images[i].levels]
+    done_sets = dest.map(
+        lambda item: resume.done_units(
+            dest, fingerprints[item[0]], plan.images[item[0]].dest_path, item[1]
+        ),
+        levels,
     )
+    done_by_level = dict(zip(levels, done_sets, strict=True))
     work: list[LevelWork] = []
     for index in todo:
         image = plan.images[index]
@@ -327,7 +326,7 @@ def run_plan(
         total_bytes = sum(level.nbytes for level in image.levels)
         done_bytes = 0
         for level_index, level in enumerate(image.levels):
-            done = next(done_sets)
+            done = done_by_level[index, level.name]
             result.units_total += level.unit_count
             result.units_skipped += len(done)
             done_bytes += level.nbytes * len(done) // max(level.unit_count, 1)
