@@ -247,7 +247,7 @@ def convert(
         if as_json:
             click.echo(json.dumps(plan_json(plan, diff), indent=2))
         else:
-            click.echo(render_plan(plan), nl=False)
+            click.echo(render_plan(plan, fast=not no_transplant), nl=False)
             click.echo("\nmetadata changes:" if diff else "\nmetadata: no changes")
             click.echo("".join(diff), nl=False)
     if plan.conflicts:

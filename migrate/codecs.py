@@ -1,7 +1,8 @@
 """Choosing the output codec of an array, and rendering it as Zarr v2 / v3 metadata.
 
 Pure functions: from the N5 ``compression`` and the user's ``--codec`` to a
-:class:`~schemas.plan.CodecPlan`, and from that to the JSON Zarr expects.
+:class:`~schemas.plan.CodecPlan`, from that to the JSON Zarr expects, and which copy path a
+planned level can take (:func:`copy_path`).
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from schemas.n5 import (
     XzCompression,
     ZstdCompression,
 )
-from schemas.plan import CodecPlan, NgffVersion
+from schemas.plan import CodecPlan, LevelPlan, NgffVersion
 
 CodecChoice = Literal["keep", "gzip", "zstd", "blosc"]
 
@@ -154,3 +155,40 @@ def zarr_v3_codecs(codec: CodecPlan, itemsize: int) -> list[dict[str, Any]]:
     elif codec.name != "raw":
         raise AssertionError(f"{codec.name} has no Zarr v3 codec")  # pragma: no cover
     return codecs
+
+
+def transplantable(level: LevelPlan) -> bool:
+    """Can this level's full-size source blocks be moved as bytes?"""
+    return level.codec.transplant and tuple(level.chunks) == tuple(level.source_blocks)
+
+
+def source_codec(compression: dict[str, Any]) -> str | None:
+    """The name under which :func:`migrate.transplant.decode` reads payloads of this N5
+    ``compression``, or None when it cannot (lz4-java streams)."""
+    name = compression.get("type")
+    if name == "gzip":
+        return "zlib" if compression.get("useZlib") else "gzip"
+    return {"raw": "raw", "bzip2": "bz2", "xz": "xz", "blosc": "blosc", "zstd": "zstd"}.get(
+        str(name)
+    )
+
+
+def recodable(level: LevelPlan) -> bool:
+    """Can this level be re-encoded block by block (its chunks are the source blocks and the
+    source codec is one :func:`migrate.transplant.decode` reads)? Then every block is
+    decoded, converted to the output byte order and encoded with the output codec, without
+    TensorStore: libdeflate decodes gzip about twice as fast as zlib, and a block needs no
+    transposition (its values are already in the chunk's memory order)."""
+    return (
+        tuple(level.chunks) == tuple(level.source_blocks)
+        and source_codec(level.source_compression) is not None
+    )
+
+
+def copy_path(level: LevelPlan, *, fast: bool = True) -> str:
+    """How a level's chunks are made (``fast`` False: ``--no-transplant``)."""
+    if fast and transplantable(level):
+        return "blocks moved as bytes"
+    if fast and recodable(level):
+        return "block by block"
+    return "through TensorStore"

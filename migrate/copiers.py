@@ -11,8 +11,9 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from migrate.codecs import recodable
 from migrate.stores import Store
-from migrate.transplant import Transplanter, recodable
+from migrate.transplant import Transplanter
 from migrate.tsio import HandleCache, LevelHandles, box_slices
 from schemas.plan import LevelPlan, Plan
 

@@ -6,6 +6,7 @@ import difflib
 import json
 from typing import Any
 
+from migrate.codecs import copy_path
 from migrate.layout import all_documents, dumps
 from migrate.stores import Store
 from schemas.plan import Plan
@@ -50,11 +51,12 @@ def metadata_diff(plan: Plan, dest: Store | None) -> list[str]:
     return [line if line.endswith("\n") else line + "\n" for line in lines]
 
 
-def render_plan(plan: Plan, *, detailed: bool = True) -> str:
+def render_plan(plan: Plan, *, detailed: bool = True, fast: bool = True) -> str:
     """A human summary: per image, source → destination and each level's layout.
 
-    ``detailed`` adds where each metadata value came from and one line per level; without
-    it each image is one line (what ``convert`` prints before it starts copying).
+    ``detailed`` adds where each metadata value came from and one line per level, with how
+    its chunks will be made (``fast`` False: ``--no-transplant``); without it each image is
+    one line (what ``convert`` prints before it starts copying).
     """
     out = [
         f"source: {plan.source}" + (f" (only {plan.source_inner})" if plan.source_inner else ""),
@@ -80,7 +82,8 @@ def render_plan(plan: Plan, *, detailed: bool = True) -> str:
             out.append(
                 f"  {level.name:>4}  shape {_shape(level.shape)}  chunks {_shape(level.chunks)}"
                 f"{shard}  {level.dtype}  {level.codec.describe()}"
-                f"  [{level.codec.reason}]  {level.unit_count} unit(s)"
+                f"  [{level.codec.reason}; {copy_path(level, fast=fast)}]"
+                f"  {level.unit_count} unit(s)"
             )
         out.extend(f"  warning: {warning}" for warning in image.warnings)
         out.extend(f"  CONFLICT: {conflict}" for conflict in image.conflicts)

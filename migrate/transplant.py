@@ -58,6 +58,7 @@ import numpy as np
 import numpy.typing as npt
 from isal import isal_zlib
 
+from migrate.codecs import source_codec, transplantable
 from migrate.errors import SourceDataError, StoreError
 from migrate.stores import LocalStore, Store, join_key
 from schemas.plan import CodecPlan, LevelPlan, NgffVersion
@@ -67,34 +68,6 @@ if TYPE_CHECKING:  # imported where used: local copies never need TensorStore
 
 EMPTY = 2**64 - 1
 """Shard index entry (offset and nbytes) of an inner chunk that is not stored."""
-
-
-def transplantable(level: LevelPlan) -> bool:
-    """Can this level's full-size source blocks be moved as bytes?"""
-    return level.codec.transplant and tuple(level.chunks) == tuple(level.source_blocks)
-
-
-def source_codec(compression: dict[str, Any]) -> str | None:
-    """The name under which :func:`decode` reads payloads of this N5 ``compression``, or
-    None when it cannot (lz4-java streams)."""
-    name = compression.get("type")
-    if name == "gzip":
-        return "zlib" if compression.get("useZlib") else "gzip"
-    return {"raw": "raw", "bzip2": "bz2", "xz": "xz", "blosc": "blosc", "zstd": "zstd"}.get(
-        str(name)
-    )
-
-
-def recodable(level: LevelPlan) -> bool:
-    """Can this level be re-encoded block by block (its chunks are the source blocks and the
-    source codec is one :func:`decode` reads)? Then every block is decoded, converted to the
-    output byte order and encoded with the output codec here, without TensorStore: libdeflate
-    decodes gzip about twice as fast as zlib, and a block needs no transposition (its values
-    are already in the chunk's memory order)."""
-    return (
-        tuple(level.chunks) == tuple(level.source_blocks)
-        and source_codec(level.source_compression) is not None
-    )
 
 
 def decode(name: str, payload: bytes | memoryview, nbytes: int) -> bytes | bytearray:

@@ -117,6 +117,32 @@ def test_dry_run_of_changed_settings_diffs_against_dest(dataset: Path) -> None:
     assert '+  "compressor": {"id": "zstd", "level": 3},' in run.stdout
 
 
+@pytest.mark.parametrize(
+    ("options", "kept", "re_encoded"),
+    [
+        ((), "blocks moved as bytes", None),
+        (("--codec", "zstd"), "blocks moved as bytes", "block by block"),
+        (("--chunks", "8,8,8"), "through TensorStore", None),
+        (("--no-transplant",), "through TensorStore", None),
+    ],
+)
+def test_dry_run_says_how_each_level_is_copied(
+    dataset: Path, options: tuple[str, ...], kept: str, re_encoded: str | None
+) -> None:
+    """Each level line ends with how its chunks will be made: levels that keep their codec
+    (the zstd source keeps it under ``--codec zstd``) and those re-encoded."""
+    run = run_cli("convert", str(dataset), "--dry-run", *options)
+    assert run.exit_code == 0, run.stderr
+    level_lines = [line for line in run.stdout.splitlines() if " unit(s)" in line]
+    assert len(level_lines) == sum(spec.levels for spec in example_images("tiny"))
+    for line in level_lines:
+        expected = kept if "[kept from source" in line else re_encoded
+        assert expected is not None, line
+        assert f"; {expected}]" in line, line
+    if re_encoded is not None:
+        assert any(f"; {re_encoded}]" in line for line in level_lines)
+
+
 def test_subgroup_source_converts_one_image_and_keeps_inner_paths(dataset: Path) -> None:
     run = run_cli("convert", str(dataset / "em" / "fibsem-uint16"), "--dry-run", "--json")
     assert run.exit_code == 0, run.stderr
