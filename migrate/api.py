@@ -9,11 +9,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from migrate import resume
-from migrate.discover import discover, split_n5_url
+from migrate.copy import resume
 from migrate.errors import MigrationError
-from migrate.plan import PlanOptions, build_plan, plan_groups
-from migrate.stores import S3Options, Store, open_store
+from migrate.source.discover import discover, split_n5_url
+from migrate.storage import S3Options, Store, open_store
+from migrate.target.plan import PlanOptions, build_plan, plan_groups
 from schemas.plan import Plan
 
 

@@ -54,7 +54,7 @@ sys.path.insert(0, str(HERE))
 
 from make_fixture import bench_images  # noqa: E402
 
-from migrate.fixture import ImageSpec, level_shape, write_dataset  # noqa: E402
+from migrate.example.fixture import ImageSpec, level_shape, write_dataset  # noqa: E402
 
 DATASET = "jrc_bench-1"
 METADATA_FILES = {".zarray", ".zattrs", ".zgroup", "zarr.json", "attributes.json"}

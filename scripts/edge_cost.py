@@ -4,7 +4,7 @@
 
 Java N5 writes the blocks at an array's far edges truncated; a Zarr chunk is always whole,
 so even ``--skip-decode-check`` must decode, zero-pad and re-encode those blocks (with
-``migrate.transplant.BlockCodec``, as a migration does), while the full-size blocks are
+``migrate.copy.transplant.BlockCodec``, as a migration does), while the full-size blocks are
 copied as bytes. This script times exactly that work for every edge block of one array,
 single-threaded, and compares it with reading the whole array's files (what ``cp`` does at
 least), so the share of a keep-codec migration that no byte-moving trick can remove is
@@ -22,8 +22,8 @@ import time
 from pathlib import Path
 
 from migrate.api import prepare
-from migrate.plan import PlanOptions
-from migrate.transplant import BlockCodec
+from migrate.copy.transplant import BlockCodec
+from migrate.target.plan import PlanOptions
 from schemas.plan import LevelPlan
 
 

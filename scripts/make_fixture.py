@@ -3,10 +3,11 @@
     python scripts/make_fixture.py ROOT [--name jrc_example-1] [--size tiny|small|medium]
     python scripts/make_fixture.py ROOT --bench-gib 4 [--name jrc_bench-1]
 
-Writes ``ROOT/<name>/<name>.n5`` (plus ``thumbnail.jpg``) with migrate.fixture's own N5 block
-encoder. ``--bench-gib`` writes, instead of the example images, one big FIB-SEM-like uint16
-image (gzip, 64^3 blocks, truncated edge blocks: no axis is a multiple of 64) of about that
-many GiB at s0, plus a uint64 label image at half the resolution. All shapes are printed in
+Writes ``ROOT/<name>/<name>.n5`` (plus ``thumbnail.jpg``) with the example writer's own N5
+block encoder (migrate.example.fixture). ``--bench-gib`` writes, instead of the example
+images, one big FIB-SEM-like uint16 image (gzip, 64^3 blocks, truncated edge blocks: no axis
+is a multiple of 64) of about that many GiB at s0, plus a uint64 label image at half the
+resolution. All shapes are printed in
 C order (z, y, x).
 """
 
@@ -19,7 +20,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from migrate.fixture import (
+from migrate.example.fixture import (
     ImageSpec,
     example_images,
     level_block_size,

@@ -23,7 +23,7 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from migrate.fixture import ImageSpec, write_image
+from migrate.example.fixture import ImageSpec, write_image
 
 REPO = Path(__file__).resolve().parents[1]
 

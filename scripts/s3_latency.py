@@ -29,7 +29,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
-from migrate.fixture import ImageSpec, write_dataset  # noqa: E402
+from migrate.example.fixture import ImageSpec, write_dataset  # noqa: E402
 from tests.s3server import (  # noqa: E402
     MotoServer,
     TcpProxy,

@@ -1,7 +1,7 @@
 """An independent N5 reader for tests (numpy, numcodecs and the standard library only).
 
-It is the yardstick for both the fixture writer (``migrate.fixture``) and the converter, so it
-shares no code with either. It follows the saalfeldlab/n5 spec:
+It is the yardstick for both the fixture writer (``migrate.example.fixture``) and the converter,
+so it shares no code with either. It follows the saalfeldlab/n5 spec:
 
 * array ``attributes.json``: ``dimensions``, ``blockSize`` (F order), ``dataType``,
   ``compression``;

@@ -64,7 +64,7 @@ def test_bench_tiny(tmp_path: Path) -> None:
 
 def test_edge_cost(tmp_path: Path) -> None:
     """scripts/edge_cost.py counts the truncated edge blocks the independent reader finds."""
-    from migrate.fixture import ImageSpec, write_dataset
+    from migrate.example.fixture import ImageSpec, write_dataset
 
     spec = ImageSpec(
         path="em/fibsem-uint16", shape=(20, 27, 35), dtype="uint16", block_size=(8, 8, 16),

@@ -13,7 +13,13 @@ import pytest
 import tensorstore as ts
 import zarr
 
-from migrate.fixture import ImageSpec, example_images, level_data, write_dataset, write_image
+from migrate.example.fixture import (
+    ImageSpec,
+    example_images,
+    level_data,
+    write_dataset,
+    write_image,
+)
 from tests.helpers import chunk_files, read_zarr, run_cli, snapshot
 from tests.n5_reader import read_n5_array
 

@@ -23,20 +23,21 @@ import pytest
 from distributed import Client
 
 from migrate.api import prepare
-from migrate.distributed import (
+from migrate.check.status import status
+from migrate.check.verify import verify
+from migrate.copy.distributed import (
     ClusterOptions,
     DaskExecutor,
     golden_order,
     jobqueue_cluster,
     make_batches,
 )
-from migrate.engine import EngineOptions, LevelWork, RunResult, run_plan
+from migrate.copy.engine import LevelWork, RunResult, run_plan
+from migrate.copy.options import EngineOptions
 from migrate.errors import ClusterError, MigrationError, StoreError
-from migrate.fixture import ImageSpec, example_images, write_dataset
-from migrate.plan import PlanOptions
-from migrate.status import status
-from migrate.stores import LocalStore, S3Options
-from migrate.verify import verify
+from migrate.example.fixture import ImageSpec, example_images, write_dataset
+from migrate.storage import LocalStore, S3Options
+from migrate.target.plan import PlanOptions
 from schemas.plan import Plan
 from tests.helpers import read_zarr, run_cli
 from tests.n5_reader import read_n5_array
@@ -195,7 +196,7 @@ class Hook:
 def slow_down(seconds: float) -> None:
     """Run on a worker (``client.run``): every unit copy there takes ``seconds`` longer, so
     that a worker can be killed while it is surely running a task; 0 restores."""
-    from migrate import engine
+    from migrate.copy import engine
 
     original = engine.__dict__.setdefault("_test_original_copy", engine.UnitWorker.copy)
 
@@ -210,7 +211,7 @@ def sabotage(kind: str) -> None:
     """Run on a worker (``client.run``): ``"store"`` makes every unit copy there fail as if
     DEST were unreachable; ``"task"`` makes every task fail before it copies anything;
     ``""`` restores."""
-    from migrate import distributed, engine
+    from migrate.copy import distributed, engine
 
     saved = distributed.__dict__.setdefault(
         "_test_saved", (engine.UnitWorker.copy, distributed._unit_worker)
@@ -627,7 +628,7 @@ def test_jobqueue_needs_memory_is_a_clear_error() -> None:
 
 def test_importing_migrate_does_not_import_dask() -> None:
     code = (
-        "import sys, migrate, migrate.cli, migrate.engine, migrate.api\n"
+        "import sys, migrate, migrate.cli, migrate.copy.engine, migrate.api\n"
         "assert not any(m.split('.')[0] in ('dask', 'distributed') for m in sys.modules)\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True, cwd=REPO)

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from migrate.fixture import ImageSpec, example_images, write_dataset, write_image
+from migrate.example.fixture import ImageSpec, example_images, write_dataset, write_image
 from tests.conftest import HELA_GROUP, HELA_S0, NGFF_PUBLISHED, load_reference
 from tests.helpers import run_cli, snapshot
 

@@ -1,4 +1,5 @@
-"""Tests of the N5 fixture writer (migrate.fixture), checked by TensorStore and tests/n5_reader.
+"""Tests of the N5 fixture writer (migrate.example.fixture), checked by TensorStore and
+tests/n5_reader.
 
 Expected metadata values are written out by hand (from the published jrc_hela-2 metadata),
 never computed with the code under test. Shapes in this file are C order (z, y, x).
@@ -17,7 +18,7 @@ import numpy.typing as npt
 import pytest
 import tensorstore as ts
 
-from migrate.fixture import (
+from migrate.example.fixture import (
     DTYPES,
     ImageSpec,
     array_attributes,

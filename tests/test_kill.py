@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from migrate.fixture import ImageSpec, write_image
+from migrate.example.fixture import ImageSpec, write_image
 from tests.helpers import chunk_files, popen_convert, run_subprocess
 
 SPEC = ImageSpec(

@@ -8,7 +8,7 @@ from typing import Any
 from hypothesis import given
 from hypothesis import strategies as st
 
-from migrate.layout import dumps
+from migrate.target.layout import dumps
 
 json_values = st.recursive(
     st.none()

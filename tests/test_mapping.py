@@ -1,4 +1,4 @@
-"""Source multiscale metadata → OME-NGFF axes and datasets (migrate.mapping)."""
+"""Source multiscale metadata → OME-NGFF axes and datasets (migrate.source.mapping)."""
 
 from __future__ import annotations
 
@@ -19,9 +19,9 @@ import zarr
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from migrate.axes import axis_type, c_to_f, f_to_c
 from migrate.errors import MetadataError
-from migrate.mapping import (
+from migrate.source.axes import axis_type, c_to_f, f_to_c
+from migrate.source.mapping import (
     MappedImage,
     MappingOptions,
     SourceImage,

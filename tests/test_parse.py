@@ -10,7 +10,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from migrate.errors import MetadataError
-from migrate.parse import json_path, parse_attrs
+from migrate.source.parse import json_path, parse_attrs
 from schemas.cosem import CosemArrayAttributes, CosemGroupAttributes
 from schemas.n5 import GzipCompression, N5ArrayAttributes
 from schemas.neuroglancer_n5 import NeuroglancerGroupAttributes

@@ -29,8 +29,8 @@ from click.testing import CliRunner
 from migrate.api import _normalize, default_dest
 from migrate.cli import cli
 from migrate.errors import StoreError
-from migrate.fixture import ImageSpec, example_images, write_dataset
-from migrate.stores import S3Options, S3Store, open_store, resolve_s3
+from migrate.example.fixture import ImageSpec, example_images, write_dataset
+from migrate.storage import S3Options, S3Store, open_store, resolve_s3
 from tests.n5_reader import read_n5_array
 from tests.s3server import (
     CLEARED_AWS_VARIABLES,

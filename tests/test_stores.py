@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from migrate.stores import LocalStore
+from migrate.storage import LocalStore
 
 
 def concurrent_store(tmp_path: Path, concurrency: int) -> LocalStore:

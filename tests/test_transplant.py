@@ -1,4 +1,4 @@
-"""The block-by-block paths (migrate.transplant): moved bytes, and blocks re-encoded one at a
+"""The block-by-block paths (migrate.copy.transplant): moved bytes, and blocks re-encoded one at a
 time, read back equal to the source.
 
 One generated N5 dataset holds an image per codec TensorStore reads (raw, gzip, gzip with
@@ -26,10 +26,10 @@ import tensorstore as ts
 import zarr
 from click.testing import CliRunner
 
-from migrate import transplant
 from migrate.cli import cli
-from migrate.fixture import ImageSpec, encode_block, level_block_size, write_dataset
-from migrate.transplant import _any, assemble_shard, isal_level
+from migrate.copy import transplant
+from migrate.copy.transplant import _any, assemble_shard, isal_level
+from migrate.example.fixture import ImageSpec, encode_block, level_block_size, write_dataset
 from tests.n5_reader import read_block_header, read_n5_array
 
 COMPRESSIONS: dict[str, tuple[dict[str, Any], str]] = {

@@ -1,4 +1,4 @@
-"""Unit spellings → OME-NGFF unit names (migrate.units)."""
+"""Unit spellings → OME-NGFF unit names (migrate.source.units)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from migrate.errors import MetadataError
-from migrate.units import normalize_unit
+from migrate.source.units import normalize_unit
 from schemas.ngff import SPACE_UNITS, TIME_UNITS
 
 LOCATION = "x.n5/em/attributes.json"

@@ -12,19 +12,19 @@ from typing import Any
 
 import numpy as np
 
-from migrate.errors import MigrationError
-from migrate.inventory import FinishedLevel, finished_images, started_images
-from migrate.parse import parse_attrs
-from migrate.plan import DEFAULT_UNIT_BYTES, grow_unit
-from migrate.stores import Store
-from migrate.tsio import (
+from migrate.check.inventory import FinishedLevel, finished_images, started_images
+from migrate.check.validate import validate_image, validate_labels_listing
+from migrate.copy.tsio import (
     box_slices,
     n5_metadata,
     open_dest_readonly,
     open_source_array,
     ts_error_text,
 )
-from migrate.validate import validate_image, validate_labels_listing
+from migrate.errors import MigrationError
+from migrate.source.parse import parse_attrs
+from migrate.storage import Store
+from migrate.target.plan import DEFAULT_UNIT_BYTES, grow_unit
 from schemas.n5 import N5ArrayAttributes
 
 Box = tuple[tuple[int, int], ...]

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from migrate.errors import StoreError
-from migrate.stores import Store
+from migrate.storage import Store
 from schemas.plan import LevelPlan, NgffVersion
 
 if TYPE_CHECKING:  # imported where used: a run with nothing for TensorStore to do starts faster

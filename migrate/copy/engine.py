@@ -5,7 +5,7 @@ bounded: at most ``2 × workers`` units are in flight, each at most ``unit_bytes
 
 Running the units is pluggable: :func:`run_plan` prepares DEST, hands the remaining units to
 a :class:`UnitExecutor` (default :func:`run_local`, threads in this process; see
-``migrate.distributed`` for a Dask cluster), counts the outcomes it reports, and finalizes.
+``migrate.copy.distributed`` for a Dask cluster), counts the outcomes it reports, and finalizes.
 Wherever a unit runs, :class:`UnitWorker` copies and records it.
 """
 
@@ -20,27 +20,20 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from migrate import resume
+from migrate.copy import resume
+from migrate.copy.events import NullProgress, Progress
+from migrate.copy.options import EngineOptions
+from migrate.copy.tsio import HandleCache, is_storage_error, open_source, ts_error_text
 from migrate.errors import PlanMismatchError, SourceDataError, StoreError
-from migrate.layout import (
+from migrate.storage import Store, join_key
+from migrate.target.layout import (
     Documents,
     dumps,
     group_documents,
     image_final_documents,
     image_start_documents,
 )
-from migrate.progress import NullProgress, Progress
-from migrate.stores import Store, join_key
-from migrate.tsio import HandleCache, is_storage_error, open_source, ts_error_text
 from schemas.plan import ImagePlan, LevelPlan, Plan
-
-
-@dataclass(frozen=True)
-class EngineOptions:
-    workers: int = 2
-    overwrite: bool = False
-    transplant: bool = True
-    decode_check: bool = True
 
 
 @dataclass
@@ -205,7 +198,7 @@ class UnitWorker:
         self.dest = dest
         self.options = options
         self.fingerprints = [plan.image_fingerprint(image) for image in plan.images]
-        from migrate.copiers import make_copier  # numpy and the codecs: only with work to do
+        from migrate.copy.copiers import make_copier  # numpy and the codecs: only with work to do
 
         cache = HandleCache(source, dest, plan.ngff_version, options.workers)
         self.copier = make_copier(plan, source, dest, cache, options)

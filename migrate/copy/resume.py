@@ -19,8 +19,8 @@ import json
 from enum import Enum
 from typing import Any
 
-from migrate.layout import PROVENANCE_KEY, dumps
-from migrate.stores import Store, join_key
+from migrate.storage import Store, join_key
+from migrate.target.layout import PROVENANCE_KEY, dumps
 from schemas.plan import ImagePlan, Plan
 
 STATE_DIR = ".cellmap-migrate"

@@ -14,9 +14,9 @@ import zarr
 import zarr.storage
 from zarr.core.buffer import default_buffer_prototype
 
-from migrate.inventory import FinishedImage
-from migrate.layout import METADATA_NAMES
-from migrate.stores import Store, join_key
+from migrate.check.inventory import FinishedImage
+from migrate.storage import Store, join_key
+from migrate.target.layout import METADATA_NAMES
 from schemas.ngff import SPACE_UNITS, TIME_UNITS
 
 

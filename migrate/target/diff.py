@@ -6,9 +6,9 @@ import difflib
 import json
 from typing import Any
 
-from migrate.codecs import copy_path
-from migrate.layout import all_documents, dumps
-from migrate.stores import Store
+from migrate.storage import Store
+from migrate.target.codecs import copy_path
+from migrate.target.layout import all_documents, dumps
 from schemas.plan import Plan
 
 

@@ -58,9 +58,9 @@ import numpy as np
 import numpy.typing as npt
 from isal import isal_zlib
 
-from migrate.codecs import source_codec, transplantable
 from migrate.errors import SourceDataError, StoreError
-from migrate.stores import LocalStore, Store, join_key
+from migrate.storage import LocalStore, Store, join_key
+from migrate.target.codecs import source_codec, transplantable
 from schemas.plan import CodecPlan, LevelPlan, NgffVersion
 
 if TYPE_CHECKING:  # imported where used: local copies never need TensorStore

@@ -14,10 +14,10 @@ from typing import Any, Literal
 
 import numpy as np
 
-from migrate import resume
+from migrate.copy import resume
 from migrate.errors import MigrationError
-from migrate.layout import PROVENANCE_KEY
-from migrate.stores import Store, join_key
+from migrate.storage import Store, join_key
+from migrate.target.layout import PROVENANCE_KEY
 from schemas.plan import ImagePlan
 
 
@@ -121,7 +121,7 @@ def finished_images(store: Store) -> Iterator[FinishedImage]:
 
     Walks groups only: never lists inside an array, so it costs a few requests per group;
     the groups of one depth, and then their finished images, are read together
-    (:meth:`~migrate.stores.Store.map`).
+    (:meth:`~migrate.storage.Store.map`).
     """
     frontier = [""]
     while frontier:

@@ -17,8 +17,8 @@ import click
 
 from migrate import __version__
 from migrate.errors import ConflictError, MigrationError
-from migrate.plan import DEFAULT_UNIT_BYTES
-from migrate.stores import S3Options
+from migrate.storage import S3Options
+from migrate.target.plan import DEFAULT_UNIT_BYTES
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -225,8 +225,8 @@ def convert(
     """
     cluster_settings = _cluster_settings(cluster, workers)
     from migrate.api import prepare
-    from migrate.diff import metadata_diff, plan_json, render_plan
-    from migrate.plan import PlanOptions
+    from migrate.target.diff import metadata_diff, plan_json, render_plan
+    from migrate.target.plan import PlanOptions
 
     options = PlanOptions(
         ngff_version=ngff_version,  # type: ignore[arg-type]
@@ -257,9 +257,10 @@ def convert(
         )
     if dry_run:
         return
-    from migrate.engine import EngineOptions, run_plan
-    from migrate.progress import make_progress
-    from migrate.report import render_run
+    from migrate.cli.progress import make_progress
+    from migrate.cli.report import render_run
+    from migrate.copy.engine import run_plan
+    from migrate.copy.options import EngineOptions
 
     if not as_json:
         click.echo(render_plan(plan, detailed=False), nl=False, err=True)
@@ -289,7 +290,7 @@ def _cluster_settings(values: dict[str, Any], workers: int | None) -> Any:
     if not any(value is not None for value in values.values()):
         return None
     try:
-        from migrate.distributed import ClusterOptions
+        from migrate.copy.distributed import ClusterOptions
     except ImportError as exc:
         raise MigrationError(
             f"--scheduler/--cluster need Dask ({exc}); install it with "
@@ -318,7 +319,7 @@ def _executor(settings: Any) -> Iterator[Any]:
     if settings is None:
         yield None
         return
-    from migrate.distributed import DaskExecutor, connect
+    from migrate.copy.distributed import DaskExecutor, connect
 
     with connect(settings) as client:
         yield DaskExecutor(client, retries=settings.retries)
@@ -332,7 +333,7 @@ def default_workers() -> int:
 
 def main() -> None:
     """Console-script entry point."""
-    from migrate.memory import limit_malloc_arenas
+    from migrate.copy.memory import limit_malloc_arenas
 
     limit_malloc_arenas()
     cli(prog_name="cellmap-migrate")
@@ -345,8 +346,8 @@ def main() -> None:
 @reports_errors
 def status_command(dest: str, as_json: bool, s3: S3Options) -> None:
     """Per image and level of DEST: work units done / total; exit 0 only when all complete."""
-    from migrate.status import render_status, status
-    from migrate.stores import open_store
+    from migrate.check.status import render_status, status
+    from migrate.storage import open_store
 
     images = status(open_store(dest, read_only=True, s3=s3))
     if as_json:
@@ -378,9 +379,9 @@ def verify_command(
     s3: S3Options,
 ) -> None:
     """Compare DEST with SRC voxel for voxel and validate its OME-NGFF metadata."""
-    from migrate.discover import split_n5_url
-    from migrate.stores import open_store
-    from migrate.verify import verify
+    from migrate.check.verify import verify
+    from migrate.source.discover import split_n5_url
+    from migrate.storage import open_store
 
     n5_root, _inner = split_n5_url(src.removeprefix("file://"))
     result = verify(
@@ -413,7 +414,7 @@ def demo_command(directory: str, size: str) -> None:
     """Generate an example Cellmap dataset in DIRECTORY, then dry-run, convert and verify it."""
     from pathlib import Path
 
-    from migrate.fixture import example_images, write_dataset
+    from migrate.example.fixture import example_images, write_dataset
 
     root = Path(directory)
     name = "jrc_example-1"
@@ -442,8 +443,8 @@ def demo_command(directory: str, size: str) -> None:
 def _demo_dry_run(src: str, shown: int = 60) -> None:
     """The dry run, with the metadata diff cut to its first ``shown`` lines."""
     from migrate.api import prepare
-    from migrate.diff import metadata_diff, render_plan
-    from migrate.plan import PlanOptions
+    from migrate.target.diff import metadata_diff, render_plan
+    from migrate.target.plan import PlanOptions
 
     prepared = prepare(src, None, PlanOptions(), read_only_dest=True)
     click.echo(render_plan(prepared.plan), nl=False)

@@ -3,7 +3,7 @@
 Reads only ``attributes.json`` files and directory listings; never descends into an
 array's chunk directories, so it costs a few requests per group whatever the data size.
 The tree is read breadth first, every listing and attributes file of one depth at once
-(:meth:`~migrate.stores.Store.map`: many requests in flight on S3), then walked depth first
+(:meth:`~migrate.storage.Store.map`: many requests in flight on S3), then walked depth first
 to build the result, so the outcome, including which error is reported first, does not
 depend on the order the requests complete in.
 """
@@ -16,8 +16,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from migrate.errors import MetadataError, StoreError
-from migrate.mapping import SourceImage, SourceLevel, sort_level_names
-from migrate.stores import Store, join_key
+from migrate.source.mapping import SourceImage, SourceLevel, sort_level_names
+from migrate.storage import Store, join_key
 from schemas.n5 import is_array_attributes
 
 ATTRIBUTES = "attributes.json"

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from migrate.engine import RunResult
+from migrate.copy.engine import RunResult
 from schemas.plan import Plan
 
 

@@ -5,16 +5,9 @@ from __future__ import annotations
 import json
 import sys
 import time
-from typing import Any, Protocol, TextIO
+from typing import Any, TextIO
 
-
-class Progress(Protocol):
-    def start(
-        self, name: str, total_units: int, total_bytes: int, done_units: int, done_bytes: int
-    ) -> None: ...
-    def advance(self, name: str, units: int, nbytes: int) -> None: ...
-    def message(self, text: str) -> None: ...
-    def close(self) -> None: ...
+from migrate.copy.events import Progress
 
 
 class LineProgress:
@@ -124,22 +117,6 @@ class BarProgress:
 
     def close(self) -> None:
         self.bars.stop()
-
-
-class NullProgress:
-    def start(
-        self, name: str, total_units: int, total_bytes: int, done_units: int, done_bytes: int
-    ) -> None:
-        pass
-
-    def advance(self, name: str, units: int, nbytes: int) -> None:
-        pass
-
-    def message(self, text: str) -> None:
-        pass
-
-    def close(self) -> None:
-        pass
 
 
 def make_progress(*, as_json: bool, stream: TextIO | None = None) -> Progress:

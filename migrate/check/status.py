@@ -5,10 +5,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from migrate import resume
+from migrate.check.inventory import finished_images, started_images
+from migrate.copy import resume
 from migrate.errors import MigrationError
-from migrate.inventory import finished_images, started_images
-from migrate.stores import Store
+from migrate.storage import Store
 
 
 @dataclass

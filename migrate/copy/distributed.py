@@ -1,6 +1,6 @@
 """Beyond one machine: a plan's work units as tasks on a Dask distributed cluster.
 
-:class:`DaskExecutor` is a :class:`migrate.engine.UnitExecutor`: ``run_plan`` prepares DEST
+:class:`DaskExecutor` is a :class:`migrate.copy.engine.UnitExecutor`: ``run_plan`` prepares DEST
 and finalizes the metadata on the calling machine exactly as with the embedded engine; only
 the copying of work units moves to the cluster's workers.
 
@@ -15,7 +15,7 @@ the copying of work units moves to the cluster's workers.
   (URLs and non-secret options, never credentials) and the engine options to every worker,
   including workers that join or restart later; each task carries only
   ``(run id, image index, level index, unit indices)``. Workers open their own TensorStore
-  handles and record every finished unit at DEST (``migrate.resume.record_unit``) exactly as
+  handles and record every finished unit at DEST (``migrate.copy.resume.record_unit``) exactly as
   the embedded engine does, so an interrupted run resumes anywhere, locally or on a cluster.
 - **Failures**: a unit whose source blocks are corrupt is reported per unit, like the
   embedded engine; a task that raises is retried ``retries`` times, and a task whose worker
@@ -46,9 +46,10 @@ from typing import Any, Literal
 
 from distributed import Client, Future, WorkerPlugin, as_completed
 
-from migrate.engine import EngineOptions, Job, LevelWork, Report, UnitOutcome, UnitWorker, WorkUnit
+from migrate.copy.engine import Job, LevelWork, Report, UnitOutcome, UnitWorker, WorkUnit
+from migrate.copy.options import EngineOptions
 from migrate.errors import ClusterError, MigrationError
-from migrate.stores import S3Options, Store, open_store
+from migrate.storage import S3Options, Store, open_store
 from schemas.plan import Plan
 
 ClusterKind = Literal["local", "lsf", "slurm"]

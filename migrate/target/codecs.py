@@ -163,7 +163,7 @@ def transplantable(level: LevelPlan) -> bool:
 
 
 def source_codec(compression: dict[str, Any]) -> str | None:
-    """The name under which :func:`migrate.transplant.decode` reads payloads of this N5
+    """The name under which :func:`migrate.copy.transplant.decode` reads payloads of this N5
     ``compression``, or None when it cannot (lz4-java streams)."""
     name = compression.get("type")
     if name == "gzip":
@@ -175,7 +175,7 @@ def source_codec(compression: dict[str, Any]) -> str | None:
 
 def recodable(level: LevelPlan) -> bool:
     """Can this level be re-encoded block by block (its chunks are the source blocks and the
-    source codec is one :func:`migrate.transplant.decode` reads)? Then every block is
+    source codec is one :func:`migrate.copy.transplant.decode` reads)? Then every block is
     decoded, converted to the output byte order and encoded with the output codec, without
     TensorStore: libdeflate decodes gzip about twice as fast as zlib, and a block needs no
     transposition (its values are already in the chunk's memory order)."""

@@ -12,13 +12,13 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from migrate import __version__
-from migrate.axes import f_to_c
-from migrate.codecs import CodecChoice, choose_codec
-from migrate.discover import Discovery
 from migrate.errors import MetadataError, MigrationError
-from migrate.mapping import MappedImage, MappingOptions, SourceImage, map_image
-from migrate.parse import parse_attrs
-from migrate.stores import join_key
+from migrate.source.axes import f_to_c
+from migrate.source.discover import Discovery
+from migrate.source.mapping import MappedImage, MappingOptions, SourceImage, map_image
+from migrate.source.parse import parse_attrs
+from migrate.storage import join_key
+from migrate.target.codecs import CodecChoice, choose_codec
 from schemas.n5 import ITEMSIZE, N5ArrayAttributes
 from schemas.ngff import (
     AttrsV05,

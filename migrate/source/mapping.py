@@ -3,7 +3,7 @@
 Pure functions, no I/O: discovery reads the ``attributes.json`` files, this module decides
 what they mean. Every per-axis value handled here is in **C order** (z, y, x) unless a name
 or docstring says F order; F-order Neuroglancer lists are reversed once, with
-:func:`migrate.axes.f_to_c`, as soon as they are read.
+:func:`migrate.source.axes.f_to_c`, as soon as they are read.
 
 Sources of truth, per level:
 
@@ -43,10 +43,10 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from migrate.axes import axis_type, f_to_c
 from migrate.errors import MetadataError
-from migrate.parse import parse_attrs
-from migrate.units import KNOWN_UNITS, normalize_unit
+from migrate.source.axes import axis_type, f_to_c
+from migrate.source.parse import parse_attrs
+from migrate.source.units import KNOWN_UNITS, normalize_unit
 from schemas.cosem import CosemArrayAttributes, CosemGroupAttributes, STTransform
 from schemas.neuroglancer_n5 import (
     NeuroglancerArrayAttributes,

@@ -1,24 +1,21 @@
 """How one work unit is copied: block by block without TensorStore when the chunks are the
 source blocks (payloads moved as bytes when the output codec can carry them, else decoded
-and re-encoded one block at a time; :mod:`migrate.transplant`), otherwise through
+and re-encoded one block at a time; :mod:`migrate.copy.transplant`), otherwise through
 TensorStore (read, transpose, write)."""
 
 from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from typing import TYPE_CHECKING
 
 import numpy as np
 
-from migrate.codecs import recodable
-from migrate.stores import Store
-from migrate.transplant import Transplanter
-from migrate.tsio import HandleCache, LevelHandles, box_slices
+from migrate.copy.options import EngineOptions
+from migrate.copy.transplant import Transplanter
+from migrate.copy.tsio import HandleCache, LevelHandles, box_slices
+from migrate.storage import Store
+from migrate.target.codecs import recodable
 from schemas.plan import LevelPlan, Plan
-
-if TYPE_CHECKING:
-    from migrate.engine import EngineOptions
 
 Copier = Callable[[LevelPlan, int], int]
 """Copies work unit ``unit`` of a level; returns the voxel bytes it covered."""

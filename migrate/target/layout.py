@@ -11,8 +11,8 @@ import copy
 import json
 from typing import Any
 
-from migrate.codecs import zarr_v2_compressor, zarr_v3_codecs
-from migrate.stores import join_key
+from migrate.storage import join_key
+from migrate.target.codecs import zarr_v2_compressor, zarr_v3_codecs
 from schemas.n5 import ITEMSIZE
 from schemas.plan import ImagePlan, LevelPlan, Plan
 

@@ -1,0 +1,11 @@
+"""The command line (the top room): ``cellmap-migrate`` and its subcommands.
+
+``commands`` parses options, builds stores, calls one library function (:mod:`migrate.api`,
+:mod:`migrate.check`, :mod:`migrate.copy`) and prints; ``progress`` draws what the engine
+reports; ``report`` words a run's result. It may import every room below it; nothing imports
+it.
+"""
+
+from migrate.cli.commands import cli, main
+
+__all__ = ["cli", "main"]

@@ -1,0 +1,224 @@
+"""S3 prefixes as stores: boto3 for listings, metadata and resume records; TensorStore's
+``s3`` kvstore (specs from :meth:`S3Store.kvstore_spec`) for chunks."""
+
+from __future__ import annotations
+
+import functools
+import threading
+import time
+from collections.abc import Callable, Iterator
+from typing import Any, TypeVar
+
+from migrate.errors import StoreError
+from migrate.storage.base import Store, join_key
+from migrate.storage.s3_settings import (
+    _NOT_FOUND,
+    TS_RETRY_DELAYS,
+    S3Options,
+    S3Settings,
+    _error_code,
+    _is_transient,
+    describe_s3_error,
+    resolve_s3,
+    retry_delay,
+)
+
+
+def _make_client(settings: S3Settings) -> Any:
+    import boto3
+    from botocore import UNSIGNED
+    from botocore.config import Config
+
+    config = Config(
+        region_name=settings.region,
+        # S3Store retries itself, on TensorStore's schedule: one policy for both clients
+        retries={"total_max_attempts": 1, "mode": "standard"},
+        connect_timeout=10,
+        read_timeout=60,
+        max_pool_connections=64,
+        **({"signature_version": UNSIGNED} if settings.anonymous else {}),
+        # S3-compatible servers all understand path-style addressing; not all resolve
+        # bucket host names
+        **({"s3": {"addressing_style": "path"}} if settings.endpoint_url else {}),
+    )
+    return boto3.session.Session().client("s3", endpoint_url=settings.endpoint_url, config=config)
+
+
+T = TypeVar("T")
+
+
+class S3Store(Store):
+    """A prefix ``s3://bucket/prefix`` of an S3 (or S3-compatible) bucket.
+
+    Small requests are latency-bound (tens of milliseconds each, whatever their size), so
+    metadata is read and written many at a time (:attr:`concurrency`).
+
+    boto3 lists, reads and writes metadata and resume records; TensorStore's ``s3`` kvstore,
+    configured identically through :meth:`kvstore_spec`, moves the chunks. Both retry
+    transient failures the same way: ``max_attempts`` attempts, backoff from 0.5 s doubling
+    up to 10 s. Picklable (for remote workers): the client is rebuilt, and the credentials
+    resolved again, where the store is unpickled.
+    """
+
+    def __init__(self, url: str, *, read_only: bool, options: S3Options | None = None) -> None:
+        bucket, _, prefix = url.removeprefix("s3://").partition("/")
+        if not bucket:
+            raise StoreError(f"{url}: expected s3://bucket/prefix")
+        self.bucket = bucket
+        self.concurrency = 32  # within the client's connection pool (max_pool_connections)
+        self.prefix = join_key(prefix)
+        self.options = options or S3Options()
+        self.settings = resolve_s3(self.options)
+        self._client: Any = None
+        self._lock = threading.Lock()
+        root = f"s3://{bucket}/{self.prefix}" if self.prefix else f"s3://{bucket}"
+        super().__init__(root, read_only=read_only)
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = dict(self.__dict__)
+        state["_client"] = None
+        del state["_lock"]
+        del state["settings"]
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._lock = threading.Lock()
+        self.settings = resolve_s3(self.options)
+
+    @property
+    def client(self) -> Any:
+        """The boto3 client (thread-safe; made on first use)."""
+        with self._lock:
+            if self._client is None:
+                self._client = _make_client(self.settings)
+            return self._client
+
+    def _key(self, key: str) -> str:
+        return join_key(self.prefix, key)
+
+    def _dir(self, key: str) -> str:
+        """The S3 prefix of the "directory" ``key``: '' or 'a/b/'."""
+        full = self._key(key)
+        return f"{full}/" if full else ""
+
+    def _request(self, verb: str, key: str, operation: Callable[[], T]) -> T:
+        """Run one idempotent request, retrying transient failures; a StoreError naming
+        ``key`` when it keeps failing or fails for good."""
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        attempt = 1
+        while True:
+            try:
+                return operation()
+            except (ClientError, BotoCoreError, OSError) as exc:
+                if attempt >= self.settings.max_attempts or not _is_transient(exc):
+                    message = describe_s3_error(exc, self.settings)
+                    raise StoreError(f"{self.display(key)}: cannot {verb}: {message}") from exc
+            time.sleep(retry_delay(attempt))
+            attempt += 1
+
+    def read(self, key: str) -> bytes | None:
+        from botocore.exceptions import ClientError
+
+        def get() -> bytes | None:
+            try:
+                response = self.client.get_object(Bucket=self.bucket, Key=self._key(key))
+            except ClientError as exc:
+                if _error_code(exc) in _NOT_FOUND:
+                    return None
+                raise
+            return bytes(response["Body"].read())
+
+        return self._request("read", key, get)
+
+    def write(self, key: str, data: bytes) -> None:
+        self._check_writable(key)
+        self._request(
+            "write",
+            key,
+            lambda: self.client.put_object(Bucket=self.bucket, Key=self._key(key), Body=data),
+        )
+
+    def _pages(self, key: str, **kwargs: Any) -> Iterator[dict[str, Any]]:
+        """The pages of a listing (each request retried on its own)."""
+        token: str | None = None
+        while True:
+            arguments = {**kwargs, **({"ContinuationToken": token} if token else {})}
+            request = functools.partial(
+                self.client.list_objects_v2, Bucket=self.bucket, **arguments
+            )
+            page: dict[str, Any] = self._request("list", key, request)
+            yield page
+            token = page.get("NextContinuationToken")
+            if not page.get("IsTruncated") or not token:
+                return
+
+    def delete_prefix(self, prefix: str) -> None:
+        self._check_writable(prefix)
+        exact = self._key(prefix)
+        batches: list[list[str]] = [[exact]] if exact else []
+        for page in self._pages(prefix, Prefix=self._dir(prefix)):
+            batches.append([item["Key"] for item in page.get("Contents", [])])
+        for batch in batches:
+            for start in range(0, len(batch), 1000):
+                objects = [{"Key": key} for key in batch[start : start + 1000]]
+                if objects:
+                    self._delete(prefix, objects)
+
+    def _delete(self, prefix: str, objects: list[dict[str, str]]) -> None:
+        response = self._request(
+            "delete",
+            prefix,
+            lambda: self.client.delete_objects(
+                Bucket=self.bucket, Delete={"Objects": objects, "Quiet": True}
+            ),
+        )
+        errors = response.get("Errors") or []
+        if errors:
+            first = errors[0]
+            raise StoreError(
+                f"s3://{self.bucket}/{first.get('Key')}: cannot delete: "
+                f"{first.get('Code')}: {first.get('Message')} "
+                f"({len(errors)} object(s) not deleted)"
+            )
+
+    def list_dir(self, prefix: str) -> tuple[list[str], list[str]]:
+        base = self._dir(prefix)
+        dirs: list[str] = []
+        files: list[str] = []
+        for page in self._pages(prefix, Prefix=base, Delimiter="/"):
+            for common in page.get("CommonPrefixes", []):
+                name = common["Prefix"][len(base) :].rstrip("/")
+                if name:
+                    dirs.append(name)
+            for item in page.get("Contents", []):
+                name = item["Key"][len(base) :]
+                if name:
+                    files.append(name)
+        return sorted(dirs), sorted(files)
+
+    def list_keys(self, prefix: str) -> Iterator[str]:
+        base = self._dir(prefix)
+        for page in self._pages(prefix, Prefix=base):
+            for item in page.get("Contents", []):
+                name = item["Key"][len(base) :]
+                if name and not name.endswith("/"):  # skip "directory marker" objects
+                    yield name
+
+    def exists_prefix(self, prefix: str) -> bool:
+        for page in self._pages(prefix, Prefix=self._dir(prefix), MaxKeys=1):
+            return bool(page.get("Contents") or page.get("CommonPrefixes"))
+        return False
+
+    def kvstore_spec(self, key: str = "") -> dict[str, Any]:
+        settings = self.settings
+        spec: dict[str, Any] = {"driver": "s3", "bucket": self.bucket, "path": self._dir(key)}
+        region = settings.region or ("us-east-1" if settings.endpoint_url else None)
+        if settings.endpoint_url:
+            spec["endpoint"] = settings.endpoint_url
+        if region:
+            spec["aws_region"] = region
+        spec["aws_credentials"] = dict(settings.credentials)
+        spec["s3_request_retries"] = {"max_retries": settings.max_attempts, **TS_RETRY_DELAYS}
+        return spec
