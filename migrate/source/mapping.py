@@ -544,6 +544,56 @@ def _ratio(scale: Sequence[float], base: Sequence[float]) -> tuple[float, ...]:
 # ------------------------------------------------------------------------ Neuroglancer
 
 
+@dataclass(frozen=True)
+class _NgAttrs:
+    """The Neuroglancer attributes of an image, as parsed (every vector in F order)."""
+
+    where: str
+    """The group's ``attributes.json``."""
+    group: NeuroglancerGroupAttributes | None
+    """The group's ``axes``, ``units``, ``scales`` (None when it states none of them)."""
+    group_res: PixelResolution | None
+    """The group's ``pixelResolution``."""
+    arrays: list[NeuroglancerArrayAttributes | None]
+    """Per level, its own ``pixelResolution`` and ``downsamplingFactors`` (None: neither)."""
+
+    @property
+    def s0_res(self) -> PixelResolution | None:
+        """s0's own ``pixelResolution`` (F order)."""
+        return self.arrays[0].pixelResolution if self.arrays[0] is not None else None
+
+
+@dataclass(frozen=True)
+class _NgUnits:
+    """The Neuroglancer units of an image, all in F order."""
+
+    spatial_f: tuple[bool, ...]
+    """Per axis: a space axis or one of unknown kind (``pixelResolution.unit`` applies)."""
+    res_unit: tuple[str | None, _Ref] | None
+    """``pixelResolution``'s single unit (normalised) and where it was read."""
+    units_f: tuple[str | None, ...] | None
+    unit_refs_f: tuple[_Ref, ...] | None
+
+
+@dataclass(frozen=True)
+class _NgSpacing:
+    """The s0 voxel spacing (F order) and where it was read."""
+
+    base_f: tuple[float, ...]
+    ref: _Ref
+
+
+@dataclass(frozen=True)
+class _NgLevel:
+    """What Neuroglancer states about one level, all in F order (None: cannot tell)."""
+
+    factor_f: tuple[float, ...] | None
+    """Downsampling factor relative to the s0 spacing."""
+    scale_f: tuple[float, ...] | None
+    scale_ref: _Ref | None
+    translation_f: tuple[float, ...] | None
+
+
 def _read_neuroglancer(
     image: SourceImage,
     levels: list[SourceLevel],
@@ -551,6 +601,42 @@ def _read_neuroglancer(
     options: MappingOptions,
     report: _Report,
 ) -> _Statement | None:
+    """What the Neuroglancer attributes state (F order in the files, C order in the returned
+    statement); None when the image has none."""
+    ng = _ng_parse(image, levels)
+    if ng is None:
+        return None
+    _ng_check_lengths(ng, levels, ndim)
+    units = _ng_units(ng, levels, ndim, options, report)
+    factors_f, factor_fields = _ng_factors(ng, levels, ndim, report)
+    spacing, incomplete = _ng_s0_spacing(ng, levels, factors_f)
+    per_level = [
+        _ng_level(n, level, array, f, factor_fields[n], spacing, units, ndim, options, report)
+        for n, (level, array, f) in enumerate(zip(levels, ng.arrays, factors_f, strict=True))
+    ]
+    if incomplete is None:
+        incomplete = _ng_missing_scale(ng, levels, per_level)
+    group = ng.group
+    return _Statement(
+        name="Neuroglancer",
+        axes=f_to_c(group.axes) if group is not None else None,
+        axes_ref=_Ref(ng.where, "axes") if group is not None else None,
+        units=None if units.units_f is None else f_to_c(units.units_f),
+        unit_refs=None if units.unit_refs_f is None else f_to_c(units.unit_refs_f),
+        scales=[None if lv.scale_f is None else f_to_c(lv.scale_f) for lv in per_level],
+        scale_refs=[lv.scale_ref for lv in per_level],
+        translations=[
+            None if lv.translation_f is None else f_to_c(lv.translation_f) for lv in per_level
+        ],
+        factors=_ng_relative_factors(per_level, factors_f[0]),
+        sources=_ng_sources(ng, levels, options),
+        incomplete=incomplete,
+    )
+
+
+def _ng_parse(image: SourceImage, levels: list[SourceLevel]) -> _NgAttrs | None:
+    """The group's and each level's Neuroglancer attributes, parsed (F order); None when
+    neither the group nor any level states any."""
     where = image.group_location
     attrs = image.group_attrs
     group = (
@@ -573,8 +659,13 @@ def _read_neuroglancer(
     ]
     if group is None and group_res is None and all(array is None for array in arrays):
         return None
+    return _NgAttrs(where, group, group_res, arrays)
 
-    # Lengths against the arrays' ndim (the models only check lists against each other).
+
+def _ng_check_lengths(ng: _NgAttrs, levels: list[SourceLevel], ndim: int) -> None:
+    """Every F-order list has ``ndim`` values (the models only check lists against each
+    other); raises MetadataError naming the first that does not."""
+    where, group, group_res = ng.where, ng.group, ng.group_res
     if group is not None and len(group.axes) != ndim:
         raise MetadataError(
             where,
@@ -588,7 +679,7 @@ def _read_neuroglancer(
             f"{len(group_res.dimensions)} values {_fmt(group_res.dimensions)} for "
             f"{ndim}-dimensional arrays",
         )
-    for level, array in zip(levels, arrays, strict=True):
+    for level, array in zip(levels, ng.arrays, strict=True):
         if array is None:
             continue
         res = array.pixelResolution
@@ -604,11 +695,18 @@ def _read_neuroglancer(
                     f"{len(values)} values {_fmt(values)} for a {ndim}-dimensional array",
                 )
 
-    incomplete: MetadataError | None = None
-    s0_array_res = arrays[0].pixelResolution if arrays[0] is not None else None
 
-    # Units, F order: the group's per-axis list, else pixelResolution's single unit, which
-    # is a spatial resolution: it applies to space axes and to axes of unknown kind only.
+def _ng_units(
+    ng: _NgAttrs,
+    levels: list[SourceLevel],
+    ndim: int,
+    options: MappingOptions,
+    report: _Report,
+) -> _NgUnits:
+    """Units, F order: the group's per-axis list, else pixelResolution's single unit, which
+    is a spatial resolution: it applies to space axes and to axes of unknown kind only. A
+    group list that disagrees with the pixelResolution unit is a conflict."""
+    where, group, group_res, s0_array_res = ng.where, ng.group, ng.group_res, ng.s0_res
     spatial_f = (
         tuple(axis_type(name) in ("space", None) for name in group.axes)
         if group is not None
@@ -641,8 +739,16 @@ def _read_neuroglancer(
     elif res_unit is not None:
         units_f = tuple(res_unit[0] if spatial else None for spatial in spatial_f)
         unit_refs_f = (res_unit[1],) * ndim
+    return _NgUnits(spatial_f, res_unit, units_f, unit_refs_f)
 
-    # Factors per level, F order: group scales[n], else the array's downsamplingFactors.
+
+def _ng_factors(
+    ng: _NgAttrs, levels: list[SourceLevel], ndim: int, report: _Report
+) -> tuple[list[tuple[int, ...] | None], list[str]]:
+    """Factors per level, F order: the group's ``scales[n]``, else the array's
+    ``downsamplingFactors`` (s0: all ones when neither is stated); and the field each was
+    read from. Extra group entries are a warning, group and array disagreeing a conflict."""
+    where, group = ng.where, ng.group
     group_scales = group.scales if group is not None else ()
     if group is not None and len(group_scales) > len(levels):
         report.warnings.append(
@@ -651,7 +757,7 @@ def _read_neuroglancer(
         )
     factors_f: list[tuple[int, ...] | None] = []
     factor_fields: list[str] = []
-    for n, (level, array) in enumerate(zip(levels, arrays, strict=True)):
+    for n, (level, array) in enumerate(zip(levels, ng.arrays, strict=True)):
         from_group = group_scales[n] if n < len(group_scales) else None
         from_array = array.downsamplingFactors if array is not None else None
         if from_group is not None and from_array is not None and from_group != from_array:
@@ -667,93 +773,164 @@ def _read_neuroglancer(
         factor_fields.append(
             f"scales[{n}]" if from_group else f"{level.location} downsamplingFactors"
         )
+    return factors_f, factor_fields
 
-    # s0 spacing, F order: the group's pixelResolution, else s0's own.
-    base_f: tuple[float, ...] | None = None
-    base_ref: _Ref | None = None
+
+def _ng_s0_spacing(
+    ng: _NgAttrs, levels: list[SourceLevel], factors_f: list[tuple[int, ...] | None]
+) -> tuple[_NgSpacing | None, MetadataError | None]:
+    """s0 spacing, F order: the group's pixelResolution, else s0's own divided by s0's
+    factor; else None and why (the statement is then incomplete)."""
+    group_res, s0_array_res = ng.group_res, ng.s0_res
     if group_res is not None:
-        base_f, base_ref = group_res.dimensions, _Ref(where, "pixelResolution")
-    elif s0_array_res is not None and factors_f[0] is not None:
+        return _NgSpacing(group_res.dimensions, _Ref(ng.where, "pixelResolution")), None
+    if s0_array_res is not None and factors_f[0] is not None:
         base_f = tuple(r / f for r, f in zip(s0_array_res.dimensions, factors_f[0], strict=True))
-        base_ref = _Ref(levels[0].location, "pixelResolution")
-    else:
-        incomplete = MetadataError(
-            where,
-            "pixelResolution",
-            "Neuroglancer metadata states no voxel size: looked for 'pixelResolution' here and "
-            f"in {levels[0].location}",
+        return _NgSpacing(base_f, _Ref(levels[0].location, "pixelResolution")), None
+    return None, MetadataError(
+        ng.where,
+        "pixelResolution",
+        "Neuroglancer metadata states no voxel size: looked for 'pixelResolution' here and "
+        f"in {levels[0].location}",
+    )
+
+
+def _ng_level(
+    n: int,
+    level: SourceLevel,
+    array: NeuroglancerArrayAttributes | None,
+    f: tuple[int, ...] | None,
+    factor_field: str,
+    spacing: _NgSpacing | None,
+    units: _NgUnits,
+    ndim: int,
+    options: MappingOptions,
+    report: _Report,
+) -> _NgLevel:
+    """Level ``n``'s factor, scale and translation (F order): s0 spacing * factor ``f``,
+    else the level's own pixelResolution; its own pixelResolution (dimensions, then unit)
+    disagreeing with the group is a conflict."""
+    factor_f, scale_f, scale_ref = _ng_level_scale(level, array, f, factor_field, spacing, report)
+    own_res = array.pixelResolution if array is not None else None
+    if own_res is not None and units.res_unit is not None and units.units_f is not None:
+        _ng_check_level_unit(level, own_res, units, options, report)
+    base_f = spacing.base_f if spacing is not None else None
+    translation = _ng_translation(factor_f, base_f, ndim, options)
+    return _NgLevel(factor_f, scale_f, scale_ref, translation)
+
+
+def _ng_level_scale(
+    level: SourceLevel,
+    array: NeuroglancerArrayAttributes | None,
+    f: tuple[int, ...] | None,
+    factor_field: str,
+    spacing: _NgSpacing | None,
+    report: _Report,
+) -> tuple[tuple[float, ...] | None, tuple[float, ...] | None, _Ref | None]:
+    """(factor, scale, where the scale comes from) of one level, F order: s0 spacing * its
+    factor ``f`` (checked against its own pixelResolution), else its own pixelResolution
+    (factor: that / s0 spacing)."""
+    own_res = array.pixelResolution if array is not None else None
+    factor_f: tuple[float, ...] | None = None
+    scale_f: tuple[float, ...] | None = None
+    scale_ref: _Ref | None = None
+    if spacing is not None and f is not None:
+        base_f, base_ref = spacing.base_f, spacing.ref
+        factor_f = tuple(float(x) for x in f)
+        scale_f = tuple(b * x for b, x in zip(base_f, f, strict=True))
+        scale_ref = _Ref(base_ref.location, f"{base_ref.field} * {factor_field}")
+        if own_res is not None and not _same(own_res.dimensions, scale_f, scale_f):
+            report.conflicts.append(
+                _Conflict(
+                    f"Neuroglancer scale of {level.name}: {level.location} "
+                    f"pixelResolution.dimensions is {_fmt(own_res.dimensions)} but "
+                    f"{base_ref} * factors {list(f)} gives {_fmt(scale_f)} (F order)",
+                    used=f"{base_ref} * factors",
+                )
+            )
+    elif own_res is not None:
+        scale_f = own_res.dimensions
+        scale_ref = _Ref(level.location, "pixelResolution.dimensions")
+        if spacing is not None:
+            factor_f = tuple(r / b for r, b in zip(scale_f, spacing.base_f, strict=True))
+    return factor_f, scale_f, scale_ref
+
+
+def _ng_check_level_unit(
+    level: SourceLevel,
+    own_res: PixelResolution,
+    units: _NgUnits,
+    options: MappingOptions,
+    report: _Report,
+) -> None:
+    """A conflict when a level's own pixelResolution unit differs from the group's units of
+    the spatial axes (F order)."""
+    assert units.units_f is not None
+    own_unit_ref = _Ref(level.location, "pixelResolution.unit")
+    own_unit = _unit(own_res.unit, own_unit_ref, options)
+    if any(unit != own_unit for unit, sp in zip(units.units_f, units.spatial_f, strict=True) if sp):
+        report.conflicts.append(
+            _Conflict(
+                f"Neuroglancer unit of {level.name}: {own_unit_ref} is {own_unit!r} "
+                f"but the group states {list(units.units_f)} (F order, normalised)",
+                used="the group's units",
+            )
         )
 
-    scales: list[tuple[float, ...] | None] = []
-    scale_refs: list[_Ref | None] = []
-    translations: list[tuple[float, ...] | None] = []
-    factors: list[tuple[float, ...] | None] = []
-    for n, (level, array, f) in enumerate(zip(levels, arrays, factors_f, strict=True)):
-        own_res = array.pixelResolution if array is not None else None
-        factor_f: tuple[float, ...] | None = None
-        scale_f: tuple[float, ...] | None = None
-        scale_ref: _Ref | None = None
-        if base_f is not None and base_ref is not None and f is not None:
-            factor_f = tuple(float(x) for x in f)
-            scale_f = tuple(b * x for b, x in zip(base_f, f, strict=True))
-            scale_ref = _Ref(base_ref.location, f"{base_ref.field} * {factor_fields[n]}")
-            if own_res is not None and not _same(own_res.dimensions, scale_f, scale_f):
-                report.conflicts.append(
-                    _Conflict(
-                        f"Neuroglancer scale of {level.name}: {level.location} "
-                        f"pixelResolution.dimensions is {_fmt(own_res.dimensions)} but "
-                        f"{base_ref} * factors {list(f)} gives {_fmt(scale_f)} (F order)",
-                        used=f"{base_ref} * factors",
-                    )
-                )
-        elif own_res is not None:
-            scale_f = own_res.dimensions
-            scale_ref = _Ref(level.location, "pixelResolution.dimensions")
-            if base_f is not None:
-                factor_f = tuple(r / b for r, b in zip(scale_f, base_f, strict=True))
-        if own_res is not None and res_unit is not None and units_f is not None:
-            own_unit_ref = _Ref(level.location, "pixelResolution.unit")
-            own_unit = _unit(own_res.unit, own_unit_ref, options)
-            if any(unit != own_unit for unit, sp in zip(units_f, spatial_f, strict=True) if sp):
-                report.conflicts.append(
-                    _Conflict(
-                        f"Neuroglancer unit of {level.name}: {own_unit_ref} is {own_unit!r} "
-                        f"but the group states {list(units_f)} (F order, normalised)",
-                        used="the group's units",
-                    )
-                )
-        if scale_f is None and incomplete is None:
-            incomplete = MetadataError(
+
+def _ng_translation(
+    factor_f: tuple[float, ...] | None,
+    base_f: tuple[float, ...] | None,
+    ndim: int,
+    options: MappingOptions,
+) -> tuple[float, ...] | None:
+    """The translation of a level with factor ``factor_f`` and s0 spacing ``base_f`` (both F
+    order, F order out): windowed ``(f - 1)/2 * spacing``, subsample 0; None when either is
+    unknown."""
+    if factor_f is None or base_f is None:
+        return None
+    if options.downsampling == "windowed":
+        return tuple((x - 1) / 2 * b for x, b in zip(factor_f, base_f, strict=True))
+    return (0.0,) * ndim
+
+
+def _ng_missing_scale(
+    ng: _NgAttrs, levels: list[SourceLevel], per_level: list[_NgLevel]
+) -> MetadataError | None:
+    """Why the first level without a scale has none (None: every level has one)."""
+    for n, (level, stated) in enumerate(zip(levels, per_level, strict=True)):
+        if stated.scale_f is None:
+            return MetadataError(
                 level.location,
                 "pixelResolution",
-                f"no Neuroglancer scale for {level.name}: looked for {where} scales[{n}] and "
+                f"no Neuroglancer scale for {level.name}: looked for {ng.where} scales[{n}] and "
                 "this array's downsamplingFactors and pixelResolution",
             )
-        translation_f: tuple[float, ...] | None = None
-        if factor_f is not None and base_f is not None:
-            if options.downsampling == "windowed":
-                translation_f = tuple(
-                    (x - 1) / 2 * b for x, b in zip(factor_f, base_f, strict=True)
-                )
-            else:
-                translation_f = (0.0,) * ndim
-        scales.append(None if scale_f is None else f_to_c(scale_f))
-        scale_refs.append(scale_ref)
-        translations.append(None if translation_f is None else f_to_c(translation_f))
-        s0_factor = factors_f[0]
-        factors.append(
-            None
-            if factor_f is None or s0_factor is None
-            else f_to_c(_relative(factor_f, s0_factor))
-        )
+    return None
 
-    group_or_s0 = f"{where}" if group_res is not None else f"{levels[0].location}"
+
+def _ng_relative_factors(
+    per_level: list[_NgLevel], s0_factor: tuple[int, ...] | None
+) -> list[tuple[float, ...] | None]:
+    """Each level's factor relative to s0's (for the shape check), F order in, C order out."""
+    return [
+        None
+        if stated.factor_f is None or s0_factor is None
+        else f_to_c(_relative(stated.factor_f, s0_factor))
+        for stated in per_level
+    ]
+
+
+def _ng_sources(ng: _NgAttrs, levels: list[SourceLevel], options: MappingOptions) -> dict[str, str]:
+    """Where the Neuroglancer values come from, for ``MappedImage.sources``."""
+    where, group = ng.where, ng.group
+    group_or_s0 = f"{where}" if ng.group_res is not None else f"{levels[0].location}"
     rule = (
         "windowed-mean rule (f - 1)/2 * s0 spacing"
         if options.downsampling == "windowed"
         else "subsample rule: origin kept (0)"
     )
-    sources = {
+    return {
         "axes": f"Neuroglancer axes ({where}), F order reversed",
         "units": (
             f"Neuroglancer units ({where}), F order reversed"
@@ -763,19 +940,6 @@ def _read_neuroglancer(
         "scale": f"Neuroglancer pixelResolution ({group_or_s0}) * scales, F order reversed",
         "translation": f"Neuroglancer pixelResolution * scales, {rule}",
     }
-    return _Statement(
-        name="Neuroglancer",
-        axes=f_to_c(group.axes) if group is not None else None,
-        axes_ref=_Ref(where, "axes") if group is not None else None,
-        units=None if units_f is None else f_to_c(units_f),
-        unit_refs=None if unit_refs_f is None else f_to_c(unit_refs_f),
-        scales=scales,
-        scale_refs=scale_refs,
-        translations=translations,
-        factors=factors,
-        sources=sources,
-        incomplete=incomplete,
-    )
 
 
 def _relative(factor: tuple[float, ...], s0_factor: Sequence[int]) -> tuple[float, ...]:
