@@ -364,6 +364,41 @@ def _write_all(fd: int, parts: Parts) -> None:
             views[0] = views[0][written:]
 
 
+class ObjectStores:
+    """The :class:`Objects` of each (``which``, path) a process copies from or to, opened on
+    first use and shared by its threads: a local directory as :class:`LocalObjects`, any
+    other store as :class:`KvObjects` (one TensorStore context for all of them)."""
+
+    def __init__(self, workers: int) -> None:
+        self.workers = workers
+        self._objects: dict[tuple[str, str], Objects] = {}
+        self._context: ts.Context | None = None
+        self._lock = threading.Lock()
+
+    def open(self, store: Store, path: str, which: str) -> Objects:
+        """The objects under ``path`` of ``store`` (``which``: "source" or "dest")."""
+        with self._lock:
+            if (which, path) not in self._objects:
+                objects: Objects
+                if isinstance(store, LocalStore):
+                    objects = LocalObjects(store.root / path if path else store.root)
+                else:
+                    if self._context is None:
+                        self._context = _context(self.workers)
+                    import tensorstore as ts
+
+                    kvstore = ts.KvStore.open(
+                        store.kvstore_spec(path), context=self._context
+                    ).result()
+                    objects = KvObjects(kvstore)
+                self._objects[(which, path)] = objects
+            return self._objects[(which, path)]
+
+
+Waits = list[Callable[[], None]]
+"""Wait functions of writes still in flight."""
+
+
 class Transplanter:
     """Copies work units of transplantable levels as bytes; one per process, shared by the
     worker threads (object stores are opened once per level)."""
@@ -382,48 +417,76 @@ class Transplanter:
         self.version = version
         self.decode_check = decode_check
         self.workers = workers
-        self._objects: dict[tuple[str, str], Objects] = {}
-        self._context: ts.Context | None = None
-        self._lock = threading.Lock()
-
-    def _open(self, store: Store, path: str, which: str) -> Objects:
-        with self._lock:
-            if (which, path) not in self._objects:
-                objects: Objects
-                if isinstance(store, LocalStore):
-                    objects = LocalObjects(store.root / path if path else store.root)
-                else:
-                    if self._context is None:
-                        self._context = _context(self.workers)
-                    import tensorstore as ts
-
-                    kvstore = ts.KvStore.open(
-                        store.kvstore_spec(path), context=self._context
-                    ).result()
-                    objects = KvObjects(kvstore)
-                self._objects[(which, path)] = objects
-            return self._objects[(which, path)]
+        self._stores = ObjectStores(workers)
 
     def copy_unit(self, level: LevelPlan, unit: int) -> int:
         """Copy work unit ``unit`` of ``level``; returns the voxel bytes it covers."""
-        source = self._open(self.source, level.source_path, "source")
-        dest = self._open(self.dest, level.dest_path, "dest")
+        source = self._stores.open(self.source, level.source_path, "source")
+        dest = self._stores.open(self.dest, level.dest_path, "dest")
         codec = BlockCodec.of(level)
-        positions = list(unit_blocks(level, unit))
-        payloads: dict[tuple[int, ...], Parts] = {}
-        problems: list[str] = []
-        waits: list[Callable[[], None]] = []
+        waits: Waits = []
         if (
-            not self.decode_check
-            and transplantable(level)
+            self._moves_unread(level)
             and isinstance(source, LocalObjects)
             and isinstance(dest, LocalObjects)
         ):
-            if level.shard is None:
-                problems = self._move_files(level, codec, source, dest, positions)
-            else:
-                problems = self._move_shards(level, codec, source, dest, unit)
-            positions = []
+            problems = self._kernel_copy(level, codec, source, dest, unit)
+        else:
+            problems, waits = self._block_copy(level, codec, source, dest, unit)
+        for wait in waits:
+            wait()
+        if problems:
+            raise SourceDataError("; ".join(problems))
+        return _unit_nbytes(level, unit, codec)
+
+    def _moves_unread(self, level: LevelPlan) -> bool:
+        """Payloads go unread (local to local: copied inside the kernel) when the decode
+        check is off and the level's codec carries the source bytes."""
+        return not self.decode_check and transplantable(level)
+
+    def _kernel_copy(
+        self,
+        level: LevelPlan,
+        codec: BlockCodec,
+        source: LocalObjects,
+        dest: LocalObjects,
+        unit: int,
+    ) -> list[str]:
+        """Local to local without the decode check, file to file (sharded: shard by shard);
+        returns the problems found."""
+        if level.shard is None:
+            positions = list(unit_blocks(level, unit))
+            return self._move_files(level, codec, source, dest, positions)
+        return self._move_shards(level, codec, source, dest, unit)
+
+    def _block_copy(
+        self,
+        level: LevelPlan,
+        codec: BlockCodec,
+        source: Objects,
+        dest: Objects,
+        unit: int,
+    ) -> tuple[list[str], Waits]:
+        """Read the unit's blocks, check or re-encode each, and put the chunks (sharded: the
+        unit's shards, none when a block is bad); returns the problems found and the writes
+        still in flight."""
+        problems: list[str] = []
+        chunks = self._chunks(level, codec, source, list(unit_blocks(level, unit)), problems)
+        if level.shard is None:
+            return problems, self._put_chunks(dest, chunks)
+        return problems, self._put_shards(level, dest, unit, chunks, problems)
+
+    def _chunks(
+        self,
+        level: LevelPlan,
+        codec: BlockCodec,
+        source: Objects,
+        positions: Sequence[tuple[int, ...]],
+        problems: list[str],
+    ) -> Iterator[tuple[tuple[int, ...], bytes | memoryview]]:
+        """(grid position, output chunk payload) of each block at ``positions`` (C order)
+        that holds data, read from ``source``; absent and all-zero blocks are skipped, a bad
+        block is appended to ``problems``."""
         blocks = source.reads([n5_key(p) for p in positions])
         for position, raw in zip(positions, blocks, strict=True):
             if raw is None:
@@ -436,23 +499,40 @@ class Transplanter:
                 continue
             if payload is None:
                 continue
-            if level.shard is None:
-                wait = dest.put(chunk_key(self.version, position), [payload])
-                if wait is not None:
-                    waits.append(wait)
-            else:
-                payloads[position] = [payload]
-        if level.shard is not None and not problems:
-            for shard_position, parts in self._shards(level, unit, payloads):
-                wait = dest.put(chunk_key(self.version, shard_position), parts)
-                if wait is not None:
-                    waits.append(wait)
-        for wait in waits:
-            wait()
+            yield position, payload
+
+    def _put_chunks(
+        self, dest: Objects, chunks: Iterator[tuple[tuple[int, ...], bytes | memoryview]]
+    ) -> Waits:
+        """Put each chunk at its Zarr key as soon as it is ready (unsharded output)."""
+        waits: Waits = []
+        for position, payload in chunks:
+            wait = dest.put(chunk_key(self.version, position), [payload])
+            if wait is not None:
+                waits.append(wait)
+        return waits
+
+    def _put_shards(
+        self,
+        level: LevelPlan,
+        dest: Objects,
+        unit: int,
+        chunks: Iterator[tuple[tuple[int, ...], bytes | memoryview]],
+        problems: list[str],
+    ) -> Waits:
+        """Collect every chunk of the unit, then put each shard that holds data; nothing
+        when a block of the unit is bad."""
+        payloads: dict[tuple[int, ...], Parts] = {
+            position: [payload] for position, payload in chunks
+        }
+        waits: Waits = []
         if problems:
-            raise SourceDataError("; ".join(problems))
-        box = level.unit_box(unit)
-        return math.prod(stop - start for start, stop in box) * codec.itemsize
+            return waits
+        for shard_position, parts in self._shards(level, unit, payloads):
+            wait = dest.put(chunk_key(self.version, shard_position), parts)
+            if wait is not None:
+                waits.append(wait)
+        return waits
 
     def _move_files(
         self,
@@ -500,40 +580,54 @@ class Transplanter:
         for shard_position, members in shard_members(level, unit):
 
             def fill(fd: int, members: list[tuple[int, ...]] = members) -> bool:
-                entries: list[tuple[int, int] | None] = []
-                offset = 0
-                for position in members:
-                    entries.append(None)
-                    key = n5_key(position)
-                    try:
-                        block = os.open(source.root / key, os.O_RDONLY)
-                    except (FileNotFoundError, NotADirectoryError):
-                        continue  # absent block (or outside the array): not stored
-                    try:
-                        part = self._local_block(level, codec, block)
-                        if isinstance(part, FileRange):
-                            _copy_all(block, fd, part.offset, part.count)
-                            size = part.count
-                        elif part is not None:
-                            _write_all(fd, [part])
-                            size = len(part)
-                        else:
-                            continue
-                    except ValueError as exc:
-                        where = self.source.display(join_key(level.source_path, key))
-                        problems.append(f"{where}: {exc}")
-                        continue
-                    finally:
-                        os.close(block)
-                    entries[-1] = (offset, size)
-                    offset += size
-                if problems or all(entry is None for entry in entries):
-                    return False
-                _write_all(fd, [shard_index(entries)])
-                return True
+                return self._fill_shard(level, codec, source, members, fd, problems)
 
             dest.create(chunk_key(self.version, shard_position), fill)
         return problems
+
+    def _fill_shard(
+        self,
+        level: LevelPlan,
+        codec: BlockCodec,
+        source: LocalObjects,
+        members: list[tuple[int, ...]],
+        fd: int,
+        problems: list[str],
+    ) -> bool:
+        """Write one shard to the open file ``fd``: the payloads of its inner chunks at grid
+        ``members`` (C order), then the index. False (store nothing) when the unit has a bad
+        block (appended to ``problems``) or the shard holds no data."""
+        entries: list[tuple[int, int] | None] = []
+        offset = 0
+        for position in members:
+            entries.append(None)
+            key = n5_key(position)
+            try:
+                block = os.open(source.root / key, os.O_RDONLY)
+            except (FileNotFoundError, NotADirectoryError):
+                continue  # absent block (or outside the array): not stored
+            try:
+                part = self._local_block(level, codec, block)
+                if isinstance(part, FileRange):
+                    _copy_all(block, fd, part.offset, part.count)
+                    size = part.count
+                elif part is not None:
+                    _write_all(fd, [part])
+                    size = len(part)
+                else:
+                    continue
+            except ValueError as exc:
+                where = self.source.display(join_key(level.source_path, key))
+                problems.append(f"{where}: {exc}")
+                continue
+            finally:
+                os.close(block)
+            entries[-1] = (offset, size)
+            offset += size
+        if problems or all(entry is None for entry in entries):
+            return False
+        _write_all(fd, [shard_index(entries)])
+        return True
 
     def _local_block(
         self, level: LevelPlan, codec: BlockCodec, fd: int
@@ -570,6 +664,12 @@ class Transplanter:
             if all(chunk is None for chunk in inner):
                 continue
             yield shard_position, assemble_shard(inner)
+
+
+def _unit_nbytes(level: LevelPlan, unit: int, codec: BlockCodec) -> int:
+    """The voxel bytes work unit ``unit`` of ``level`` covers."""
+    box = level.unit_box(unit)
+    return math.prod(stop - start for start, stop in box) * codec.itemsize
 
 
 @dataclass(frozen=True)
