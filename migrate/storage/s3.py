@@ -47,32 +47,21 @@ def _make_client(settings: S3Settings) -> Any:
 T = TypeVar("T")
 
 
-class S3Store(Store):
-    """A prefix ``s3://bucket/prefix`` of an S3 (or S3-compatible) bucket.
+class S3Requests:
+    """The boto3 side of one bucket: the client (thread-safe, made on first use), idempotent
+    requests retried on TensorStore's schedule, listings page by page, deletes in batches.
 
-    Small requests are latency-bound (tens of milliseconds each, whatever their size), so
-    metadata is read and written many at a time (:attr:`concurrency`).
-
-    boto3 lists, reads and writes metadata and resume records; TensorStore's ``s3`` kvstore,
-    configured identically through :meth:`kvstore_spec`, moves the chunks. Both retry
-    transient failures the same way: ``max_attempts`` attempts, backoff from 0.5 s doubling
-    up to 10 s. Picklable (for remote workers): the client is rebuilt, and the credentials
-    resolved again, where the store is unpickled.
+    Keys here are full object keys; ``where`` is the location a failure message names.
+    Picklable (for remote workers): the client is rebuilt, and the credentials resolved
+    again, where it is unpickled.
     """
 
-    def __init__(self, url: str, *, read_only: bool, options: S3Options | None = None) -> None:
-        bucket, _, prefix = url.removeprefix("s3://").partition("/")
-        if not bucket:
-            raise StoreError(f"{url}: expected s3://bucket/prefix")
+    def __init__(self, bucket: str, options: S3Options) -> None:
         self.bucket = bucket
-        self.concurrency = 32  # within the client's connection pool (max_pool_connections)
-        self.prefix = join_key(prefix)
-        self.options = options or S3Options()
-        self.settings = resolve_s3(self.options)
+        self.options = options
+        self.settings = resolve_s3(options)
         self._client: Any = None
         self._lock = threading.Lock()
-        root = f"s3://{bucket}/{self.prefix}" if self.prefix else f"s3://{bucket}"
-        super().__init__(root, read_only=read_only)
 
     def __getstate__(self) -> dict[str, Any]:
         state = dict(self.__dict__)
@@ -94,17 +83,9 @@ class S3Store(Store):
                 self._client = _make_client(self.settings)
             return self._client
 
-    def _key(self, key: str) -> str:
-        return join_key(self.prefix, key)
-
-    def _dir(self, key: str) -> str:
-        """The S3 prefix of the "directory" ``key``: '' or 'a/b/'."""
-        full = self._key(key)
-        return f"{full}/" if full else ""
-
-    def _request(self, verb: str, key: str, operation: Callable[[], T]) -> T:
+    def call(self, verb: str, where: str, operation: Callable[[], T]) -> T:
         """Run one idempotent request, retrying transient failures; a StoreError naming
-        ``key`` when it keeps failing or fails for good."""
+        ``where`` when it keeps failing or fails for good."""
         from botocore.exceptions import BotoCoreError, ClientError
 
         attempt = 1
@@ -114,62 +95,60 @@ class S3Store(Store):
             except (ClientError, BotoCoreError, OSError) as exc:
                 if attempt >= self.settings.max_attempts or not _is_transient(exc):
                     message = describe_s3_error(exc, self.settings)
-                    raise StoreError(f"{self.display(key)}: cannot {verb}: {message}") from exc
+                    raise StoreError(f"{where}: cannot {verb}: {message}") from exc
             time.sleep(retry_delay(attempt))
             attempt += 1
 
-    def read(self, key: str) -> bytes | None:
+    def get(self, key: str, where: str) -> bytes | None:
+        """The object's bytes, or None when it does not exist."""
         from botocore.exceptions import ClientError
 
         def get() -> bytes | None:
             try:
-                response = self.client.get_object(Bucket=self.bucket, Key=self._key(key))
+                response = self.client.get_object(Bucket=self.bucket, Key=key)
             except ClientError as exc:
                 if _error_code(exc) in _NOT_FOUND:
                     return None
                 raise
             return bytes(response["Body"].read())
 
-        return self._request("read", key, get)
+        return self.call("read", where, get)
 
-    def write(self, key: str, data: bytes) -> None:
-        self._check_writable(key)
-        self._request(
+    def put(self, key: str, data: bytes, where: str) -> None:
+        """Create or replace the object."""
+        self.call(
             "write",
-            key,
-            lambda: self.client.put_object(Bucket=self.bucket, Key=self._key(key), Body=data),
+            where,
+            lambda: self.client.put_object(Bucket=self.bucket, Key=key, Body=data),
         )
 
-    def _pages(self, key: str, **kwargs: Any) -> Iterator[dict[str, Any]]:
-        """The pages of a listing (each request retried on its own)."""
+    def pages(self, where: str, **kwargs: Any) -> Iterator[dict[str, Any]]:
+        """The pages of a listing (``list_objects_v2`` arguments; each request retried on
+        its own)."""
         token: str | None = None
         while True:
             arguments = {**kwargs, **({"ContinuationToken": token} if token else {})}
             request = functools.partial(
                 self.client.list_objects_v2, Bucket=self.bucket, **arguments
             )
-            page: dict[str, Any] = self._request("list", key, request)
+            page: dict[str, Any] = self.call("list", where, request)
             yield page
             token = page.get("NextContinuationToken")
             if not page.get("IsTruncated") or not token:
                 return
 
-    def delete_prefix(self, prefix: str) -> None:
-        self._check_writable(prefix)
-        exact = self._key(prefix)
-        batches: list[list[str]] = [[exact]] if exact else []
-        for page in self._pages(prefix, Prefix=self._dir(prefix)):
-            batches.append([item["Key"] for item in page.get("Contents", [])])
+    def delete(self, batches: list[list[str]], where: str) -> None:
+        """Delete every key of ``batches``, up to 1000 per request (S3's limit)."""
         for batch in batches:
             for start in range(0, len(batch), 1000):
                 objects = [{"Key": key} for key in batch[start : start + 1000]]
                 if objects:
-                    self._delete(prefix, objects)
+                    self._delete_objects(objects, where)
 
-    def _delete(self, prefix: str, objects: list[dict[str, str]]) -> None:
-        response = self._request(
+    def _delete_objects(self, objects: list[dict[str, str]], where: str) -> None:
+        response = self.call(
             "delete",
-            prefix,
+            where,
             lambda: self.client.delete_objects(
                 Bucket=self.bucket, Delete={"Objects": objects, "Quiet": True}
             ),
@@ -183,11 +162,72 @@ class S3Store(Store):
                 f"({len(errors)} object(s) not deleted)"
             )
 
+
+class S3Store(Store):
+    """A prefix ``s3://bucket/prefix`` of an S3 (or S3-compatible) bucket.
+
+    Small requests are latency-bound (tens of milliseconds each, whatever their size), so
+    metadata is read and written many at a time (:attr:`concurrency`).
+
+    boto3 lists, reads and writes metadata and resume records (through
+    :class:`S3Requests`); TensorStore's ``s3`` kvstore, configured identically through
+    :meth:`kvstore_spec`, moves the chunks. Both retry transient failures the same way:
+    ``max_attempts`` attempts, backoff from 0.5 s doubling up to 10 s. Picklable (for remote
+    workers): the client is rebuilt, and the credentials resolved again, where the store is
+    unpickled.
+    """
+
+    def __init__(self, url: str, *, read_only: bool, options: S3Options | None = None) -> None:
+        bucket, _, prefix = url.removeprefix("s3://").partition("/")
+        if not bucket:
+            raise StoreError(f"{url}: expected s3://bucket/prefix")
+        self.bucket = bucket
+        self.concurrency = 32  # within the client's connection pool (max_pool_connections)
+        self.prefix = join_key(prefix)
+        self.options = options or S3Options()
+        self._requests = S3Requests(bucket, self.options)
+        root = f"s3://{bucket}/{self.prefix}" if self.prefix else f"s3://{bucket}"
+        super().__init__(root, read_only=read_only)
+
+    @property
+    def settings(self) -> S3Settings:
+        """How S3 is reached (resolved from :attr:`options`)."""
+        return self._requests.settings
+
+    @property
+    def client(self) -> Any:
+        """The boto3 client (thread-safe; made on first use)."""
+        return self._requests.client
+
+    def _key(self, key: str) -> str:
+        return join_key(self.prefix, key)
+
+    def _dir(self, key: str) -> str:
+        """The S3 prefix of the "directory" ``key``: '' or 'a/b/'."""
+        full = self._key(key)
+        return f"{full}/" if full else ""
+
+    def read(self, key: str) -> bytes | None:
+        return self._requests.get(self._key(key), self.display(key))
+
+    def write(self, key: str, data: bytes) -> None:
+        self._check_writable(key)
+        self._requests.put(self._key(key), data, self.display(key))
+
+    def delete_prefix(self, prefix: str) -> None:
+        self._check_writable(prefix)
+        where = self.display(prefix)
+        exact = self._key(prefix)
+        batches: list[list[str]] = [[exact]] if exact else []
+        for page in self._requests.pages(where, Prefix=self._dir(prefix)):
+            batches.append([item["Key"] for item in page.get("Contents", [])])
+        self._requests.delete(batches, where)
+
     def list_dir(self, prefix: str) -> tuple[list[str], list[str]]:
         base = self._dir(prefix)
         dirs: list[str] = []
         files: list[str] = []
-        for page in self._pages(prefix, Prefix=base, Delimiter="/"):
+        for page in self._requests.pages(self.display(prefix), Prefix=base, Delimiter="/"):
             for common in page.get("CommonPrefixes", []):
                 name = common["Prefix"][len(base) :].rstrip("/")
                 if name:
@@ -200,14 +240,15 @@ class S3Store(Store):
 
     def list_keys(self, prefix: str) -> Iterator[str]:
         base = self._dir(prefix)
-        for page in self._pages(prefix, Prefix=base):
+        for page in self._requests.pages(self.display(prefix), Prefix=base):
             for item in page.get("Contents", []):
                 name = item["Key"][len(base) :]
                 if name and not name.endswith("/"):  # skip "directory marker" objects
                     yield name
 
     def exists_prefix(self, prefix: str) -> bool:
-        for page in self._pages(prefix, Prefix=self._dir(prefix), MaxKeys=1):
+        pages = self._requests.pages(self.display(prefix), Prefix=self._dir(prefix), MaxKeys=1)
+        for page in pages:
             return bool(page.get("Contents") or page.get("CommonPrefixes"))
         return False
 
