@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from migrate.report.model import ReportImage
+from migrate.report.model import ReportImage, short_unit
 from migrate.report.planes import U8
 from migrate.report.timeline import Timeline
 
@@ -48,9 +48,18 @@ def edge_offsets(image: ReportImage) -> list[tuple[float, ...]]:
     first = image.levels[0]
     origin = [t - s / 2 for s, t in zip(first.scale, first.translation, strict=True)]
     return [
-        tuple(t - s / 2 - o for s, t, o in zip(level.scale, level.translation, origin, strict=True))
+        tuple(
+            clean(t - s / 2 - o)
+            for s, t, o in zip(level.scale, level.translation, origin, strict=True)
+        )
         for level in image.levels
     ]
+
+
+def clean(value: float) -> float:
+    """``value`` without the float noise of the subtraction that made it (1e-9 of a unit):
+    2.66e-15 nm is 0 nm, and prints as 0."""
+    return round(value, 9) + 0.0
 
 
 def pyramid_png(image: ReportImage) -> bytes:
@@ -71,13 +80,17 @@ def pyramid_png(image: ReportImage) -> bytes:
         for row, level in enumerate(levels):
             scale, translation = level.scale[axis], level.translation[axis]
             first_edge = translation - scale / 2 - zero
-            count = min(level.shape[axis], max(1, int(span / scale) + 2))
-            for i in range(count):
-                left = first_edge + i * scale
-                if left > span:
-                    break
-                ax.add_patch(_rectangle((left, row - 0.35), scale, 0.7, colours[i % 2]))
-                ax.plot([left + scale / 2], [row], marker=".", color="black", markersize=3)
+            count = min(level.shape[axis], max(1, int((span - first_edge) / scale) + 1))
+            lefts = first_edge + scale * np.arange(count)
+            ax.broken_barh(
+                [(float(left), scale) for left in lefts],
+                (row - 0.35, 0.7),
+                facecolors=[colours[i % 2] for i in range(count)],
+                edgecolors="black",
+                linewidth=0.5,
+            )
+            if count <= 24:  # more dots than that merge into a line
+                ax.plot(lefts + scale / 2, [row] * count, ".", color="black", markersize=3)
         ax.axvline(0.0, color="#d62728", linewidth=1, linestyle="--")
         ax.set_xlim(-0.1 * span, span * 1.05)
         ax.set_ylim(len(levels) - 0.5, -0.5)
@@ -89,17 +102,11 @@ def pyramid_png(image: ReportImage) -> bytes:
             ],
             fontsize=7,
         )
-        unit = image.units[axis] if axis < len(image.units) else ""
+        unit = short_unit(image, axis)
         ax.set_xlabel(f"{image.axes[axis]} ({unit}) from s0's grid edge", fontsize=8)
         ax.tick_params(axis="x", labelsize=7)
-        ax.set_title(f"{image.axes[axis]}: level, voxel, edge offset", fontsize=8)
+        ax.set_title(f"{image.axes[axis]}: level, voxel size, edge offset ({unit})", fontsize=8)
     return _save(figure)
-
-
-def _rectangle(xy: tuple[float, float], width: float, height: float, colour: str) -> Any:
-    from matplotlib.patches import Rectangle
-
-    return Rectangle(xy, width, height, facecolor=colour, edgecolor="black", linewidth=0.5)
 
 
 def throughput_png(timeline: Timeline) -> bytes:

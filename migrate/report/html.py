@@ -9,7 +9,14 @@ import html
 from dataclasses import dataclass, field
 from typing import Any
 
-from migrate.report.figures import data_uri, edge_offsets, png, pyramid_png, throughput_png
+from migrate.report.figures import (
+    clean,
+    data_uri,
+    edge_offsets,
+    png,
+    pyramid_png,
+    throughput_png,
+)
 from migrate.report.previews import ImagePreviews, Picture
 from migrate.report.timeline import Timeline
 
@@ -27,9 +34,10 @@ th { background: #eee; }
 .ok { color: #1a7f37; font-weight: bold; } .bad { color: #c62828; font-weight: bold; }
 .muted { color: #666; }
 .pictures { display: flex; flex-wrap: wrap; gap: 12px 28px; align-items: flex-start; }
-.pair { display: flex; flex-direction: column; } .pair h3 { margin: 0 0 4px; }
+.pair { display: flex; flex-direction: column; width: min-content; min-width: 260px; }
+.pair h3 { margin: 0 0 4px; }
 .sides { display: flex; gap: 6px; align-items: flex-start; }
-.caption { font-size: 11px; color: #555; max-width: 440px; }
+.caption { font-size: 11px; color: #555; }
 figure { margin: 0; } figcaption { font-size: 11px; color: #555; max-width: 300px; }
 img.preview { image-rendering: pixelated; border: 1px solid #999; background: #000; }
 .problem { display: inline-block; padding: 1em; border: 1px dashed #c62828; color: #c62828;
@@ -108,7 +116,9 @@ def _levels_table(previews: ImagePreviews) -> str:
     cells = []
     first = image.levels[0]
     for level, edge in zip(image.levels, edge_offsets(image), strict=True):
-        origin = tuple(t - t0 for t, t0 in zip(level.translation, first.translation, strict=True))
+        origin = tuple(
+            clean(t - t0) for t, t0 in zip(level.translation, first.translation, strict=True)
+        )
         shown = " (previews)" if previews.level is level else ""
         cells.append(
             (
@@ -215,6 +225,8 @@ def _run_summary(run: dict[str, Any]) -> str:
         if run.get("complete")
         else f'<span class="bad">INCOMPLETE: {len(failures)} unit(s) failed</span>'
     )
+    if images and all(i["state_before"] == "complete" for i in images):
+        return f"<p>run: {state} already; nothing to copy</p>"
     rows = "".join(
         f"<tr><td>{e(i['dest_path'])}</td><td>{e(i['state_before'])}</td>"
         f"<td>{i['units_copied']}</td><td>{i['units_skipped']}</td><td>{i['units_total']}</td>"

@@ -56,6 +56,19 @@ class ReportImage:
         return len(self.axes) == 3 and all(kind == "space" for kind in self.axis_types)
 
 
+SHORT_UNITS = {"nanometer": "nm", "micrometer": "µm", "millimeter": "mm", "angstrom": "Å"}
+
+
+def short_unit(image: ReportImage, axis: int | None = None) -> str:
+    """The unit of ``axis`` (None: the one unit of all axes, "" when they differ) as people
+    write it: ``nm`` for ``nanometer``."""
+    units = set(image.units) if axis is None else {image.units[axis]}
+    if len(units) != 1:
+        return ""
+    unit = units.pop()
+    return SHORT_UNITS.get(unit, unit)
+
+
 def ome_multiscale(attributes: Mapping[str, Any]) -> dict[str, Any]:
     """The first ``multiscales`` entry of image group attributes (0.4, or 0.5's ``ome``)."""
     ome = attributes.get("ome", attributes)

@@ -16,7 +16,7 @@ import numpy as np
 import numpy.typing as npt
 
 from migrate.copy.tsio import open_dest_readonly, open_source_array, ts_error_text
-from migrate.report.model import ReportImage, ReportLevel
+from migrate.report.model import ReportImage, ReportLevel, short_unit
 from migrate.report.planes import (
     PLANES,
     U8,
@@ -132,18 +132,6 @@ class Reader:
 
 def _fmt(value: float) -> str:
     return f"{value:.6g}"
-
-
-SHORT_UNITS = {"nanometer": "nm", "micrometer": "µm", "millimeter": "mm", "angstrom": "Å"}
-
-
-def short_unit(image: ReportImage) -> str:
-    """The one unit of all axes, as people write it (``nm``), or "" when they differ."""
-    units = set(image.units)
-    if len(units) != 1:
-        return ""
-    unit = units.pop()
-    return SHORT_UNITS.get(unit, unit)
 
 
 def image_previews(reader: Reader, image: ReportImage, max_side: int = MAX_SIDE) -> ImagePreviews:
