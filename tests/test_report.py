@@ -376,6 +376,8 @@ def test_destination_that_differs_shows_beside_its_source(scene: Path, tmp_path:
 def test_dry_run_report_shows_the_source_and_writes_no_destination(
     scene: Path, tmp_path: Path
 ) -> None:
+    """A dry run's report: the source planes and the overlay drawn from the source with the
+    planned transforms; DEST is neither read nor written."""
     dest, report = tmp_path / "out.zarr", tmp_path / "report"
     run = run_cli("convert", str(scene), str(dest), "--dry-run", "--report", str(report))
     assert run.exit_code == 0, run.stderr
@@ -384,7 +386,12 @@ def test_dry_run_report_shows_the_source_and_writes_no_destination(
     assert (source[24:40, 24:56] == 255).all()
     text = (report / "index.html").read_text(encoding="utf-8")
     assert "dry run: nothing was written at the destination" in text
-    assert text.count('class="problem">cannot open dest') == 3 * 2 + 3  # and the overlays
+    assert text.count('class="problem">not written: a dry run') == 3 * 2
+    # the labels over the EM as the plan places them: from the source
+    overlay = picture(report, SEG.path, "xy", "overlay").astype(int)
+    grey = (overlay[..., 0] == overlay[..., 1]) & (overlay[..., 1] == overlay[..., 2])
+    assert not grey[20:44, 24:44].any()
+    assert grey[20:44, 44:56].all()
 
 
 class Calls:
@@ -496,3 +503,38 @@ def test_report_renders_in_headless_chromium(
         sides = {i["side"] for i in images}
         assert {"source", "dest", "overlay", "pyramid", "throughput"} <= sides
         assert browser.evaluate("document.title") == "cellmap-migrate report: jrc_cube-1.zarr"
+
+
+def test_bulk_index_links_each_dataset_report(
+    converted: tuple[Path, Path, Path], tmp_path: Path
+) -> None:
+    """The index of a bulk run: one row per dataset, a relative link to each report that
+    exists beside it, the state, and nothing outside the file."""
+    from migrate.report.html import IndexEntry
+    from migrate.report.write import write_index
+
+    _, _, report = converted
+    root = tmp_path / "reports"
+    (root / "jrc_cube-1").mkdir(parents=True)
+    for name in ("index.html", "report.json"):
+        (root / "jrc_cube-1" / name).write_bytes((report / name).read_bytes())
+    index = write_index(
+        str(root),
+        "bulk report",
+        [
+            IndexEntry("jrc_cube-1", "jrc_cube-1/index.html", "complete", "3 unit(s)"),
+            IndexEntry("jrc_<bad>-2", None, "failed", "error: no <dataset>.n5"),
+        ],
+    )
+    text = index.read_text(encoding="utf-8")
+    links = re.findall(r'<a href="([^"]+)">', text)
+    assert links == ["jrc_cube-1/index.html"]
+    assert (root / links[0]).is_file()
+    assert "jrc_&lt;bad&gt;-2" in text
+    assert "<bad>" not in text
+    assert not re.search(r"https?:", text)
+    if CHROMIUM is not None:
+        with Browser(CHROMIUM) as browser:
+            browser.load(index)
+            assert browser.problems() == []
+            assert browser.evaluate("document.querySelectorAll('tr').length") == 3

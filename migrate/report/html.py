@@ -173,7 +173,8 @@ def _image_section(previews: ImagePreviews) -> str:
             )
         out.append("</div>")
     if previews.overlay:
-        out.append(f"<h3>{e(image.dest_path)} over {e(previews.overlay_on or '')} (DEST)</h3>")
+        where = "DEST" if previews.overlay_side == "dest" else "the source, placed as planned"
+        out.append(f"<h3>{e(image.dest_path)} over {e(previews.overlay_on or '')} ({where})</h3>")
         zoom = zoom_for(previews.overlay)
         out.append('<div class="pictures">')
         for picture in previews.overlay:
@@ -318,3 +319,37 @@ def render_page(page: Page) -> str:
         )
     parts.append("</body></html>")
     return "\n".join(parts) + "\n"
+
+
+@dataclass(frozen=True)
+class IndexEntry:
+    """One dataset of a bulk run in the index page: its report (a path relative to the
+    index, None when it has none) and its state in a word or two, with details."""
+
+    name: str
+    report: str | None
+    state: str
+    detail: str = ""
+
+
+def render_index(title: str, created: str, entries: list[IndexEntry]) -> str:
+    """The index of a bulk run's reports, one row per dataset, linking each report."""
+    rows = "".join(
+        f"<tr><td>{e(entry.name)}</td><td>"
+        + (
+            f'<a href="{e(entry.report)}">report</a>'
+            if entry.report is not None
+            else '<span class="muted">none</span>'
+        )
+        + f'</td><td class="{"ok" if entry.state == "complete" else "bad"}">'
+        f"{e(entry.state)}</td><td>{e(entry.detail)}</td></tr>"
+        for entry in entries
+    )
+    return (
+        '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
+        f'<meta http-equiv="Content-Security-Policy" content="{CSP}">'
+        f"<title>{e(title)}</title><style>{STYLE}</style></head><body>"
+        f'<h1>{e(title)}</h1><p class="muted">written {e(created)}</p>'
+        "<table><tr><th>dataset</th><th>report</th><th>state</th><th>details</th></tr>"
+        f"{rows}</table></body></html>\n"
+    )

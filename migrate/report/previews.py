@@ -64,6 +64,7 @@ class ImagePreviews:
     pairs: list[PlanePair] = field(default_factory=list)
     overlay: list[Picture] = field(default_factory=list)
     overlay_on: str | None = None
+    overlay_side: str = "dest"
     problem: str | None = None
 
 
@@ -91,12 +92,18 @@ def _read(array: Any, plane: str, index: int) -> npt.NDArray[Any]:
 
 
 class Reader:
-    """Opens each level once per side; an array that cannot be opened reads as a problem."""
+    """Opens each level once per side; an array that cannot be opened reads as a problem.
+    Without ``dest_written`` (a dry run) DEST is not read at all, and overlays are drawn
+    from the source."""
 
-    def __init__(self, source: Store | None, dest: Store, workers: int = 2) -> None:
+    def __init__(
+        self, source: Store | None, dest: Store, workers: int = 2, *, dest_written: bool = True
+    ) -> None:
         self.source = source
         self.dest = dest
         self.workers = workers
+        self.dest_written = dest_written
+        self.overlay_side = "dest" if dest_written else "source"
         self._open: dict[tuple[str, str], Any] = {}
 
     def array(self, side: str, image: ReportImage, level: ReportLevel) -> Any:
@@ -121,6 +128,8 @@ class Reader:
         self, side: str, image: ReportImage, level: ReportLevel, plane: str, index: int
     ) -> npt.NDArray[Any] | str:
         """The plane, or why it cannot be read."""
+        if side == "dest" and not self.dest_written:
+            return "not written: a dry run"
         array = self.array(side, image, level)
         if isinstance(array, Exception):
             return f"cannot open {side}: {ts_error_text(array)}"
@@ -189,8 +198,9 @@ def closest_level(image: ReportImage, pixel: float) -> ReportLevel:
 def overlay_previews(
     reader: Reader, labels: ReportImage, em: ReportImage, max_side: int = MAX_SIDE
 ) -> list[Picture]:
-    """The label image laid over the EM at DEST, on the EM's display grid, in the three planes
-    through the centre of the label image; both placed by their own OME scale/translation."""
+    """The label image laid over the EM (at DEST, or the source for a dry run), on the EM's
+    display grid, in the three planes through the centre of the label image; both placed by
+    their own OME scale/translation."""
     em_level = preview_level(em, max_side)
     pixel = pixel_size(em_level.scale)
     grid = image_grid(em_level.shape, em_level.scale, em_level.translation, pixel)
@@ -209,8 +219,9 @@ def overlay_previews(
             f"{em.axes[c]}; 1 px = {_fmt(pixel)} {unit}"
         )
         title = f"overlay {name}"
-        em_plane = reader.plane("dest", em, em_level, name, em_index)
-        label_plane = reader.plane("dest", labels, label_level, name, centre)
+        side = reader.overlay_side
+        em_plane = reader.plane(side, em, em_level, name, em_index)
+        label_plane = reader.plane(side, labels, label_level, name, centre)
         if isinstance(em_plane, str) or isinstance(label_plane, str):
             problem = em_plane if isinstance(em_plane, str) else label_plane
             pictures.append(Picture(title, caption, problem=str(problem)))
@@ -253,5 +264,6 @@ def all_previews(
         if image.kind == "label" and image.spatial and em is not None:
             previews.overlay = overlay_previews(reader, image, em, max_side)
             previews.overlay_on = em.dest_path
+            previews.overlay_side = reader.overlay_side
         out.append(previews)
     return out

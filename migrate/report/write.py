@@ -16,7 +16,7 @@ from migrate.check.verify import VerifyResult
 from migrate.copy import resume
 from migrate.copy.tsio import n5_metadata
 from migrate.errors import MigrationError
-from migrate.report.html import Page, render_page
+from migrate.report.html import IndexEntry, Page, render_index, render_page
 from migrate.report.model import DestLevel, ReportImage, image_of_dest, images_of_plan
 from migrate.report.previews import Reader, all_previews
 from migrate.report.timeline import Timeline
@@ -74,7 +74,7 @@ def write_convert_report(
     """The report of ``convert`` (``run`` None: a dry run, nothing written at DEST)."""
     path = _prepare_dir(directory)
     images = images_of_plan(plan, fast=fast)
-    previews = all_previews(Reader(source, dest), images)
+    previews = all_previews(Reader(source, dest, dest_written=run is not None), images)
     created = _now()
     convert = {
         "created": created,
@@ -183,3 +183,14 @@ def write_verify_report(
     if convert:
         data["convert"] = convert
     return _write(path, page, data)
+
+
+def write_index(directory: str, title: str, entries: list[IndexEntry]) -> Path:
+    """The index page of a bulk run (``DIR/index.html``) beside the datasets' reports
+    (``DIR/<dataset>/index.html``, written by :func:`write_convert_report` or
+    :func:`write_verify_report` with ``DIR/<dataset>``)."""
+    path = _prepare_dir(directory)
+    partial = path / f".{INDEX}.partial"
+    partial.write_text(render_index(title, _now(), entries), encoding="utf-8")
+    os.replace(partial, path / INDEX)
+    return (path / INDEX).absolute()
