@@ -538,3 +538,66 @@ def test_bulk_index_links_each_dataset_report(
             browser.load(index)
             assert browser.problems() == []
             assert browser.evaluate("document.querySelectorAll('tr').length") == 3
+
+
+def test_report_of_an_s3_to_s3_migration(
+    scene: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """SRC and DEST on S3 (moto's server on 127.0.0.1): the previews are read through the
+    same S3 access as the copy, show the box, and reading them writes nothing to S3."""
+    from tests.s3server import (
+        CLEARED_AWS_VARIABLES,
+        MotoServer,
+        fake_aws_environment,
+        s3_client,
+        snapshot,
+        upload_tree,
+    )
+
+    server = MotoServer()
+    server.start()
+    try:
+        home = tmp_path / "home"
+        home.mkdir()
+        for name in CLEARED_AWS_VARIABLES:
+            monkeypatch.delenv(name, raising=False)
+        for name, value in fake_aws_environment(server.url, home).items():
+            monkeypatch.setenv(name, value)
+        client = s3_client(server.url)
+        client.create_bucket(Bucket="cubes")
+        upload_tree(client, scene.parent, "cubes", "jrc_cube-1")
+        src, dest = "s3://cubes/jrc_cube-1/jrc_cube-1.n5", "s3://cubes/jrc_cube-1/jrc_cube-1.zarr"
+        report = tmp_path / "report"
+        assert run_cli("convert", src, "--report", str(report)).exit_code == 0
+        converted = snapshot(client)
+        run = run_cli("verify", src, dest, "--report", str(report))
+        assert run.exit_code == 0, run.stderr
+        assert snapshot(client) == converted
+    finally:
+        server.stop()
+    for side in ("source", "dest"):
+        pixels = picture(report, EM.path, "yz", side)
+        shape, rows, columns = EM_PLANES["yz"]
+        assert pixels.shape == (*shape, 3)
+        assert (pixels[box_mask(shape, rows, columns)] == 255).all()
+    assert not grey_everywhere(picture(report, SEG.path, "xy", "overlay"))
+
+
+def grey_everywhere(pixels: npt.NDArray[np.uint8]) -> bool:
+    return bool(((pixels[..., 0] == pixels[..., 1]) & (pixels[..., 1] == pixels[..., 2])).all())
+
+
+def test_a_long_timeline_is_kept_as_time_slices() -> None:
+    """Ten completions over 10 s kept as 2 slices of 5 s: units and bytes add up per slice,
+    at the slice's last completion; a short timeline is kept as it is."""
+    from migrate.report.timeline import Completion, Timeline
+
+    timeline = Timeline([Completion(i + 0.5, "a", 1, 100 * i) for i in range(10)], 10.0)
+    binned = timeline.binned(2)
+    assert binned.completions == [
+        Completion(4.5, "*", 5, 100 * (0 + 1 + 2 + 3 + 4)),
+        Completion(9.5, "*", 5, 100 * (5 + 6 + 7 + 8 + 9)),
+    ]
+    assert binned.seconds == 10.0
+    assert timeline.binned(10) is timeline
+    assert Timeline.from_json(timeline.to_json(2)) == binned

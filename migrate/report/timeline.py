@@ -10,6 +10,9 @@ from typing import Any
 
 from migrate.copy.events import Progress
 
+MAX_POINTS = 5000
+"""A report keeps at most this many points of a run's timeline."""
+
 
 @dataclass(frozen=True)
 class Completion:
@@ -30,13 +33,33 @@ class Timeline:
     seconds: float = 0.0
     """From the first ``start`` to ``close``."""
 
-    def to_json(self) -> dict[str, Any]:
+    def to_json(self, max_points: int = MAX_POINTS) -> dict[str, Any]:
+        """The timeline as JSON, with at most ``max_points`` completions (see :meth:`binned`)."""
         return {
             "seconds": round(self.seconds, 6),
             "completions": [
-                [round(c.seconds, 6), c.name, c.units, c.nbytes] for c in self.completions
+                [round(c.seconds, 6), c.name, c.units, c.nbytes]
+                for c in self.binned(max_points).completions
             ],
         }
+
+    def binned(self, max_points: int = MAX_POINTS) -> Timeline:
+        """This timeline, or, when it has more than ``max_points`` completions, one with a
+        completion per equal slice of time (named ``*``) adding up that slice's units and
+        bytes at the slice's last completion time: a multi-terabyte run keeps a small record."""
+        if len(self.completions) <= max_points:
+            return self
+        width = max(self.seconds, self.completions[-1].seconds, 1e-9) / max_points
+        bins: dict[int, list[float]] = {}
+        for c in self.completions:
+            slot = bins.setdefault(min(int(c.seconds / width), max_points - 1), [0.0, 0, 0])
+            slot[0] = max(slot[0], c.seconds)
+            slot[1] += c.units
+            slot[2] += c.nbytes
+        return Timeline(
+            [Completion(t, "*", int(u), int(b)) for _, (t, u, b) in sorted(bins.items())],
+            self.seconds,
+        )
 
     @classmethod
     def from_json(cls, value: dict[str, Any]) -> Timeline:
