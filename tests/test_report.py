@@ -57,7 +57,7 @@ SEG = ImageSpec(
     shape=(12, 32, 40),
     dtype="uint64",
     block_size=(16, 16, 16),
-    levels=1,
+    levels=2,
     voxel_size=(16.0, 8.0, 8.0),
     offset=(4.0, 2.0, 2.0),
     compression={"type": "gzip", "level": -1},
@@ -65,7 +65,7 @@ SEG = ImageSpec(
     downsampling="subsample",
 )
 """Labels on a grid twice as coarse whose voxel 0 covers EM voxels 0 and 1 on every axis
-(centre at half an EM voxel: translation 4, 2, 2 nm)."""
+(centre at half an EM voxel: translation 4, 2, 2 nm); s1 subsamples s0 (same translation)."""
 OBJECT = (slice(6, 10), slice(10, 22), slice(12, 22))
 """Object 7 in label voxels: the EM box's z and y, and x 96–176 nm (EM x voxels 24–43)."""
 CORNER = (slice(6, 10), slice(0, 4), slice(0, 4))
@@ -126,7 +126,8 @@ def scene(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root.mkdir(parents=True)
     em = em_volume()
     write_n5_image(root, EM, [em, mean2(em)])
-    write_n5_image(root, SEG, [seg_volume()])
+    seg = seg_volume()
+    write_n5_image(root, SEG, [seg, seg[::2, ::2, ::2]])
     return root
 
 
@@ -307,8 +308,8 @@ def level_rows(report: Path, image: str) -> list[list[str]]:
 
 def test_pyramid_lists_voxel_sizes_and_grid_offsets(converted: tuple[Path, Path, Path]) -> None:
     """Per level: voxel size and translation as written, offset of the origin and of the
-    grid edge from s0's: EM s1 (16, 8, 8 nm) is centred 4, 2, 2 nm further on and starts
-    at s0's edge; the drawing is there as a picture."""
+    grid edge from s0's: EM s1 (16, 8, 8 nm, windowed) is centred 4, 2, 2 nm further on and
+    starts at s0's edge; the labels' s1 (subsampled) does not; the drawings are there."""
     _, _, report = converted
     rows = level_rows(report, EM.path)
     header = rows[0]
@@ -318,6 +319,13 @@ def test_pyramid_lists_voxel_sizes_and_grid_offsets(converted: tuple[Path, Path,
     assert [c["translation"] for c in cells] == ["0, 0, 0", "4, 2, 2"]
     assert [c["origin − s0 origin"] for c in cells] == ["0, 0, 0", "4, 2, 2"]
     assert [c["grid edge − s0 grid edge"] for c in cells] == ["0, 0, 0", "0, 0, 0"]
+    # the subsampled labels: s1 (32, 16, 16 nm) centred where s0 is, so its grid starts
+    # half an s1 voxel minus half an s0 voxel before s0's: 8, 4, 4 nm
+    rows = level_rows(report, SEG.path)
+    cells = [dict(zip(rows[0], row, strict=True)) for row in rows[1:]]
+    assert [c["voxel size"] for c in cells] == ["16, 8, 8", "32, 16, 16"]
+    assert [c["origin − s0 origin"] for c in cells] == ["0, 0, 0", "0, 0, 0"]
+    assert [c["grid edge − s0 grid edge"] for c in cells] == ["0, 0, 0", "-8, -4, -4"]
     pyramid = [i for i in page_images(report) if i.get("data-side") == "pyramid"]
     assert {i["data-image"] for i in pyramid} == {EM.path, SEG.path}
 
@@ -351,7 +359,7 @@ def test_report_keeps_the_run_and_adds_the_verify_result(
     assert "+++ b/em/fibsem-uint16/s0/" in text
     assert 'data-side="throughput"' in text
     assert re.search(r'verify \([^)]*every voxel\): <span class="ok">OK</span>; 2 image', text)
-    assert 'run: <span class="ok">complete</span>; 3 unit(s) copied' in text
+    assert 'run: <span class="ok">complete</span>; 4 unit(s) copied' in text
 
 
 def test_destination_that_differs_shows_beside_its_source(scene: Path, tmp_path: Path) -> None:
@@ -438,7 +446,7 @@ def test_recording_progress_passes_every_call_on_and_times_each_unit(
     completions = recording.timeline.completions
     advances = [call[1:] for call in wrapped.calls if call[0] == "advance"]
     assert [(c.name, c.units, c.nbytes) for c in completions] == advances
-    assert len(completions) == sum(i.units_copied for i in result.images) == 3
+    assert len(completions) == sum(i.units_copied for i in result.images) == 4
     assert sum(c.nbytes for c in completions) == sum(i.bytes_read for i in result.images)
     times = [c.seconds for c in completions]
     assert times == sorted(times)
@@ -480,8 +488,9 @@ def test_report_renders_in_headless_chromium(
     converted: tuple[Path, Path, Path], tmp_path: Path
 ) -> None:
     """The page loads from disk in a real browser, every picture decodes (naturalWidth >
-    0), and nothing lands on the console or the browser's log. The same check on a page
-    with a broken picture and a console error finds both, so it can fail."""
+    0), nothing lands on the console or the browser's log, and the screen shows the box
+    where it is. The same check on a page with a broken picture and a console error finds
+    both, so it can fail."""
     _, _, report = converted
     broken = tmp_path / "broken.html"
     broken.write_text(
@@ -504,6 +513,23 @@ def test_report_renders_in_headless_chromium(
         assert {"source", "dest", "overlay", "pyramid", "throughput"} <= sides
         assert browser.evaluate("document.title") == "cellmap-migrate report: jrc_cube-1.zarr"
 
+        # what the browser drew: the DEST xz plane (48 × 80 pixels, shown 2× magnified,
+        # inside a 1 px border) is white exactly over the box, rows 48–79, columns 48–111
+        shot = tmp_path / "page.png"
+        browser.screenshot(shot)
+        selector = f'img[data-image="{EM.path}"][data-plane="xz"][data-side="dest"]'
+        box = browser.evaluate(
+            f"(r => [r.top, r.left, r.width, r.height])"
+            f"(document.querySelector('{selector}').getBoundingClientRect())"
+        )
+        top, left, width, height = (round(v) for v in box)
+        assert (width, height) == (160 + 2, 96 + 2)
+        with Image.open(shot) as png:
+            drawn = np.asarray(png.convert("L"))[top + 1 : top + 97, left + 1 : left + 161]
+        inside = box_mask((96, 160), (48, 80), (48, 112))
+        assert (drawn[inside] == 255).all()
+        assert (drawn[~inside] == 0).all()
+
 
 def test_bulk_index_links_each_dataset_report(
     converted: tuple[Path, Path, Path], tmp_path: Path
@@ -522,7 +548,7 @@ def test_bulk_index_links_each_dataset_report(
         str(root),
         "bulk report",
         [
-            IndexEntry("jrc_cube-1", "jrc_cube-1/index.html", "complete", "3 unit(s)"),
+            IndexEntry("jrc_cube-1", "jrc_cube-1/index.html", "complete", "4 unit(s)"),
             IndexEntry("jrc_<bad>-2", None, "failed", "error: no <dataset>.n5"),
         ],
     )

@@ -110,8 +110,8 @@ def _vec(values: tuple[float, ...]) -> str:
 def _levels_table(previews: ImagePreviews) -> str:
     image = previews.image
     header = (
-        "level", "shape", "dtype", "chunks", "codec", "copy path", "voxel size", "translation",
-        "origin − s0 origin", "grid edge − s0 grid edge",
+        "level", "shape", "dtype", "chunks or shards", "codec", "copy path", "voxel size",
+        "translation", "origin − s0 origin", "grid edge − s0 grid edge",
     )  # fmt: skip
     cells = []
     first = image.levels[0]

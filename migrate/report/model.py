@@ -166,6 +166,8 @@ class DestLevel:
     dtype: str
     source_path: str
     source_metadata: dict[str, Any] | None
+    chunks: tuple[int, ...] | None = None
+    """The chunk (or shard) shape: how DEST is cut for writing."""
 
 
 def image_of_dest(
@@ -193,6 +195,7 @@ def image_of_dest(
                 source_path=level.source_path,
                 source_metadata=level.source_metadata,
                 dest_path=level.dest_path,
+                chunks=level.chunks,
             )
         )
     return ReportImage(dest_path, source_path, kind, ngff_version, names, types, units, tuple(out))

@@ -127,6 +127,7 @@ def images_at_dest(dest: Store) -> list[ReportImage]:
                 level.dtype,
                 level.source_path,
                 _source_metadata(level.source_attributes, level.dest_path),
+                level.grid,
             )
             for level in image.levels
         ]
