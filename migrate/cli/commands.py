@@ -191,6 +191,7 @@ def cli(debug: bool) -> None:
 @click.option(
     "--skip-decode-check", is_flag=True, help="Move block bytes without proving they decode."
 )
+@click.option("--report", metavar="DIR", help="Write an HTML report with pictures into DIR.")
 @cluster_options
 @s3_options
 @reports_errors
@@ -213,6 +214,7 @@ def convert(
     overwrite: bool,
     no_transplant: bool,
     skip_decode_check: bool,
+    report: str | None,
     s3: S3Options,
     **cluster: Any,
 ) -> None:
@@ -224,6 +226,10 @@ def convert(
     must reach SRC and DEST at the same paths or URLs).
     """
     cluster_settings = _cluster_settings(cluster, workers)
+    if report:
+        from migrate.report import require_extra
+
+        require_extra()
     from migrate.api import prepare
     from migrate.target.diff import metadata_diff, plan_json, render_plan
     from migrate.target.plan import PlanOptions
@@ -242,8 +248,8 @@ def convert(
     )
     prepared = prepare(src, dest, options, read_only_dest=dry_run, s3=s3)
     plan = prepared.plan
+    diff = metadata_diff(plan, prepared.dest) if dry_run or report else []
     if dry_run:
-        diff = metadata_diff(plan, prepared.dest)
         if as_json:
             click.echo(json.dumps(plan_json(plan, diff), indent=2))
         else:
@@ -256,6 +262,8 @@ def convert(
             f"metadata (first: {plan.conflicts[0]}); pick one with --trust cosem|neuroglancer"
         )
     if dry_run:
+        if report:
+            _convert_report(report, prepared, diff, None, None, fast=not no_transplant)
         return
     from migrate.cli.progress import make_progress
     from migrate.cli.report import render_run
@@ -271,17 +279,34 @@ def convert(
         decode_check=not skip_decode_check,
     )
     progress = make_progress(as_json=as_json)
+    if report:
+        from migrate.report import RecordingProgress
+
+        progress = recording = RecordingProgress(progress)
     with _executor(cluster_settings) as executor:
         result = run_plan(plan, prepared.source, prepared.dest, engine, progress, executor)
     if as_json:
         click.echo(json.dumps({"fingerprint": plan.fingerprint, **result.to_json()}, indent=2))
     else:
         click.echo(render_run(plan, result), nl=False)
+    if report:
+        timeline = recording.timeline
+        _convert_report(report, prepared, diff, result.to_json(), timeline, fast=not no_transplant)
     if result.failures:
         raise MigrationError(
             f"{len(result.failures)} work unit(s) failed (first: {result.failures[0]}); "
             "fix the source and run the same command again to finish"
         )
+
+
+def _convert_report(directory: str, prepared: Any, diff: list[str], *args: Any, fast: bool) -> None:
+    from migrate.report.write import write_convert_report
+    from migrate.target.diff import render_plan
+
+    text = render_plan(prepared.plan, fast=fast)
+    path = write_convert_report(directory, prepared.plan, prepared.source, prepared.dest, diff,
+                                text, *args, fast=fast)  # fmt: skip
+    click.echo(f"report: {path}", err=True)
 
 
 def _cluster_settings(values: dict[str, Any], workers: int | None) -> Any:
@@ -367,6 +392,7 @@ def status_command(dest: str, as_json: bool, s3: S3Options) -> None:
 @click.option("--seed", type=int, help="Random seed for --sample.")
 @click.option("--workers", type=click.IntRange(min=1), help="Parallel reads (default: cores).")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+@click.option("--report", metavar="DIR", help="Write an HTML report with pictures into DIR.")
 @s3_options
 @reports_errors
 def verify_command(
@@ -376,17 +402,22 @@ def verify_command(
     seed: int | None,
     workers: int | None,
     as_json: bool,
+    report: str | None,
     s3: S3Options,
 ) -> None:
     """Compare DEST with SRC voxel for voxel and validate its OME-NGFF metadata."""
+    if report:
+        from migrate.report import require_extra
+
+        require_extra()
     from migrate.check.verify import verify
     from migrate.source.discover import split_n5_url
     from migrate.storage import open_store
 
     n5_root, _inner = split_n5_url(src.removeprefix("file://"))
+    stores = open_store(n5_root, read_only=True, s3=s3), open_store(dest, read_only=True, s3=s3)
     result = verify(
-        open_store(n5_root, read_only=True, s3=s3),
-        open_store(dest, read_only=True, s3=s3),
+        *stores,
         sample=sample,
         workers=workers or default_workers(),
         seed=seed,
@@ -401,6 +432,11 @@ def verify_command(
             f"{result.bytes_compared / 1e6:.1f} MB of voxels: "
             + ("OK" if not result.problems else f"{len(result.problems)} problem(s)")
         )
+    if report:
+        from migrate.report.write import write_verify_report
+
+        path = write_verify_report(report, *stores, result, sample=sample)
+        click.echo(f"report: {path}", err=True)
     if result.problems:
         raise MigrationError(f"verification failed: {result.problems[0]}")
 

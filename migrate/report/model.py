@@ -1,0 +1,201 @@
+"""What the report shows of each image: its levels with their physical placement, from a
+plan (``convert``) or from the metadata at DEST (``verify``). Pure.
+
+Shapes, scales and translations are in **C order** (the OME axes order, z, y, x for 3-D).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from migrate.copy.tsio import level_n5_metadata
+from migrate.target.codecs import copy_path
+from schemas.plan import ImagePlan, Plan
+
+
+@dataclass(frozen=True)
+class ReportLevel:
+    """One level: where it is read on both sides and where its voxels are in space.
+
+    ``scale`` and ``translation`` (C order) are the composed OME transforms: voxel index
+    ``i`` has its centre at ``i * scale + translation``.
+    """
+
+    name: str
+    shape: tuple[int, ...]
+    dtype: str
+    scale: tuple[float, ...]
+    translation: tuple[float, ...]
+    source_path: str
+    source_metadata: dict[str, Any] | None
+    """The N5 metadata TensorStore opens the source with (F order lists), None if unknown."""
+    dest_path: str
+    chunks: tuple[int, ...] | None = None
+    codec: str | None = None
+    copy_path: str | None = None
+
+
+@dataclass(frozen=True)
+class ReportImage:
+    """One multiscale image, finest level first."""
+
+    dest_path: str
+    source_path: str
+    kind: Literal["image", "label"]
+    ngff_version: Literal["0.4", "0.5"]
+    axes: tuple[str, ...]
+    axis_types: tuple[str, ...]
+    units: tuple[str, ...]
+    levels: tuple[ReportLevel, ...]
+
+    @property
+    def spatial(self) -> bool:
+        """Three space axes and nothing else: what the previews know how to cut."""
+        return len(self.axes) == 3 and all(kind == "space" for kind in self.axis_types)
+
+
+SHORT_UNITS = {"nanometer": "nm", "micrometer": "µm", "millimeter": "mm", "angstrom": "Å"}
+
+
+def short_unit(image: ReportImage, axis: int | None = None) -> str:
+    """The unit of ``axis`` (None: the one unit of all axes, "" when they differ) as people
+    write it: ``nm`` for ``nanometer``."""
+    units = set(image.units) if axis is None else {image.units[axis]}
+    if len(units) != 1:
+        return ""
+    unit = units.pop()
+    return SHORT_UNITS.get(unit, unit)
+
+
+def ome_multiscale(attributes: Mapping[str, Any]) -> dict[str, Any]:
+    """The first ``multiscales`` entry of image group attributes (0.4, or 0.5's ``ome``)."""
+    ome = attributes.get("ome", attributes)
+    return dict(ome["multiscales"][0])
+
+
+def _transform(transforms: Any, ndim: int) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """(scale, translation) of a list of OME coordinate transformations (scale first)."""
+    scale, translation = [1.0] * ndim, [0.0] * ndim
+    for item in transforms or ():
+        if item.get("type") == "scale":
+            scale = [float(v) for v in item["scale"]]
+        elif item.get("type") == "translation":
+            translation = [float(v) for v in item["translation"]]
+    return tuple(scale), tuple(translation)
+
+
+def level_transforms(
+    multiscale: Mapping[str, Any],
+) -> dict[str, tuple[tuple[float, ...], tuple[float, ...]]]:
+    """Per dataset path: (scale, translation), C order, with the multiscale's own transform
+    composed after the dataset's (``x ↦ (x · s + t) · S + T``)."""
+    ndim = len(multiscale["axes"])
+    outer_scale, outer_translation = _transform(multiscale.get("coordinateTransformations"), ndim)
+    out = {}
+    for dataset in multiscale["datasets"]:
+        scale, translation = _transform(dataset.get("coordinateTransformations"), ndim)
+        out[str(dataset["path"])] = (
+            tuple(s * o for s, o in zip(scale, outer_scale, strict=True)),
+            tuple(
+                t * o + ot
+                for t, o, ot in zip(translation, outer_scale, outer_translation, strict=True)
+            ),
+        )
+    return out
+
+
+def _axes(
+    multiscale: Mapping[str, Any],
+) -> tuple[tuple[str, ...], tuple[str, ...], tuple[str, ...]]:
+    axes = multiscale["axes"]
+    return (
+        tuple(str(a["name"]) for a in axes),
+        tuple(str(a.get("type", "")) for a in axes),
+        tuple(str(a.get("unit", "")) for a in axes),
+    )
+
+
+def images_of_plan(plan: Plan, *, fast: bool = True) -> list[ReportImage]:
+    """The report's view of every image of ``plan`` (what convert writes)."""
+    return [image_of_plan(plan, image, fast=fast) for image in plan.images]
+
+
+def image_of_plan(plan: Plan, image: ImagePlan, *, fast: bool = True) -> ReportImage:
+    multiscale = ome_multiscale(image.attributes)
+    transforms = level_transforms(multiscale)
+    names, types, units = _axes(multiscale)
+    levels = []
+    for level in image.levels:
+        scale, translation = transforms[level.name]
+        levels.append(
+            ReportLevel(
+                name=level.name,
+                shape=tuple(level.shape),
+                dtype=level.dtype,
+                scale=scale,
+                translation=translation,
+                source_path=level.source_path,
+                source_metadata=level_n5_metadata(level),
+                dest_path=level.dest_path,
+                chunks=tuple(level.shard or level.chunks),
+                codec=level.codec.describe(),
+                copy_path=copy_path(level, fast=fast),
+            )
+        )
+    return ReportImage(
+        dest_path=image.dest_path,
+        source_path=image.source_path,
+        kind=image.kind,
+        ngff_version=plan.ngff_version,
+        axes=names,
+        axis_types=types,
+        units=units,
+        levels=tuple(levels),
+    )
+
+
+@dataclass(frozen=True)
+class DestLevel:
+    """What DEST says of one level (from its Zarr metadata and provenance)."""
+
+    name: str
+    dest_path: str
+    shape: tuple[int, ...]
+    dtype: str
+    source_path: str
+    source_metadata: dict[str, Any] | None
+    chunks: tuple[int, ...] | None = None
+    """The chunk (or shard) shape: how DEST is cut for writing."""
+
+
+def image_of_dest(
+    dest_path: str,
+    source_path: str,
+    kind: Literal["image", "label"],
+    ngff_version: Literal["0.4", "0.5"],
+    attributes: Mapping[str, Any],
+    levels: list[DestLevel],
+) -> ReportImage:
+    """The report's view of a finished image at DEST, from its group ``attributes``."""
+    multiscale = ome_multiscale(attributes)
+    transforms = level_transforms(multiscale)
+    names, types, units = _axes(multiscale)
+    out = []
+    for level in levels:
+        scale, translation = transforms[level.name]
+        out.append(
+            ReportLevel(
+                name=level.name,
+                shape=level.shape,
+                dtype=level.dtype,
+                scale=scale,
+                translation=translation,
+                source_path=level.source_path,
+                source_metadata=level.source_metadata,
+                dest_path=level.dest_path,
+                chunks=level.chunks,
+            )
+        )
+    return ReportImage(dest_path, source_path, kind, ngff_version, names, types, units, tuple(out))
