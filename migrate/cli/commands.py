@@ -378,29 +378,30 @@ def verify_command(
     as_json: bool,
     s3: S3Options,
 ) -> None:
-    """Compare DEST with SRC voxel for voxel and validate its OME-NGFF metadata."""
+    """Prove that DEST is the migration of SRC: plan it again from SRC's metadata with the
+    settings DEST records, then compare every metadata file with the plan's, check that every
+    image and level is there and complete and nothing else is, compare every voxel (or a
+    --sample of the chunks), and validate the OME-NGFF metadata."""
+    from migrate.api import open_for_verify
     from migrate.check.verify import verify
-    from migrate.source.discover import split_n5_url
-    from migrate.storage import open_store
+    from migrate.cli.progress import make_progress
 
-    n5_root, _inner = split_n5_url(src.removeprefix("file://"))
+    source, inner, dest_store = open_for_verify(src, dest, s3)
     result = verify(
-        open_store(n5_root, read_only=True, s3=s3),
-        open_store(dest, read_only=True, s3=s3),
+        source,
+        dest_store,
+        inner=inner,
         sample=sample,
         workers=workers or default_workers(),
         seed=seed,
+        progress=make_progress(as_json=as_json),
     )
     if as_json:
         click.echo(json.dumps(result.to_json(), indent=2))
     else:
         for problem in result.problems:
             click.echo(f"MISMATCH {problem}")
-        click.echo(
-            f"verified {result.images} image(s), {result.units_checked} unit(s), "
-            f"{result.bytes_compared / 1e6:.1f} MB of voxels: "
-            + ("OK" if not result.problems else f"{len(result.problems)} problem(s)")
-        )
+        click.echo(result.summary())
     if result.problems:
         raise MigrationError(f"verification failed: {result.problems[0]}")
 
