@@ -137,11 +137,17 @@ def test_a_moved_copy_of_the_source_is_refused_naming_the_recorded_one(
 def test_the_settings_are_recorded_and_verify_plans_with_them(source: Path, tmp_path: Path) -> None:
     dest = tmp_path / "out.zarr"
     args = ["--ngff-version", "0.5", "--codec", "zstd", "--chunks", "8,16,16", "--prefix", "r1"]
+    dry = run_cli("convert", str(source), str(dest), *args, "--unit-mib", "0.5", "--dry-run")
+    assert dry.exit_code == 0, dry.stderr
     run = run_cli("convert", str(source), str(dest), *args, "--unit-mib", "0.5")
     assert run.exit_code == 0, run.stderr
-    provenance = json.loads((dest / "r1/em/fibsem-uint16/zarr.json").read_text())["attributes"][
-        "cellmap-migrate"
-    ]
+    written = (dest / "r1/em/fibsem-uint16/zarr.json").read_text()
+    assert '"settings": {' in written
+    # the dry run's diff shows the recorded settings as they are then written
+    settings_lines = [line for line in written.splitlines() if "unit_bytes" in line]
+    assert settings_lines
+    assert all(f"+{line}" in dry.stdout for line in settings_lines)
+    provenance = json.loads(written)["attributes"]["cellmap-migrate"]
     assert provenance["settings"] == {
         "ngff_version": "0.5",
         "codec": "zstd",
@@ -193,6 +199,20 @@ def test_parts_migrated_with_different_settings_are_verified_part_by_part(
         code, out, err = verify(source / image, dest)
         assert code == 0, [*out, err]
         assert out[-1].startswith("verified 1 image(s)")
+
+
+def test_an_unfinished_image_is_reported(source: Path, tmp_path: Path) -> None:
+    copy = tmp_path / "src" / NAME / f"{NAME}.n5"
+    shutil.copytree(source, copy)
+    block = copy / "em/fibsem-uint16/s0/1/1/1"
+    block.write_bytes(block.read_bytes()[:40])  # a truncated block: its unit cannot be copied
+    dest = tmp_path / "out.zarr"
+    assert run_cli("convert", str(copy), str(dest), "--unit-mib", "0.01").exit_code == 1
+    code, out, _err = verify(copy, dest)
+    assert code == 1
+    found = mismatches(out)
+    assert f"{dest}/em/fibsem-uint16: migration is not complete" in found
+    assert f"{dest}/em/fibsem-uint16/.zattrs: missing (the plan writes it)" in found
 
 
 # --------------------------------------------------------------------------------------

@@ -71,31 +71,34 @@ class VerifyResult:
     voxels_compared: int = 0
     bytes_compared: int = 0
     sample: float = 1.0
+    grid: str = "chunks"
+    """What ``sample`` picks from: ``chunks``, or ``shards`` for sharded output."""
     problems: list[str] = field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
         return vars(self)
 
     def summary(self) -> str:
-        """One line: exactly what was proven (or how many problems stand in the way)."""
+        """One line: exactly what was proven, or how many problems stand in the way and
+        what was checked."""
+        megabytes = f"{self.bytes_compared / 1e6:.1f} MB"
         if self.sample < 1.0:
             voxels = (
-                f"{self.units_checked} of {self.units_total} chunks sampled "
-                f"({self.voxels_compared:,} voxels, {self.bytes_compared / 1e6:.1f} MB, equal)"
+                f"{self.units_checked} of {self.units_total} {self.grid} sampled "
+                f"({self.voxels_compared:,} voxels, {megabytes}"
             )
         else:
-            voxels = (
-                f"all {self.voxels_compared:,} voxels compared "
-                f"({self.bytes_compared / 1e6:.1f} MB, equal)"
-            )
-        what = (
-            f"{self.images} image(s), {self.levels} level(s), {voxels}, "
-            f"{self.metadata_files} metadata file(s) equal to the plan"
-        )
+            every = "" if self.problems else "all "
+            voxels = f"{every}{self.voxels_compared:,} voxels compared ({megabytes}"
+        counts = f"{self.images} image(s), {self.levels} level(s)"
         if not self.problems:
-            return f"verified {what}: OK"
+            return (
+                f"verified {counts}, {voxels}, equal), {self.metadata_files} metadata file(s) "
+                "equal to the plan: OK"
+            )
         return (
-            f"NOT verified: {len(self.problems)} problem(s); checked {what.replace(', equal', '')}"
+            f"NOT verified: {len(self.problems)} problem(s); checked {counts}, {voxels}), "
+            f"{self.metadata_files} metadata file(s)"
         )
 
 
@@ -556,7 +559,8 @@ def verify(
     no migration of it."""
     progress = progress or NullProgress()
     plan, recorded = plan_again(source, inner, dest)
-    result = VerifyResult(sample=sample)
+    sharded = any(level.shard for image in plan.images for level in image.levels)
+    result = VerifyResult(sample=sample, grid="shards" if sharded else "chunks")
     result.images = len(plan.images)
     result.levels = sum(len(image.levels) for image in plan.images)
     planned = {image.dest_path for image in plan.images}
