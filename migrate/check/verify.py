@@ -280,9 +280,12 @@ def _structure(document: Any) -> Any:
     return document
 
 
-def check_metadata(plan: Plan, source: Store, dest: Store, result: VerifyResult) -> set[str]:
+def check_metadata(
+    plan: Plan, source: Store, dest: Store, result: VerifyResult
+) -> tuple[set[str], set[str]]:
     """Compare every document the plan writes with DEST's; returns the dest paths of the
-    levels whose array metadata (shape, type, chunks, codecs) is as planned."""
+    levels whose array metadata (shape, type, chunks, codecs) is as planned, and of the
+    levels missing at DEST (reported as such)."""
     expected = all_documents(plan)
     raws = dict(zip(expected, dest.map(dest.read, list(expected)), strict=True))
     compared: set[str] = set()
@@ -293,12 +296,14 @@ def check_metadata(plan: Plan, source: Store, dest: Store, result: VerifyResult)
             _compare_document(dest, key, raws[key], document, result)
 
     sound: set[str] = set()
+    missing: set[str] = set()
     for image in plan.images:
         level_docs = [array_documents(plan, image, level) for level in image.levels]
         final = image_final_documents(plan, image)
         keys = [key for docs in (final, *level_docs) for key in docs]
         if all(raws[key] is None for key in keys):
             compared.update(keys)
+            missing.update(level.dest_path for level in image.levels)
             result.problems.append(
                 f"{dest.display(image.dest_path)}: image missing (the plan migrates "
                 f"{source.display(image.source_path)} there)"
@@ -307,6 +312,7 @@ def check_metadata(plan: Plan, source: Store, dest: Store, result: VerifyResult)
         for level, docs in zip(image.levels, level_docs, strict=True):
             if all(raws[key] is None for key in docs):
                 compared.update(docs)
+                missing.add(level.dest_path)
                 result.problems.append(
                     f"{dest.display(level.dest_path)}: level missing (the plan migrates "
                     f"{source.display(level.source_path)} there)"
@@ -319,7 +325,7 @@ def check_metadata(plan: Plan, source: Store, dest: Store, result: VerifyResult)
                 sound.add(level.dest_path)
         compare({k: v for k, v in final.items() if k not in compared})
     compare({k: v for k, v in expected.items() if k not in compared})
-    return sound
+    return sound, missing
 
 
 _V2_CHUNK = re.compile(r"^[0-9]+(/[0-9]+)*$")
@@ -486,6 +492,7 @@ def compare_voxels(
     source: Store,
     dest: Store,
     sound: set[str],
+    missing: set[str],
     result: VerifyResult,
     *,
     sample: float,
@@ -493,7 +500,8 @@ def compare_voxels(
     rng: random.Random,
     progress: Progress,
 ) -> None:
-    """Compare the voxels of every level whose array metadata is as planned."""
+    """Compare the voxels of every level whose array metadata is as planned (``sound``);
+    a level that is neither sound nor ``missing`` is reported as not compared."""
     for image in plan.images:
         work = [
             (level, *boxes(level, sample, rng))
@@ -501,7 +509,7 @@ def compare_voxels(
             if level.dest_path in sound
         ]
         for level in image.levels:
-            if level.dest_path not in sound:
+            if level.dest_path not in sound and level.dest_path not in missing:
                 result.problems.append(
                     f"{level.dest_path}: voxels not compared: its array metadata is not the plan's"
                 )
@@ -568,7 +576,7 @@ def verify(
         if not r.finished and r.dest_path in planned:
             result.problems.append(f"{dest.display(r.dest_path)}: migration is not complete")
     try:
-        sound = check_metadata(plan, source, dest, result)
+        sound, missing = check_metadata(plan, source, dest, result)
         check_layout(plan, dest, recorded, result)
         for image in plan.images:
             if any(level.dest_path in sound for level in image.levels):
@@ -580,6 +588,7 @@ def verify(
             source,
             dest,
             sound,
+            missing,
             result,
             sample=sample,
             workers=workers,
