@@ -363,7 +363,8 @@ def status_command(dest: str, as_json: bool, s3: S3Options) -> None:
 @click.argument("src")
 @click.argument("dest")
 @click.option("--sample", type=click.FloatRange(0, 1, min_open=True), default=1.0,
-              help="Compare this fraction of the work units, chosen at random.")  # fmt: skip
+              help="Compare this fraction of each level's chunks (shards), chosen at "
+              "random, instead of every voxel.")  # fmt: skip
 @click.option("--seed", type=int, help="Random seed for --sample.")
 @click.option("--workers", type=click.IntRange(min=1), help="Parallel reads (default: cores).")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
@@ -431,7 +432,7 @@ def demo_command(directory: str, size: str) -> None:
     for title, command, args in (
         ("copy", convert, [str(n5)]),
         (
-            "compare every voxel, validate the metadata",
+            "prove the copy: metadata, layout, every voxel",
             verify_command,
             [str(n5), str(n5.with_suffix(".zarr"))],
         ),
