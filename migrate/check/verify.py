@@ -14,12 +14,12 @@ proves, or reports each way it fails, that
   DEST with TensorStore's zarr driver equals the N5 source read with its n5 driver;
 - each image is valid OME-NGFF for ``ome-zarr-models``, with OME-NGFF units.
 
-Boxes are reported in **C order** (z, y, x).
+The plan is made again by :mod:`migrate.check.replan`, the voxels compared by
+:mod:`migrate.check.voxels`; boxes are reported in **C order** (z, y, x).
 """
 
 from __future__ import annotations
 
-import concurrent.futures as cf
 import json
 import math
 import random
@@ -28,28 +28,15 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-import numpy as np
-
 from migrate.check.compare import differences
-from migrate.check.inventory import marked_groups
+from migrate.check.replan import Recorded, origin, plan_again
 from migrate.check.validate import validate_image, validate_labels_listing
+from migrate.check.voxels import compare_voxels
 from migrate.copy import resume
 from migrate.copy.events import NullProgress, Progress
-from migrate.copy.tsio import box_slices, open_dest_readonly, open_source, ts_error_text
-from migrate.errors import VerificationError
-from migrate.source.discover import discover
 from migrate.storage import Store, join_key
-from migrate.target.layout import (
-    PROVENANCE_KEY,
-    Documents,
-    all_documents,
-    array_documents,
-    image_final_documents,
-)
-from migrate.target.plan import DEFAULT_UNIT_BYTES, PlanOptions, build_plan, grow_unit, plan_groups
+from migrate.target.layout import Documents, all_documents, array_documents, image_final_documents
 from schemas.plan import LevelPlan, Plan
-
-Box = tuple[tuple[int, int], ...]
 
 MAX_FIELDS_PER_FILE = 8
 """Differences listed per metadata file; the rest are counted."""
@@ -100,137 +87,6 @@ class VerifyResult:
             f"NOT verified: {len(self.problems)} problem(s); checked {counts}, {voxels}), "
             f"{self.metadata_files} metadata file(s)"
         )
-
-
-# --------------------------------------------------------------------------------------
-# What DEST records: where its images came from and with which settings
-# --------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Recorded:
-    """An image cellmap-migrate wrote (or started) at DEST, and its recorded provenance."""
-
-    dest_path: str
-    metadata_key: str
-    provenance: dict[str, Any]
-    finished: bool
-
-
-def _recorded_images(dest: Store) -> list[Recorded]:
-    found = [
-        Recorded(
-            path,
-            join_key(path, ".zattrs" if version == "0.4" else "zarr.json"),
-            dict(attrs[PROVENANCE_KEY]),
-            True,
-        )
-        for batch in marked_groups(dest)
-        for path, version, attrs in batch
-    ]
-    for record in resume.started_images(dest):
-        image = record.get("image") or {}
-        attributes = image.get("attributes") or {}
-        found.append(
-            Recorded(
-                str(image.get("dest_path", "")),
-                resume.image_state_key(str(image.get("dest_path", "")), "plan.json"),
-                dict(attributes.get(PROVENANCE_KEY) or {}),
-                False,
-            )
-        )
-    return found
-
-
-def _origin(provenance: dict[str, Any]) -> str:
-    """The recorded source location of an image, for messages."""
-    return "/".join(
-        part.strip("/") if i else part.rstrip("/")
-        for i, part in enumerate((str(provenance.get("source")), str(provenance.get("path"))))
-        if part
-    )
-
-
-def _within(path: str, inner: str) -> bool:
-    return not inner or path == inner or path.startswith(inner + "/")
-
-
-def recorded_options(
-    source: Store, inner: str, dest: Store, recorded: Sequence[Recorded]
-) -> PlanOptions:
-    """The options recorded by the images at DEST (``recorded``) that were migrated from
-    SRC (its ``inner`` part), where SRC is the source they record, at the same location
-    (the location is part of what they record, so a moved source plans differently).
-
-    Raises VerificationError when DEST holds no such image, when they were migrated with
-    different settings, or when the settings are not recorded."""
-    if not recorded:
-        raise VerificationError(
-            f"{dest.display()}: no cellmap-migrate output found (nothing to verify)"
-        )
-    ours = [
-        r
-        for r in recorded
-        if str(r.provenance.get("source")) == source.url
-        and _within(str(r.provenance.get("path", "")), inner)
-    ]
-    if not ours:
-        origins = sorted(
-            {_origin(r.provenance) if inner else str(r.provenance.get("source")) for r in recorded}
-        )
-        shown = ", ".join(origins[:3]) + (
-            f" and {len(origins) - 3} more" if len(origins) > 3 else ""
-        )
-        raise VerificationError(
-            f"{source.display(inner)} is not the source of {dest.display()}: "
-            f"its images were migrated from {shown}"
-        )
-    for r in ours:
-        if not isinstance(r.provenance.get("settings"), dict):
-            raise VerificationError(
-                f"{dest.display(r.metadata_key)}: {PROVENANCE_KEY}.settings: missing (written by "
-                "a cellmap-migrate that did not record its settings): verify cannot plan the "
-                "same migration again; convert it again with --overwrite"
-            )
-    variants: dict[str, Recorded] = {}
-    for r in ours:
-        variants.setdefault(json.dumps(r.provenance["settings"], sort_keys=True), r)
-    if len(variants) > 1:
-        settings = [r.provenance["settings"] for r in variants.values()]
-        differ = [k for k in settings[0] if any(s.get(k) != settings[0][k] for s in settings)]
-        shown = "; ".join(
-            f"{r.dest_path}: "
-            + ", ".join(f"{k} {r.provenance['settings'].get(k)!r}" for k in differ)
-            for r in variants.values()
-        )
-        raise VerificationError(
-            f"{dest.display()}: its images of {source.display(inner)} were migrated with "
-            f"different settings ({shown}); verify each part with its own SRC"
-        )
-    first = ours[0]
-    return PlanOptions.from_recorded(first.provenance["settings"], dest.display(first.metadata_key))
-
-
-def plan_again(source: Store, inner: str, dest: Store) -> tuple[Plan, list[Recorded]]:
-    """The plan of the migration DEST records, made again from SRC's own metadata (and the
-    label images DEST's ``labels`` groups list, as ``convert`` merges them); with every
-    image cellmap-migrate finished or started at DEST."""
-    discovery = discover(source, inner)
-    recorded = _recorded_images(dest)
-    options = recorded_options(source, inner, dest, recorded)
-    plan = build_plan(discovery, source.url, inner, dest.url, options)
-    existing: dict[str, tuple[str, ...]] = {}
-    for group in plan.groups:
-        if group.attributes:
-            attrs: Any = resume.group_attributes(dest, group.path) or {}
-            labels = attrs.get("labels") or attrs.get("ome", {}).get("labels") or []
-            if isinstance(labels, list) and labels:
-                existing[group.path] = tuple(str(name) for name in labels)
-    if existing:
-        plan = plan.model_copy(
-            update={"groups": plan_groups(plan.images, plan.ngff_version, existing)}
-        )
-    return plan, recorded
 
 
 # --------------------------------------------------------------------------------------
@@ -413,7 +269,7 @@ def check_layout(
 
 def _describe(dest: Store, path: str, marked: dict[str, Recorded]) -> str:
     if path in marked:
-        return f"an image (migrated from {_origin(marked[path].provenance)})"
+        return f"an image (migrated from {origin(marked[path].provenance)})"
     if dest.read(join_key(path, ".zarray")) is not None:
         return "a Zarr array"
     v3 = resume.read_json(dest, join_key(path, "zarr.json"))
@@ -423,126 +279,6 @@ def _describe(dest: Store, path: str, marked: dict[str, Recorded]) -> str:
         attrs = resume.read_json(dest, join_key(path, ".zattrs")) or {}
         return "a Zarr image group" if "multiscales" in attrs else "a Zarr group"
     return "a folder (not Zarr)"
-
-
-# --------------------------------------------------------------------------------------
-# Voxels
-# --------------------------------------------------------------------------------------
-
-
-def _box(index: int, unit: tuple[int, ...], shape: tuple[int, ...]) -> Box:
-    """Box number ``index`` (C-order linear index) of the grid of ``unit`` boxes over ``shape``."""
-    counts = [-(-n // u) for n, u in zip(shape, unit, strict=True)]
-    position = np.unravel_index(index, counts)
-    return tuple(
-        (int(p) * u, min((int(p) + 1) * u, n))
-        for p, u, n in zip(position, unit, shape, strict=True)
-    )
-
-
-def boxes(level: LevelPlan, sample: float, rng: random.Random) -> tuple[list[Box], int]:
-    """What to compare, C order, and of how many: the whole level in write-aligned boxes of
-    about DEFAULT_UNIT_BYTES, or a random ``sample`` fraction of its chunks (or shards)."""
-    itemsize = np.dtype(level.dtype).itemsize
-    grid = level.shard or level.chunks
-    unit = grid
-    if sample >= 1.0:
-        unit = grow_unit(grid, level.shape, itemsize, DEFAULT_UNIT_BYTES)
-    count = math.prod(-(-n // u) for n, u in zip(level.shape, unit, strict=True))
-    indices: Sequence[int] = range(count)
-    if sample < 1.0:
-        indices = sorted(rng.sample(range(count), max(1, round(sample * count))))
-    return [_box(index, unit, level.shape) for index in indices], count
-
-
-def _compare(source: Any, dest: Any, box: Box) -> tuple[int, int, str | None]:
-    region = box_slices(box)
-    a = source[region].read().result()
-    b = dest[region].read().result()
-    if np.array_equal(a, b):
-        return int(a.size), int(a.nbytes), None
-    diff = np.argwhere(a != b)
-    lo = diff.min(axis=0) + [start for start, _ in box]
-    hi = diff.max(axis=0) + [start for start, _ in box] + 1
-    where = ", ".join(f"{int(s)}:{int(e)}" for s, e in zip(lo, hi, strict=True))
-    return (
-        int(a.size),
-        int(a.nbytes),
-        f"{len(diff)} voxel(s) differ in box [{where}] (z, y, x order)",
-    )
-
-
-def _open_pair(
-    plan: Plan, source: Store, dest: Store, level: LevelPlan, workers: int
-) -> tuple[Any, Any] | str:
-    try:
-        src = open_source(source, level, workers)
-        dst = open_dest_readonly(dest, level.dest_path, plan.ngff_version, workers)
-    except Exception as exc:
-        return f"cannot open: {ts_error_text(exc)}"
-    if tuple(src.shape) != tuple(dst.shape) or src.dtype != dst.dtype:
-        return (
-            f"shape/dtype {tuple(dst.shape)} {dst.dtype} != source {tuple(src.shape)} {src.dtype}"
-        )
-    return src, dst
-
-
-def compare_voxels(
-    plan: Plan,
-    source: Store,
-    dest: Store,
-    sound: set[str],
-    missing: set[str],
-    result: VerifyResult,
-    *,
-    sample: float,
-    workers: int,
-    rng: random.Random,
-    progress: Progress,
-) -> None:
-    """Compare the voxels of every level whose array metadata is as planned (``sound``);
-    a level that is neither sound nor ``missing`` is reported as not compared."""
-    for image in plan.images:
-        work = [
-            (level, *boxes(level, sample, rng))
-            for level in image.levels
-            if level.dest_path in sound
-        ]
-        for level in image.levels:
-            if level.dest_path not in sound and level.dest_path not in missing:
-                result.problems.append(
-                    f"{level.dest_path}: voxels not compared: its array metadata is not the plan's"
-                )
-        if not work:
-            continue
-        total_bytes = sum(
-            math.prod(stop - start for start, stop in box) * np.dtype(level.dtype).itemsize
-            for level, level_boxes, _ in work
-            for box in level_boxes
-        )
-        progress.start(image.dest_path, sum(len(b) for _, b, _ in work), total_bytes, 0, 0)
-        for level, level_boxes, count in work:
-            result.units_total += count
-            pair = _open_pair(plan, source, dest, level, workers)
-            if isinstance(pair, str):
-                result.problems.append(f"{level.dest_path}: {pair}")
-                progress.advance(image.dest_path, len(level_boxes), 0)
-                continue
-            src, dst = pair
-            with cf.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="verify") as pool:
-                futures = {pool.submit(_compare, src, dst, box): box for box in level_boxes}
-                for future in cf.as_completed(futures):
-                    try:
-                        voxels, nbytes, problem = future.result()
-                    except Exception as exc:
-                        box = list(futures[future])
-                        voxels, nbytes, problem = 0, 0, f"box {box}: {ts_error_text(exc)}"
-                    result.units_checked += 1
-                    result.voxels_compared += voxels
-                    result.bytes_compared += nbytes
-                    progress.advance(image.dest_path, 1, nbytes)
-                    if problem:
-                        result.problems.append(f"{level.dest_path}: {problem}")
 
 
 # --------------------------------------------------------------------------------------
@@ -583,18 +319,22 @@ def verify(
                 result.problems.extend(validate_image(dest, image, plan.ngff_version))
                 if image.kind == "label":
                     result.problems.extend(validate_labels_listing(dest, image, plan.ngff_version))
-        compare_voxels(
+        tally = compare_voxels(
             plan,
             source,
             dest,
             sound,
             missing,
-            result,
             sample=sample,
             workers=workers,
             rng=random.Random(seed),
             progress=progress,
         )
+        result.units_checked = tally.units_checked
+        result.units_total = tally.units_total
+        result.voxels_compared = tally.voxels_compared
+        result.bytes_compared = tally.bytes_compared
+        result.problems.extend(tally.problems)
     finally:
         progress.close()
     return result
