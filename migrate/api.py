@@ -86,3 +86,14 @@ def prepare(
         groups = plan_groups(plan.images, plan.ngff_version, existing)
         plan = plan.model_copy(update={"groups": groups})
     return Prepared(plan, source, dest_store)
+
+
+def open_for_verify(src: str, dest: str, s3: S3Options | None = None) -> tuple[Store, str, Store]:
+    """(the N5 root of SRC, SRC's path inside it, DEST), both opened read-only, with paths
+    normalized as ``prepare`` normalizes them (so they compare with what DEST records)."""
+    n5_root, inner = split_n5_url(_normalize(src))
+    return (
+        open_store(n5_root, read_only=True, s3=s3),
+        inner,
+        open_store(_normalize(dest), read_only=True, s3=s3),
+    )

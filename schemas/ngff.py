@@ -173,6 +173,9 @@ class Provenance(TargetModel):
     path: str
     """The group or array inside the source N5 root."""
     source_attributes: dict[str, Any]
+    settings: dict[str, Any] | None = None
+    """On an image group: the options it was planned with (``PlanOptions.recorded``), so
+    that ``verify`` can plan the same migration again from the source."""
     fingerprint: str | None = None
 
 

@@ -116,12 +116,12 @@ def _finished(store: Store, path: str, version: str, attrs: dict[str, Any]) -> F
     )
 
 
-def finished_images(store: Store) -> Iterator[FinishedImage]:
-    """Every image at DEST that carries cellmap-migrate's completion mark, breadth first.
+def marked_groups(store: Store) -> Iterator[list[tuple[str, str, dict[str, Any]]]]:
+    """(path, zarr version, attributes) of every group at DEST that carries cellmap-migrate's
+    completion mark, one batch per depth, breadth first; never descends into them.
 
     Walks groups only: never lists inside an array, so it costs a few requests per group;
-    the groups of one depth, and then their finished images, are read together
-    (:meth:`~migrate.storage.Store.map`).
+    the groups of one depth are read together (:meth:`~migrate.storage.Store.map`).
     """
     frontier = [""]
     while frontier:
@@ -140,7 +140,8 @@ def finished_images(store: Store) -> Iterator[FinishedImage]:
                     finished.append((path, version, attrs))
                     continue
             groups.append(path)
-        yield from store.map(lambda image: _finished(store, *image), finished)
+        if finished:
+            yield finished
         listings = store.map(lambda path: store.list_dir(path)[0], groups)
         frontier = [
             join_key(path, name)
@@ -148,6 +149,13 @@ def finished_images(store: Store) -> Iterator[FinishedImage]:
             for name in names
             if not name.startswith(".")
         ]
+
+
+def finished_images(store: Store) -> Iterator[FinishedImage]:
+    """Every image at DEST that carries cellmap-migrate's completion mark, breadth first
+    (the finished images of one depth are read together)."""
+    for batch in marked_groups(store):
+        yield from store.map(lambda image: _finished(store, *image), batch)
 
 
 def started_images(store: Store) -> list[StartedImage]:

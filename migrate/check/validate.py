@@ -14,13 +14,13 @@ import zarr
 import zarr.storage
 from zarr.core.buffer import default_buffer_prototype
 
-from migrate.check.inventory import FinishedImage
 from migrate.storage import Store, join_key
 from migrate.target.layout import METADATA_NAMES
 from schemas.ngff import SPACE_UNITS, TIME_UNITS
+from schemas.plan import ImagePlan, NgffVersion
 
 
-def _memory_copy(dest: Store, image: FinishedImage) -> zarr.storage.MemoryStore:
+def _memory_copy(dest: Store, image: ImagePlan) -> zarr.storage.MemoryStore:
     """Copy the image's metadata documents (not its chunks) into a fresh MemoryStore."""
     store = zarr.storage.MemoryStore()
     keys = [join_key(image.dest_path, name) for name in METADATA_NAMES]
@@ -38,13 +38,13 @@ def _memory_copy(dest: Store, image: FinishedImage) -> zarr.storage.MemoryStore:
     return store
 
 
-def validate_image(dest: Store, image: FinishedImage) -> list[str]:
-    """Problems with one written image's metadata ([] when it is valid)."""
+def validate_image(dest: Store, image: ImagePlan, ngff_version: NgffVersion) -> list[str]:
+    """Problems with one written image's metadata ([] when it is valid): the image group
+    and the level arrays the plan writes, as they are at DEST."""
     import ome_zarr_models.v04 as v04
     import ome_zarr_models.v05 as v05
 
     problems: list[str] = []
-    ngff_version = image.ngff_version
     store = _memory_copy(dest, image)
     where = dest.display(image.dest_path)
     try:
@@ -79,9 +79,8 @@ def validate_image(dest: Store, image: FinishedImage) -> list[str]:
     return problems
 
 
-def validate_labels_listing(dest: Store, image: FinishedImage) -> list[str]:
+def validate_labels_listing(dest: Store, image: ImagePlan, ngff_version: NgffVersion) -> list[str]:
     """A label image must be listed by its parent ``labels`` group."""
-    ngff_version = image.ngff_version
     parent, _, name = image.dest_path.rpartition("/")
     key = join_key(parent, ".zattrs" if ngff_version == "0.4" else "zarr.json")
     raw = dest.read(key)

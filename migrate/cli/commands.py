@@ -388,7 +388,8 @@ def status_command(dest: str, as_json: bool, s3: S3Options) -> None:
 @click.argument("src")
 @click.argument("dest")
 @click.option("--sample", type=click.FloatRange(0, 1, min_open=True), default=1.0,
-              help="Compare this fraction of the work units, chosen at random.")  # fmt: skip
+              help="Compare this fraction of each level's chunks (shards), chosen at "
+              "random, instead of every voxel.")  # fmt: skip
 @click.option("--seed", type=int, help="Random seed for --sample.")
 @click.option("--workers", type=click.IntRange(min=1), help="Parallel reads (default: cores).")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
@@ -405,37 +406,38 @@ def verify_command(
     report: str | None,
     s3: S3Options,
 ) -> None:
-    """Compare DEST with SRC voxel for voxel and validate its OME-NGFF metadata."""
+    """Prove that DEST is the migration of SRC: plan it again from SRC's metadata with the
+    settings DEST records, then compare every metadata file with the plan's, check that every
+    image and level is there and complete and nothing else is, compare every voxel (or a
+    --sample of the chunks), and validate the OME-NGFF metadata."""
     if report:
         from migrate.report import require_extra
 
         require_extra()
+    from migrate.api import open_for_verify
     from migrate.check.verify import verify
-    from migrate.source.discover import split_n5_url
-    from migrate.storage import open_store
+    from migrate.cli.progress import make_progress
 
-    n5_root, _inner = split_n5_url(src.removeprefix("file://"))
-    stores = open_store(n5_root, read_only=True, s3=s3), open_store(dest, read_only=True, s3=s3)
+    source, inner, dest_store = open_for_verify(src, dest, s3)
     result = verify(
-        *stores,
+        source,
+        dest_store,
+        inner=inner,
         sample=sample,
         workers=workers or default_workers(),
         seed=seed,
+        progress=make_progress(as_json=as_json),
     )
     if as_json:
         click.echo(json.dumps(result.to_json(), indent=2))
     else:
         for problem in result.problems:
             click.echo(f"MISMATCH {problem}")
-        click.echo(
-            f"verified {result.images} image(s), {result.units_checked} unit(s), "
-            f"{result.bytes_compared / 1e6:.1f} MB of voxels: "
-            + ("OK" if not result.problems else f"{len(result.problems)} problem(s)")
-        )
+        click.echo(result.summary())
     if report:
         from migrate.report.write import write_verify_report
 
-        path = write_verify_report(report, *stores, result, sample=sample)
+        path = write_verify_report(report, source, dest_store, result, sample=sample)
         click.echo(f"report: {path}", err=True)
     if result.problems:
         raise MigrationError(f"verification failed: {result.problems[0]}")
@@ -466,7 +468,7 @@ def demo_command(directory: str, size: str) -> None:
     for title, command, args in (
         ("copy", convert, [str(n5)]),
         (
-            "compare every voxel, validate the metadata",
+            "prove the copy: metadata, layout, every voxel",
             verify_command,
             [str(n5), str(n5.with_suffix(".zarr"))],
         ),

@@ -19,6 +19,7 @@ from migrate.source.mapping import MappedImage, MappingOptions, SourceImage, map
 from migrate.source.parse import parse_attrs
 from migrate.storage import join_key
 from migrate.target.codecs import CodecChoice, choose_codec
+from migrate.target.layout import PROVENANCE_KEY
 from schemas.n5 import ITEMSIZE, N5ArrayAttributes
 from schemas.ngff import (
     AttrsV05,
@@ -65,6 +66,46 @@ class PlanOptions:
             "allow_unknown_units": self.allow_unknown_units,
             "label_patterns": list(self.label_patterns),
         }
+
+    def recorded(self) -> dict[str, Any]:
+        """What an image's provenance records: every setting that changes its output bytes
+        (:meth:`settings` and the work-unit size, which the fingerprint covers)."""
+        return {**self.settings(), "unit_bytes": self.unit_bytes}
+
+    @classmethod
+    def from_recorded(cls, recorded: Mapping[str, Any], where: str) -> PlanOptions:
+        """The options of a :meth:`recorded` value read back from DEST; ``where`` names the
+        file in errors."""
+        expected = set(cls().recorded())
+        if not isinstance(recorded, Mapping) or set(recorded) != expected:
+            got = sorted(recorded) if isinstance(recorded, Mapping) else recorded
+            raise MetadataError(
+                where,
+                f"{PROVENANCE_KEY}.settings",
+                f"expected the keys {sorted(expected)}, got {got}",
+            )
+        try:
+            options = cls(
+                ngff_version=recorded["ngff_version"],
+                codec=recorded["codec"],
+                chunks=tuple(recorded["chunks"]) if recorded["chunks"] else None,
+                shard=tuple(recorded["shard"]) if recorded["shard"] else None,
+                prefix=str(recorded["prefix"]),
+                downsampling=recorded["downsampling"],
+                trust=recorded["trust"],
+                allow_unknown_units=bool(recorded["allow_unknown_units"]),
+                label_patterns=tuple(recorded["label_patterns"]),
+                unit_bytes=int(recorded["unit_bytes"]),
+            )
+        except (TypeError, ValueError) as exc:
+            raise MetadataError(where, f"{PROVENANCE_KEY}.settings", str(exc)) from exc
+        if options.recorded() != dict(recorded):
+            raise MetadataError(
+                where,
+                f"{PROVENANCE_KEY}.settings",
+                f"not settings cellmap-migrate writes: {dict(recorded)}",
+            )
+        return options
 
 
 def is_label_image(path: str, dtype: str, patterns: Sequence[str]) -> bool:
@@ -123,9 +164,18 @@ def _output_grid(
     return chunks, shard
 
 
-def _provenance(source_root: str, path: str, attrs: Mapping[str, Any]) -> Provenance:
+def _provenance(
+    source_root: str,
+    path: str,
+    attrs: Mapping[str, Any],
+    settings: dict[str, Any] | None = None,
+) -> Provenance:
     return Provenance(
-        version=__version__, source=source_root, path=path, source_attributes=dict(attrs)
+        version=__version__,
+        source=source_root,
+        path=path,
+        source_attributes=dict(attrs),
+        settings=settings,
     )
 
 
@@ -209,7 +259,7 @@ def plan_image(image: SourceImage, source_url: str, options: PlanOptions) -> Ima
             mapped,
             kind,
             dest_path,
-            _provenance(source_url, image.path, image.group_attrs),
+            _provenance(source_url, image.path, image.group_attrs, options.recorded()),
             options.ngff_version,
         ),
         sources=dict(mapped.sources),

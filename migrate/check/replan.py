@@ -1,0 +1,151 @@
+"""What DEST records about its migration, and the plan of that migration made again.
+
+Each image cellmap-migrate writes keeps, in the ``cellmap-migrate`` provenance of its group
+metadata, the source it came from (the N5 root and the path inside it) and the options it
+was planned with. From those and SRC's own metadata, :func:`plan_again` builds the plan
+``convert`` would follow: what ``verify`` compares DEST with.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from migrate.check.inventory import marked_groups
+from migrate.copy import resume
+from migrate.errors import VerificationError
+from migrate.source.discover import discover
+from migrate.storage import Store, join_key
+from migrate.target.layout import PROVENANCE_KEY
+from migrate.target.plan import PlanOptions, build_plan, plan_groups
+from schemas.plan import Plan
+
+
+@dataclass(frozen=True)
+class Recorded:
+    """An image cellmap-migrate wrote (or started) at DEST, and its recorded provenance."""
+
+    dest_path: str
+    metadata_key: str
+    provenance: dict[str, Any]
+    finished: bool
+
+
+def recorded_images(dest: Store) -> list[Recorded]:
+    """Every image cellmap-migrate finished (by its completion mark) or started (by its
+    resume record) at DEST."""
+    found = [
+        Recorded(
+            path,
+            join_key(path, ".zattrs" if version == "0.4" else "zarr.json"),
+            dict(attrs[PROVENANCE_KEY]),
+            True,
+        )
+        for batch in marked_groups(dest)
+        for path, version, attrs in batch
+    ]
+    for record in resume.started_images(dest):
+        image = record.get("image") or {}
+        attributes = image.get("attributes") or {}
+        found.append(
+            Recorded(
+                str(image.get("dest_path", "")),
+                resume.image_state_key(str(image.get("dest_path", "")), "plan.json"),
+                dict(attributes.get(PROVENANCE_KEY) or {}),
+                False,
+            )
+        )
+    return found
+
+
+def origin(provenance: dict[str, Any]) -> str:
+    """The recorded source location of an image, for messages."""
+    return "/".join(
+        part.strip("/") if i else part.rstrip("/")
+        for i, part in enumerate((str(provenance.get("source")), str(provenance.get("path"))))
+        if part
+    )
+
+
+def _within(path: str, inner: str) -> bool:
+    return not inner or path == inner or path.startswith(inner + "/")
+
+
+def recorded_options(
+    source: Store, inner: str, dest: Store, recorded: Sequence[Recorded]
+) -> PlanOptions:
+    """The options recorded by the images at DEST (``recorded``) that were migrated from
+    SRC (its ``inner`` part), where SRC is the source they record, at the same location
+    (the location is part of what they record, so a moved source plans differently).
+
+    Raises VerificationError when DEST holds no such image, when they were migrated with
+    different settings, or when the settings are not recorded."""
+    if not recorded:
+        raise VerificationError(
+            f"{dest.display()}: no cellmap-migrate output found (nothing to verify)"
+        )
+    ours = [
+        r
+        for r in recorded
+        if str(r.provenance.get("source")) == source.url
+        and _within(str(r.provenance.get("path", "")), inner)
+    ]
+    if not ours:
+        origins = sorted(
+            {origin(r.provenance) if inner else str(r.provenance.get("source")) for r in recorded}
+        )
+        shown = ", ".join(origins[:3]) + (
+            f" and {len(origins) - 3} more" if len(origins) > 3 else ""
+        )
+        raise VerificationError(
+            f"{source.display(inner)} is not the source of {dest.display()}: "
+            f"its images were migrated from {shown}"
+        )
+    for r in ours:
+        if not isinstance(r.provenance.get("settings"), dict):
+            raise VerificationError(
+                f"{dest.display(r.metadata_key)}: {PROVENANCE_KEY}.settings: missing (written by "
+                "a cellmap-migrate that did not record its settings): verify cannot plan the "
+                "same migration again; convert it again with --overwrite"
+            )
+    variants: dict[str, Recorded] = {}
+    for r in ours:
+        variants.setdefault(json.dumps(r.provenance["settings"], sort_keys=True), r)
+    if len(variants) > 1:
+        settings = [r.provenance["settings"] for r in variants.values()]
+        differ = [k for k in settings[0] if any(s.get(k) != settings[0][k] for s in settings)]
+        shown = "; ".join(
+            f"{r.dest_path}: "
+            + ", ".join(f"{k} {r.provenance['settings'].get(k)!r}" for k in differ)
+            for r in variants.values()
+        )
+        raise VerificationError(
+            f"{dest.display()}: its images of {source.display(inner)} were migrated with "
+            f"different settings ({shown}); verify each part with its own SRC"
+        )
+    first = ours[0]
+    return PlanOptions.from_recorded(first.provenance["settings"], dest.display(first.metadata_key))
+
+
+def plan_again(source: Store, inner: str, dest: Store) -> tuple[Plan, list[Recorded]]:
+    """The plan of the migration DEST records, made again from SRC's own metadata (and the
+    label images DEST's ``labels`` groups list, as ``convert`` merges them); with every
+    image cellmap-migrate finished or started at DEST."""
+    discovery = discover(source, inner)
+    recorded = recorded_images(dest)
+    options = recorded_options(source, inner, dest, recorded)
+    plan = build_plan(discovery, source.url, inner, dest.url, options)
+    existing: dict[str, tuple[str, ...]] = {}
+    for group in plan.groups:
+        if group.attributes:
+            attrs: Any = resume.group_attributes(dest, group.path) or {}
+            labels = attrs.get("labels") or attrs.get("ome", {}).get("labels") or []
+            if isinstance(labels, list) and labels:
+                existing[group.path] = tuple(str(name) for name in labels)
+    if existing:
+        plan = plan.model_copy(
+            update={"groups": plan_groups(plan.images, plan.ngff_version, existing)}
+        )
+    return plan, recorded
