@@ -22,9 +22,12 @@ RANKS = {
     "migrate.target": 3,
     "migrate.copy": 4,
     "migrate.check": 5,
-    "migrate.api": 6,
-    "migrate.cli": 7,
-    "migrate.__main__": 8,
+    "migrate.report": 6,
+    "migrate.view": 6,
+    "migrate.api": 7,
+    "migrate.bulk": 8,
+    "migrate.cli": 9,
+    "migrate.__main__": 10,
 }
 """Rooms from the bottom up, as the data flows: a module may import its own room and rooms
 of a lower rank only."""

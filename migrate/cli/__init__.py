@@ -6,6 +6,7 @@ reports; ``report`` words a run's result. It may import every room below it; not
 it.
 """
 
+from migrate.cli import view as view  # registers `view` on the group
 from migrate.cli.commands import cli, main
 
 __all__ = ["cli", "main"]

@@ -282,6 +282,9 @@ def convert(
             f"{len(result.failures)} work unit(s) failed (first: {result.failures[0]}); "
             "fix the source and run the same command again to finish"
         )
+    from migrate.view.scan import convert_hint
+
+    click.echo(convert_hint(prepared.dest), err=True)
 
 
 def _cluster_settings(values: dict[str, Any], workers: int | None) -> Any:
