@@ -11,6 +11,7 @@ from __future__ import annotations
 import http.client
 import importlib.util
 import json
+import os
 import shutil
 import signal
 import subprocess
@@ -311,15 +312,20 @@ def test_server_head_preflight_and_missing_keys(served: tuple[str, Path, list[st
     assert any(line.startswith("HEAD ") for line in log)
 
 
-def test_view_serves_a_local_output_until_interrupted(out04: Path) -> None:
-    """``view PATH`` (a real process): prints the link, serves the tree the link reads on
+def test_view_serves_a_local_output_until_interrupted(out04: Path, tmp_path: Path) -> None:
+    """``view PATH --open`` (a real process): prints the link, hands it to the browser
+    ($BROWSER, here a script that writes it down), serves the tree the link reads on
     127.0.0.1, and stops cleanly on Ctrl-C."""
+    opened = tmp_path / "opened.txt"
+    browser = tmp_path / "browser.py"
+    browser.write_text(f"import sys; open({str(opened)!r}, 'w').write(sys.argv[1])\n")
     process = subprocess.Popen(
-        [sys.executable, "-m", "migrate", "view", str(out04), "--port", "0"],
+        [sys.executable, "-m", "migrate", "view", str(out04), "--port", "0", "--open"],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
         cwd=REPO,
+        env={**os.environ, "BROWSER": f"{sys.executable} {browser} %s"},
     )
     try:
         assert process.stdout is not None
@@ -341,6 +347,20 @@ def test_view_serves_a_local_output_until_interrupted(out04: Path) -> None:
     assert process.returncode == 0, err
     assert "serving" in err
     assert "stopped serving" in err
+    assert opened.read_text() == link
+
+
+def test_from_state_reads_links_and_files(tmp_path: Path) -> None:
+    from migrate.cli.view import read_old_state
+
+    encoded = "https://neuroglancer-demo.appspot.com/#!%7B%22layers%22%3A%5B%5D%7D"
+    assert read_old_state(encoded) == {"layers": []}
+    assert read_old_state('http://x/#!{"layers":[1]}') == {"layers": [1]}
+    file = tmp_path / "link.txt"
+    file.write_text(encoded + "\n")
+    assert read_old_state(str(file)) == {"layers": []}
+    file.write_text('{"position": [1, 2, 3]}')
+    assert read_old_state(str(file)) == {"position": [1, 2, 3]}
 
 
 def test_convert_says_how_to_view_a_local_output(n5: Path, tmp_path: Path) -> None:
