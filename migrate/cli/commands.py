@@ -284,7 +284,8 @@ def convert(
         )
     from migrate.view.scan import convert_hint
 
-    click.echo(convert_hint(prepared.dest), err=True)
+    hint = convert_hint(prepared.dest)  # --json: stderr carries JSON lines only
+    click.echo(json.dumps({"event": "view", "message": hint}) if as_json else hint, err=True)
 
 
 def _cluster_settings(values: dict[str, Any], workers: int | None) -> Any:

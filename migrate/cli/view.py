@@ -81,9 +81,17 @@ def view_command(
     layers, in one coordinate space. For s3:// outputs the link reads the bucket's HTTPS
     URLs; a local output is served on 127.0.0.1 (with CORS) until Ctrl-C.
     """
+    from migrate.check.inventory import started_images
     from migrate.view.scan import output_images
 
     store = open_store(path, read_only=True, s3=s3)
+    unfinished = [started.image.dest_path for started in started_images(store)]
+    if unfinished:
+        click.echo(
+            f"not shown, still being migrated: {', '.join(unfinished)} "
+            "(run the same convert again to finish)",
+            err=True,
+        )
     if not isinstance(store, LocalStore):
         version, images = output_images(store)
         link = state_link(_state(version, images, from_state), neuroglancer_url)
