@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import http.client
 import importlib.util
+import io
 import json
 import os
 import shutil
@@ -889,3 +890,74 @@ def test_real_neuroglancer_refuses_bz2(out04: Path, tmp_path: Path) -> None:
     _, log, _ = load_in_neuroglancer(copy, tmp_path, others_read)
     assert chunk_requests(log, "em/fibsem-uint16")  # the others load…
     assert not chunk_requests(log, "lm/b2")  # …this one does not
+
+
+@pytest.mark.parametrize(
+    ("offset", "version"), [((0.0, 0.0, 0.0), "0.4"), ((100.0, 48.0, 40.0), "0.5")]
+)
+def test_real_neuroglancer_shows_the_same_voxels_after_from_state(
+    tmp_path: Path, offset: tuple[float, float, float], version: str
+) -> None:
+    """The proof of the ``--from-state`` arithmetic in the real client: an old state of the
+    N5 (read by Neuroglancer's own n5 source from our server) and the converted state of
+    the Zarr render the same pixels at 20 screen pixels per voxel; the old position on the
+    Zarr (layers re-pointed, nothing moved) does not. Noise content: every voxel differs."""
+    neuroglancer, chromium = _neuroglancer_and_chromium()
+    image_module = pytest.importorskip("PIL.Image")
+    root = tmp_path / "data"
+    spec = ImageSpec(
+        path="em/noise", shape=(20, 24, 28), dtype="uint8", block_size=(8, 8, 8), levels=2,
+        voxel_size=(5.24, 4.0, 4.0), offset=offset, compression={"type": "gzip", "level": 1},
+        content="noise", seed=9,
+    )  # fmt: skip
+    n5_root = write_dataset(root, "jrc_shot-1", [spec])
+    converted = run_cli("convert", str(n5_root), str(root / "out.zarr"), "--ngff-version", version)
+    assert converted.exit_code == 0, converted.stderr
+    server = make_server(str(root), 0, [])
+    serve_in_background(server)
+    found, images = output_images(
+        open_store(str(root / "out.zarr"), read_only=True), server.base_url + "/out.zarr"
+    )
+    shader = "#uicontrol invlerp normalized(range=[0, 255])\nvoid main() {\n  emitGrayscale(normalized());\n}\n"  # noqa: E501
+    old = {
+        "dimensions": {"x": [4e-9, "m"], "y": [4e-9, "m"], "z": [5.24e-9, "m"]},
+        "position": [10.3, 12.7, 9.6],
+        "crossSectionScale": 0.05,
+        "layout": "xy",
+        "showAxisLines": False,
+        "showScaleBar": False,
+        "layers": [
+            {
+                "type": "image",
+                "source": f"n5://{server.base_url}/jrc_shot-1/jrc_shot-1.n5/em/noise",
+                "shader": shader,
+                "name": "em",
+            }
+        ],
+    }
+    new = convert_state(old, images, found).state
+    unmoved = {**old, "layers": new["layers"]}
+    neuroglancer.set_server_bind_address("127.0.0.1")
+    viewer = neuroglancer.Viewer()
+    browser = subprocess.Popen(
+        [chromium, "--headless=new", "--no-sandbox", "--use-angle=swiftshader",
+         "--enable-unsafe-swiftshader", "--window-size=800,600",
+         f"--user-data-dir={tmp_path / 'profile'}", viewer.get_viewer_url()],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    shots = {}
+    try:
+        for name, state in (("old", old), ("new", new), ("unmoved", unmoved)):
+            viewer.set_state(neuroglancer.ViewerState(state))
+            reply = viewer.screenshot(size=[400, 300])  # waits until the chunks are drawn
+            pixels = image_module.open(io.BytesIO(reply.screenshot.image))
+            shots[name] = np.asarray(pixels)[..., :3].astype(int)
+    finally:
+        browser.terminate()
+        browser.wait(timeout=30)
+        server.shutdown()
+        server.server_close()
+        neuroglancer.stop()
+    assert shots["old"].std() > 20  # the noise is on screen, not a blank panel
+    np.testing.assert_array_equal(shots["new"], shots["old"])
+    assert np.abs(shots["unmoved"] - shots["old"]).mean() > 10
