@@ -961,3 +961,85 @@ def test_real_neuroglancer_shows_the_same_voxels_after_from_state(
     assert shots["old"].std() > 20  # the noise is on screen, not a blank panel
     np.testing.assert_array_equal(shots["new"], shots["old"])
     assert np.abs(shots["unmoved"] - shots["old"]).mean() > 10
+
+
+def test_real_neuroglancer_draws_x_across_contrast_and_segments(tmp_path: Path) -> None:
+    """What the issue saw Neuroglancer do with a state that only names the layers, fixed by
+    ``view``'s state, seen in screenshots of the real client ("xy" panel, 4 px per voxel):
+    the image (z 8, y 16, x 48 voxels) is 48 voxels wide, not 8 (x, y, z display); the EM
+    shader's range spreads the data over the grey scale (the default full uint16 range shows
+    it nearly flat); the label image is drawn in segment colours, not grey."""
+    neuroglancer, chromium = _neuroglancer_and_chromium()
+    image_module = pytest.importorskip("PIL.Image")
+    root = tmp_path / "data"
+    common: dict[str, Any] = {
+        "shape": (8, 16, 48), "block_size": (8, 8, 8), "levels": 1,
+        "voxel_size": (4.0, 4.0, 4.0), "compression": {"type": "gzip", "level": 1},
+    }  # fmt: skip
+    n5_root = write_dataset(
+        root, "jrc_draw-1",
+        [ImageSpec(path="em/fibsem-uint16", dtype="uint16", content="gradient", **common),
+         ImageSpec(path="labels/cells_seg", dtype="uint64", content="labels", **common)],
+    )  # fmt: skip
+    assert run_cli("convert", str(n5_root), str(root / "out.zarr")).exit_code == 0
+    server = make_server(str(root / "out.zarr"), 0, [])
+    serve_in_background(server)
+    version, images = output_images(
+        open_store(str(root / "out.zarr"), read_only=True), server.base_url
+    )
+    state = viewer_state(images, version)
+    view = {**state, "layout": "xy", "crossSectionScale": 0.25, "showAxisLines": False}
+    em, seg = view["layers"]
+    assert (em["type"], seg["type"]) == ("image", "segmentation")
+    plain = {k: v for k, v in em.items() if k != "shader"}
+    cases = {
+        "em": {**view, "layers": [em]},
+        "em, default shader": {**view, "layers": [plain]},
+        "em, OME axis order": {
+            **{k: v for k, v in view.items() if k != "displayDimensions"},
+            "dimensions": dict(reversed(list(view["dimensions"].items()))),
+            "layers": [em],
+        },
+        "labels": {**view, "layers": [{**seg, "segments": []}]},
+    }
+    neuroglancer.set_server_bind_address("127.0.0.1")
+    viewer = neuroglancer.Viewer()
+    browser = subprocess.Popen(
+        [chromium, "--headless=new", "--no-sandbox", "--use-angle=swiftshader",
+         "--enable-unsafe-swiftshader", "--window-size=800,600",
+         f"--user-data-dir={tmp_path / 'profile'}", viewer.get_viewer_url()],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    shots: dict[str, np.ndarray[Any, Any]] = {}
+    try:
+        for name, case in cases.items():
+            viewer.set_state(neuroglancer.ViewerState(case))
+            reply = viewer.screenshot(size=[400, 300])
+            pixels = image_module.open(io.BytesIO(reply.screenshot.image))
+            shots[name] = np.asarray(pixels)[..., :3].astype(int)
+    finally:
+        browser.terminate()
+        browser.wait(timeout=30)
+        server.shutdown()
+        server.server_close()
+        neuroglancer.stop()
+
+    def outline(pixels: np.ndarray[Any, Any]) -> tuple[int, int, int, int]:
+        """(left, top, right, bottom) of the yellow box Neuroglancer draws around a volume."""
+        yellow = (pixels[..., 0] > 200) & (pixels[..., 1] > 200) & (pixels[..., 2] < 100)
+        rows, cols = np.nonzero(yellow)
+        return int(cols.min()), int(rows.min()), int(cols.max()), int(rows.max())
+
+    def inside(pixels: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:
+        left, top, right, bottom = outline(pixels)
+        return pixels[top + 3 : bottom - 2, left + 3 : right - 2]
+
+    left, top, right, bottom = outline(shots["em"])
+    assert right - left == pytest.approx(48 * 4, abs=4)  # x across
+    assert bottom - top == pytest.approx(16 * 4, abs=4)
+    left, _, right, _ = outline(shots["em, OME axis order"])
+    assert right - left == pytest.approx(8 * 4, abs=4)  # what a state without them shows: z
+    assert inside(shots["em"]).std() > 4 * inside(shots["em, default shader"]).std()
+    labels = inside(shots["labels"])
+    coloured = labels.max(axis=2) - labels.min(axis=2) > 30
+    assert coloured.sum() > 100  # segment colours, not shades of grey
