@@ -378,6 +378,8 @@ def test_from_state_reads_links_and_files(tmp_path: Path) -> None:
     assert read_old_state(str(file)) == {"layers": []}
     file.write_text('{"position": [1, 2, 3]}')
     assert read_old_state(str(file)) == {"position": [1, 2, 3]}
+    long_link = "https://neuroglancer-demo.appspot.com/#!" + json.dumps({"note": "n" * 600})
+    assert read_old_state(long_link) == {"note": "n" * 600}  # too long for a file name
 
 
 def test_convert_says_how_to_view_a_local_output(n5: Path, tmp_path: Path) -> None:

@@ -22,8 +22,10 @@ DEFAULT_PORT = 8777
 
 def read_old_state(given: str) -> dict[str, Any]:
     """The state of ``--from-state``: a file (state JSON, or a link) or a link."""
-    path = Path(given)
-    text = path.read_text() if len(given) < 4096 and path.is_file() else given
+    try:
+        text = Path(given).read_text() if Path(given).is_file() else given
+    except OSError:  # a long link is no file name
+        text = given
     try:
         value = json.loads(text)
     except ValueError:

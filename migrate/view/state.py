@@ -122,7 +122,7 @@ def layer_order(images: Sequence[ViewImage]) -> list[ViewImage]:
     """Image layers first (EM before LM and others), then label images on top."""
 
     def key(image: ViewImage) -> tuple[int, int, str]:
-        em = 0 if "em/" in f"/{image.path}" else 1
+        em = 0 if "/em/" in f"/{image.path}/" else 1
         return (0 if image.kind == "image" else 1, em, image.path)
 
     return sorted(images, key=key)
