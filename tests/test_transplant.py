@@ -56,7 +56,7 @@ MODES = {
     "v3-sharded": ("--ngff-version", "0.5", "--shard", SHARD),
 }
 TRANSPLANTED = {  # codecs whose blocks each mode moves as bytes
-    "v2": set(COMPRESSIONS) - {"xz"},
+    "v2": set(COMPRESSIONS) - {"xz", "bzip2"},  # bz2: Neuroglancer does not read it
     "v3": {"raw", "gzip", "blosc", "zstd"},
     "v3-sharded": {"raw", "gzip", "blosc", "zstd"},
 }

@@ -2,10 +2,11 @@
 
 ``commands`` parses options, builds stores, calls one library function (:mod:`migrate.api`,
 :mod:`migrate.check`, :mod:`migrate.copy`) and prints; ``progress`` draws what the engine
-reports; ``report`` words a run's result. It may import every room below it; nothing imports
-it.
+reports; ``report`` words a run's result; ``view`` opens an output in Neuroglancer. It may
+import every room below it; nothing imports it.
 """
 
+from migrate.cli import view as view  # registers `view` on the group
 from migrate.cli.commands import cli, main
 
 __all__ = ["cli", "main"]

@@ -297,6 +297,10 @@ def convert(
             f"{len(result.failures)} work unit(s) failed (first: {result.failures[0]}); "
             "fix the source and run the same command again to finish"
         )
+    from migrate.view.scan import convert_hint
+
+    hint = convert_hint(prepared.dest)  # --json: stderr carries JSON lines only
+    click.echo(json.dumps({"event": "view", "message": hint}) if as_json else hint, err=True)
 
 
 def _convert_report(directory: str, prepared: Any, diff: list[str], *args: Any, fast: bool) -> None:

@@ -29,6 +29,17 @@ ZLIB_DEFAULT_LEVEL = 6
 
 BLOSC_SHUFFLE_NAMES = {0: "noshuffle", 1: "shuffle", 2: "bitshuffle"}
 
+READ_BY_EVERY_READER: dict[NgffVersion, frozenset[str]] = {
+    "0.4": frozenset({"raw", "gzip", "zlib", "blosc", "zstd"}),
+    "0.5": frozenset({"raw", "gzip", "blosc", "zstd"}),
+}
+"""The output codecs (Zarr v2 compressors for 0.4, v3 bytes-to-bytes codecs for 0.5) that
+Neuroglancer, zarr-python, TensorStore and ome-zarr-py all read: ``--codec keep`` keeps a
+source codec only when it is listed here, so every output opens in each of them. Zarr v2
+``bz2`` is read by the Python readers and TensorStore but not by Neuroglancer ("Unsupported
+compressor"); v3 has no zlib or bz2 codec at all. tests/test_view.py checks this table
+against each reader."""
+
 
 def _fallback(version: NgffVersion, why: str) -> CodecPlan:
     return CodecPlan(
@@ -66,8 +77,8 @@ def keep_codec(compression: N5Compression, version: NgffVersion, location: str) 
             reason=f"source gzip with useZlib has no {zarr} codec; re-encoded as gzip{note}",
         )
     if isinstance(compression, Bzip2Compression):
-        if version == "0.4":
-            return _kept("bz2", "kept from source", level=compression.blockSize)
+        if version == "0.4":  # Zarr v2 has bz2, but Neuroglancer does not read it
+            return _fallback(version, "source bzip2 (Zarr v2 bz2) is not read by Neuroglancer")
         return _fallback(version, f"source bzip2 has no {zarr} codec")
     if isinstance(compression, XzCompression):
         return _fallback(version, f"source xz has no {zarr} codec")
