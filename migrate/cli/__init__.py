@@ -7,5 +7,8 @@ it.
 """
 
 from migrate.cli.commands import cli, main
+from migrate.cli.info import info_command
+
+cli.add_command(info_command)  # here, not in commands: info uses the decorators of commands
 
 __all__ = ["cli", "main"]

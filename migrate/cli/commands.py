@@ -16,6 +16,7 @@ from typing import Any, TypeVar
 import click
 
 from migrate import __version__
+from migrate.cli.progress import current_watch, log_plan, watched
 from migrate.errors import ConflictError, MigrationError
 from migrate.storage import S3Options
 from migrate.target.plan import DEFAULT_UNIT_BYTES
@@ -194,6 +195,7 @@ def cli(debug: bool) -> None:
 @cluster_options
 @s3_options
 @reports_errors
+@watched
 def convert(
     src: str,
     dest: str | None,
@@ -242,6 +244,7 @@ def convert(
     )
     prepared = prepare(src, dest, options, read_only_dest=dry_run, s3=s3)
     plan = prepared.plan
+    log_plan(current_watch(), plan)
     if dry_run:
         diff = metadata_diff(plan, prepared.dest)
         if as_json:
@@ -257,7 +260,6 @@ def convert(
         )
     if dry_run:
         return
-    from migrate.cli.progress import make_progress
     from migrate.cli.report import render_run
     from migrate.copy.engine import run_plan
     from migrate.copy.options import EngineOptions
@@ -270,9 +272,10 @@ def convert(
         transplant=not no_transplant,
         decode_check=not skip_decode_check,
     )
-    progress = make_progress(as_json=as_json)
+    progress = current_watch().progress()
     with _executor(cluster_settings) as executor:
         result = run_plan(plan, prepared.source, prepared.dest, engine, progress, executor)
+    current_watch().record("summary", fingerprint=plan.fingerprint, **result.to_json())
     if as_json:
         click.echo(json.dumps({"fingerprint": plan.fingerprint, **result.to_json()}, indent=2))
     else:
@@ -369,6 +372,7 @@ def status_command(dest: str, as_json: bool, s3: S3Options) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 @s3_options
 @reports_errors
+@watched
 def verify_command(
     src: str,
     dest: str,
@@ -391,6 +395,7 @@ def verify_command(
         workers=workers or default_workers(),
         seed=seed,
     )
+    current_watch().record("summary", **result.to_json())
     if as_json:
         click.echo(json.dumps(result.to_json(), indent=2))
     else:
