@@ -509,13 +509,16 @@ def zarr_info(store: Store, *, sizes: bool = False) -> TreeInfo:
     images.sort(key=lambda image: image.path)
     if sizes:
         images = _with_sizes(store, images)
-    problems = _labels_listing(store, images, groups)
     notes = [
         f"migration not complete: {record['image'].get('dest_path', '?')} (run the same "
         "convert command again to finish it)"
         for record in resume.started_images(store)
         if isinstance(record.get("image"), dict)
     ]
+    problems = _labels_listing(store, images, groups)
+    if notes:  # the labels listings are written when every image is complete
+        notes.extend(f"{problem} (yet)" for problem in problems)
+        problems = []
     if not images:
         problems.append(f"{store.display()}: no OME-NGFF multiscale image found")
     version = {2: "0.4", 3: "0.5"}
