@@ -24,8 +24,9 @@ from typing import Any
 
 import pytest
 
-from migrate.cli.progress import BarProgress
+from migrate.cli.progress import BarProgress, Watch
 from migrate.example.fixture import example_images, write_dataset
+from migrate.storage import S3Options, open_store
 from tests.helpers import REPO, run_cli, run_subprocess
 from tests.s3server import (
     CLEARED_AWS_VARIABLES,
@@ -199,6 +200,30 @@ def test_a_retry_is_shown_as_it_happens(aws: MotoServer, n5: Path, tmp_path: Pat
     assert retries[0]["where"].startswith("s3://watch-retry/out.zarr/")
     assert retries[0]["text"] in retry
     assert any(item["Key"].endswith(".zattrs") for item in keys(client, "watch-retry"))
+
+
+def test_tensorstore_retries_are_shown(aws: MotoServer, tmp_path: Path) -> None:
+    """TensorStore says nothing about a retry; its counter, polled, is shown and logged."""
+    import tensorstore as ts
+
+    s3_client(aws.url).create_bucket(Bucket="watch-ts")
+    proxy = TcpProxy(aws.port)
+    store = open_store("s3://watch-ts/p", read_only=False, s3=S3Options(endpoint_url=proxy.url))
+    kvstore = ts.KvStore.open(store.kvstore_spec("")).result()
+    log = tmp_path / "ts.jsonl"
+    try:
+        with Watch("test", as_json=True, log_file=str(log)) as watch:
+            watch.watch_tensorstore(every=0.1)
+            proxy.cut()  # the first attempt fails; the storage comes back a little later
+            threading.Timer(1.5, proxy.restore).start()
+            kvstore.write("chunk", b"x" * 100).result()
+    finally:
+        proxy.cut()
+    shown = [e for e in log_events(log) if e["event"] == "retry"]
+    assert shown
+    assert {e["client"] for e in shown} == {"tensorstore"}
+    assert sum(e["retries"] for e in shown) >= 1
+    assert "it does not say which or why" in shown[0]["text"]
 
 
 # --------------------------------------------------------------------------------------

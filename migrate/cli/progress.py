@@ -20,7 +20,7 @@ from typing import IO, Any, TextIO, TypeVar
 
 from migrate.copy.events import Progress
 from migrate.errors import MigrationError
-from migrate.storage import retries
+from migrate.storage import iocounts, retries
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -101,7 +101,7 @@ class LineProgress:
         self.started = time.monotonic()
         self._lock = threading.Lock()
 
-    def _write(self, event: str, text: str, fields: dict[str, Any]) -> None:
+    def write(self, event: str, text: str, fields: dict[str, Any]) -> None:
         with self._lock:
             if self.as_json:
                 line = json.dumps({"time": timestamp(), "event": event, **fields})
@@ -119,7 +119,7 @@ class LineProgress:
         self.run.bytes_total += total_bytes
         self.run.bytes_done += done_bytes
         state = f"resuming at {done_units}/{total_units} units" if done_units else "queued"
-        self._write(
+        self.write(
             "start",
             f"start {name}: {total_units} unit(s), {total_bytes / 1e6:.1f} MB of voxels, {state}",
             {"image": name, "units": f"{done_units}/{total_units}",
@@ -149,7 +149,7 @@ class LineProgress:
         eta = tally.eta(rate)
         percent = 100.0 * tally.bytes_done / tally.bytes_total if tally.bytes_total else 100.0
         speed = f"{rate / 1e6:.1f} MB/s" if rate else "? MB/s"
-        self._write(
+        self.write(
             event,
             f"{event} {name}: {tally.units_done}/{tally.units_total} units, "
             f"{tally.bytes_done / 1e6:.1f}/{tally.bytes_total / 1e6:.1f} MB ({percent:.0f} %), "
@@ -166,14 +166,14 @@ class LineProgress:
 
     def message(self, text: str) -> None:
         if text.startswith("error: "):
-            self._write("error", text, {"text": text.removeprefix("error: ")})
+            self.write("error", text, {"text": text.removeprefix("error: ")})
         elif text.startswith("warning: "):
-            self._write("warning", text, {"text": text.removeprefix("warning: ")})
+            self.write("warning", text, {"text": text.removeprefix("warning: ")})
         else:
-            self._write("message", text, {"text": text})
+            self.write("message", text, {"text": text})
 
     def retry(self, retry: retries.Retry) -> None:
-        self._write("retry", retry.describe(), retry_fields(retry))
+        self.write("retry", retry.describe(), retry_fields(retry))
 
     def close(self) -> None:
         pass
@@ -181,6 +181,7 @@ class LineProgress:
 
 def retry_fields(retry: retries.Retry) -> dict[str, Any]:
     return {
+        "client": "boto3",
         "where": retry.where,
         "reason": retry.reason,
         "attempt": retry.attempt,
@@ -366,30 +367,73 @@ class Watch:
     def record(self, event: str, **fields: Any) -> None:
         """One event in the log file only (nothing when there is none)."""
         if self.log is not None:
-            self.log._write(event, "", fields)
+            self.log.write(event, "", fields)
 
     def progress(self) -> Progress:
-        """The display of the copying: the terminal's, and the log file's beside it."""
+        """The display of the copying: the terminal's, and the log file's beside it; from
+        now on TensorStore's retries are shown too."""
         self.terminal = make_progress(as_json=self.as_json)
+        if hasattr(self, "_stack"):
+            self.watch_tensorstore()
         return Tee(self.terminal, self.log) if self.log is not None else self.terminal
 
     def warning(self, text: str) -> None:
         self.record("warning", text=text)
 
     def retry(self, retry: retries.Retry) -> None:
-        """Shown as it happens: above the bars, as a timestamped line, or as JSON."""
+        """A boto3 retry, shown as it happens (from the thread that will retry)."""
+        self._show("retry", retry.describe(), retry_fields(retry))
+
+    def _show(self, event: str, text: str, fields: dict[str, Any]) -> None:
+        """In the log, and on the terminal: above the bars, as a timestamped line, or JSON."""
         if self.log is not None:
-            self.log.retry(retry)
+            self.log.write(event, text, fields)
         target = self.terminal
-        if isinstance(target, BarProgress | LineProgress):
-            target.retry(retry)
+        if isinstance(target, LineProgress):
+            target.write(event, text, fields)
+        elif isinstance(target, BarProgress):
+            target.message(text)
         elif self.as_json:
-            line = {"time": timestamp(), "event": "retry", **retry_fields(retry)}
+            line = {"time": timestamp(), "event": event, **fields}
             print(json.dumps(line), file=sys.stderr, flush=True)
         elif sys.stderr.isatty():
-            print(retry.describe(), file=sys.stderr, flush=True)
+            print(text, file=sys.stderr, flush=True)
         else:
-            print(f"{timestamp()} {retry.describe()}", file=sys.stderr, flush=True)
+            print(f"{timestamp()} {text}", file=sys.stderr, flush=True)
+
+    def _poll_tensorstore(self, stop: threading.Event, every: float) -> None:
+        """TensorStore retries chunk requests inside its C++ code and reports none of them;
+        its retry counter is read every ``every`` seconds and each increase shown (which
+        request, and why, it does not say). Once more when stopped."""
+        seen = iocounts.tensorstore_retries()
+        while True:
+            stopped = stop.wait(every)
+            now = iocounts.tensorstore_retries()
+            if now > seen:
+                text = (
+                    f"retrying chunk requests: TensorStore retried {now - seen} more "
+                    f"({now} in this process; it does not say which or why)"
+                )
+                fields = {"client": "tensorstore", "retries": now - seen, "total": now}
+                self._show("retry", text, {**fields, "text": text})
+                seen = now
+            if stopped:
+                return
+
+    def watch_tensorstore(self, every: float = 1.0) -> None:
+        """Show TensorStore's retries while the block of this Watch runs (see
+        :meth:`_poll_tensorstore`)."""
+        stop = threading.Event()
+        thread = threading.Thread(
+            target=self._poll_tensorstore, args=(stop, every), daemon=True, name="ts-retries"
+        )
+        thread.start()
+
+        def finish() -> None:
+            stop.set()
+            thread.join()
+
+        self._stack.callback(finish)
 
 
 _current: list[Watch] = []

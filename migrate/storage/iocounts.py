@@ -88,6 +88,11 @@ def _tensorstore_counts() -> IOCounts:
     )
 
 
+def tensorstore_retries() -> int:
+    """Requests TensorStore has retried in this process so far (its own counter)."""
+    return _tensorstore_counts().retries
+
+
 def totals() -> IOCounts:
     """Everything this process has read, written and retried on storage so far."""
     with _lock:

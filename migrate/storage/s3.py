@@ -56,8 +56,20 @@ def retry_reason(exc: BaseException) -> str:
         code = _error_code(exc) or "error"
         status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
         return f"HTTP {status}" if code == str(status) else f"{status or ''} {code}".strip()
+    for name, words in _CONNECTION_FAILURES.items():
+        if name in {cls.__name__ for cls in type(exc).__mro__}:
+            return words
     text = str(exc).splitlines()[0] if str(exc) else ""
     return text or type(exc).__name__
+
+
+_CONNECTION_FAILURES = {
+    "EndpointConnectionError": "cannot connect",
+    "ConnectionClosedError": "connection closed before the response",
+    "ReadTimeoutError": "read timed out",
+    "ConnectTimeoutError": "connect timed out",
+}
+"""botocore's connection failures in a few words (their messages repeat the whole URL)."""
 
 
 class S3Requests:
