@@ -162,6 +162,9 @@ def test_zarr_output(
                 dest / spec.path / level["name"]
             )
     assert images["labels/mito_seg"]["kind"] == "label"
+    group = info_json(str(dest / "labels"))  # a group inside the output
+    assert {image["path"] for image in group["images"]} == {"mito_pred", "mito_seg"}
+    assert group["problems"] == []
     codec = images["em/fibsem-uint16"]["levels"][0]["codec"]
     assert "gzip level 6" in codec
 

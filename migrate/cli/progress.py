@@ -193,21 +193,22 @@ def retry_fields(retry: retries.Retry) -> dict[str, Any]:
 
 def _rich_columns() -> tuple[Any, Any]:
     """Speed and time-remaining columns that say ``queued`` for an image no unit of which
-    has been copied yet (instead of rich's ``?`` and ``-:--:--``)."""
+    has been copied yet, ``starting`` for the whole run (instead of rich's ``?`` and
+    ``-:--:--``)."""
     from rich.progress import TimeRemainingColumn, TransferSpeedColumn
     from rich.text import Text
 
     class Speed(TransferSpeedColumn):
         def render(self, task: Any) -> Text:
             if task.fields.get("queued"):
-                return Text("queued", style="progress.data.speed")
+                return Text(task.fields.get("waiting", "queued"), style="progress.data.speed")
             return super().render(task)
 
     class Remaining(TimeRemainingColumn):
         def render(self, task: Any) -> Text:
             if task.fields.get("queued"):
                 return Text("", style="progress.remaining")
-            return super().render(task)
+            return Text.assemble("ETA ", super().render(task))
 
     return Speed(), Remaining()
 
@@ -230,12 +231,13 @@ class BarProgress:
             BarColumn(),
             DownloadColumn(),
             speed,
-            TextColumn("ETA"),
             remaining,
             TextColumn("{task.fields[units]}"),
             console=self.console,
         )
-        self.overall = self.bars.add_task(self.OVERALL, total=None, units="", queued=False)
+        self.overall = self.bars.add_task(
+            self.OVERALL, total=None, units="", queued=True, waiting="starting"
+        )
         self.totals = [0, 0, 0, 0]  # units done, units total, bytes total, bytes done
         self.tasks: dict[str, Any] = {}
         self.units: dict[str, list[int]] = {}
@@ -243,9 +245,10 @@ class BarProgress:
 
     def _update_overall(self, advance: int = 0) -> None:
         done, total, nbytes, _ = self.totals
-        self.bars.update(
-            self.overall, total=max(nbytes, 1), advance=advance, units=f"{done}/{total} units"
-        )
+        fields: dict[str, Any] = {"units": f"{done}/{total} units"}
+        if advance:
+            fields["queued"] = False
+        self.bars.update(self.overall, total=max(nbytes, 1), advance=advance, **fields)
 
     def start(
         self, name: str, total_units: int, total_bytes: int, done_units: int, done_bytes: int
