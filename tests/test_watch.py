@@ -116,12 +116,14 @@ def test_verify_log_file(n5: Path, tmp_path: Path) -> None:
     assert summary["problems"] == []
 
 
-@pytest.mark.parametrize("copy", ["blocks", "tensorstore"])
+@pytest.mark.parametrize("copy", ["blocks", "kernel", "tensorstore"])
 def test_summary_counts_stored_bytes_and_objects(n5: Path, tmp_path: Path, copy: str) -> None:
-    """The summary counts what moved on storage (compressed), not only voxel bytes; both
-    copy paths (our block I/O and TensorStore's kvstore) are counted."""
+    """The summary counts what moved on storage (compressed), not only voxel bytes, on every
+    copy path: our block I/O, file-to-file copies in the kernel, TensorStore's kvstore."""
     dest = tmp_path / "out.zarr"
-    extra = ["--no-transplant"] if copy == "tensorstore" else []
+    extra = {"blocks": [], "kernel": ["--skip-decode-check"], "tensorstore": ["--no-transplant"]}[
+        copy
+    ]
     run = run_cli("convert", str(n5), str(dest), "--json", *extra)
     assert run.exit_code == 0, run.stderr
     storage = run.json["storage"]
