@@ -8,5 +8,8 @@ import every room below it; nothing imports it.
 
 from migrate.cli import view as view  # registers `view` on the group
 from migrate.cli.commands import cli, main
+from migrate.cli.info import info_command
+
+cli.add_command(info_command)  # here, not in commands: info uses the decorators of commands
 
 __all__ = ["cli", "main"]

@@ -16,6 +16,7 @@ from typing import Any, TypeVar
 import click
 
 from migrate import __version__
+from migrate.cli.progress import current_watch, log_plan, watched
 from migrate.errors import ConflictError, MigrationError
 from migrate.storage import S3Options
 from migrate.target.plan import DEFAULT_UNIT_BYTES
@@ -195,6 +196,7 @@ def cli(debug: bool) -> None:
 @cluster_options
 @s3_options
 @reports_errors
+@watched
 def convert(
     src: str,
     dest: str | None,
@@ -248,6 +250,7 @@ def convert(
     )
     prepared = prepare(src, dest, options, read_only_dest=dry_run, s3=s3)
     plan = prepared.plan
+    log_plan(current_watch(), plan)
     diff = metadata_diff(plan, prepared.dest) if dry_run or report else []
     if dry_run:
         if as_json:
@@ -265,7 +268,6 @@ def convert(
         if report:
             _convert_report(report, prepared, diff, None, None, fast=not no_transplant)
         return
-    from migrate.cli.progress import make_progress
     from migrate.cli.report import render_run
     from migrate.copy.engine import run_plan
     from migrate.copy.options import EngineOptions
@@ -278,13 +280,14 @@ def convert(
         transplant=not no_transplant,
         decode_check=not skip_decode_check,
     )
-    progress = make_progress(as_json=as_json)
+    progress = current_watch().progress()
     if report:
         from migrate.report import RecordingProgress
 
         progress = recording = RecordingProgress(progress)
     with _executor(cluster_settings) as executor:
         result = run_plan(plan, prepared.source, prepared.dest, engine, progress, executor)
+    current_watch().record("summary", fingerprint=plan.fingerprint, **result.to_json())
     if as_json:
         click.echo(json.dumps({"fingerprint": plan.fingerprint, **result.to_json()}, indent=2))
     else:
@@ -400,6 +403,7 @@ def status_command(dest: str, as_json: bool, s3: S3Options) -> None:
 @click.option("--report", metavar="DIR", help="Write an HTML report with pictures into DIR.")
 @s3_options
 @reports_errors
+@watched
 def verify_command(
     src: str,
     dest: str,
@@ -420,7 +424,6 @@ def verify_command(
         require_extra()
     from migrate.api import open_for_verify
     from migrate.check.verify import verify
-    from migrate.cli.progress import make_progress
 
     source, inner, dest_store = open_for_verify(src, dest, s3)
     result = verify(
@@ -430,8 +433,9 @@ def verify_command(
         sample=sample,
         workers=workers or default_workers(),
         seed=seed,
-        progress=make_progress(as_json=as_json),
+        progress=current_watch().progress(),
     )
+    current_watch().record("summary", **result.to_json())
     if as_json:
         click.echo(json.dumps(result.to_json(), indent=2))
     else:

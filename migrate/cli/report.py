@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 from migrate.copy.engine import RunResult
+from migrate.storage.iocounts import IOCounts
 from schemas.plan import Plan
 
 
 def render_run(plan: Plan, result: RunResult) -> str:
-    """A table: per image, its state before, units copied / skipped / total, MB, and status."""
-    rows = [("image", "before", "copied", "skipped", "total units", "MB read", "status")]
+    """A table: per image, its state before, units copied / skipped / total, MB of voxels
+    (uncompressed) copied, and status; then the totals, with the stored (compressed) bytes
+    read and written and the objects written."""
+    rows = [("image", "before", "copied", "skipped", "total units", "voxel MB", "status")]
     for image in result.images:
         status = "complete" if image.complete else f"INCOMPLETE ({len(image.failures)} failed)"
         rows.append(
@@ -36,4 +39,17 @@ def render_run(plan: Plan, result: RunResult) -> str:
             f"{total / 1e6:.1f} MB of voxels in {result.seconds:.1f} s ({rate:.1f} MB/s)"
             f" -> {plan.dest}"
         )
+    lines.append(render_storage(result.storage))
     return "\n".join(lines) + "\n"
+
+
+def render_storage(counts: IOCounts | None) -> str:
+    """One line: stored bytes read and written, objects written, requests retried."""
+    if counts is None:
+        return "on storage: not counted here (the chunks were copied by the Dask workers)"
+    retried = f", {counts.retries} request(s) retried" if counts.retries else ""
+    return (
+        f"on storage: {counts.bytes_read / 1e6:.1f} MB read, "
+        f"{counts.bytes_written / 1e6:.1f} MB written in {counts.objects_written} object(s)"
+        f"{retried}"
+    )

@@ -25,7 +25,7 @@ from migrate.copy.events import NullProgress, Progress
 from migrate.copy.options import EngineOptions
 from migrate.copy.tsio import HandleCache, is_storage_error, open_source, ts_error_text
 from migrate.errors import PlanMismatchError, SourceDataError, StoreError
-from migrate.storage import Store, join_key
+from migrate.storage import Store, iocounts, join_key
 from migrate.target.layout import (
     Documents,
     dumps,
@@ -52,6 +52,9 @@ class ImageResult:
 class RunResult:
     images: list[ImageResult]
     seconds: float
+    storage: iocounts.IOCounts | None = None
+    """Stored bytes and objects this process moved during the run; None when the chunks
+    were copied by other processes (a Dask cluster), which this process cannot count."""
 
     @property
     def failures(self) -> list[str]:
@@ -66,6 +69,7 @@ class RunResult:
             "complete": self.complete,
             "seconds": round(self.seconds, 3),
             "images": [vars(image) for image in self.images],
+            "storage": self.storage.to_json() if self.storage is not None else None,
         }
 
 
@@ -302,6 +306,7 @@ def run_plan(
     runs the work units (default :func:`run_local`: threads in this process)."""
     progress = progress or NullProgress()
     started = time.monotonic()
+    counted = iocounts.totals()
     results, todo = prepare_dest(dest, plan, options)
     fingerprints = {i: plan.image_fingerprint(plan.images[i]) for i in todo}
     levels = [(i, level.name) for i in todo for level in plan.images[i].levels]
@@ -359,7 +364,8 @@ def run_plan(
             lambda g: _write_if_changed(dest, group_documents(plan, g.path, g.attributes)),
             [group for group in plan.groups if group.attributes],
         )
-    return RunResult(results, time.monotonic() - started)
+    storage = iocounts.totals() - counted if executor is None else None
+    return RunResult(results, time.monotonic() - started, storage)
 
 
 def run_local(job: Job, report: Report) -> None:

@@ -59,7 +59,7 @@ import numpy.typing as npt
 from isal import isal_zlib
 
 from migrate.errors import SourceDataError, StoreError
-from migrate.storage import LocalStore, Store, join_key
+from migrate.storage import LocalStore, Store, iocounts, join_key
 from migrate.target.codecs import source_codec, transplantable
 from schemas.plan import CodecPlan, LevelPlan, NgffVersion
 
@@ -286,6 +286,8 @@ class LocalObjects:
                 data = None
             except OSError as exc:
                 raise StoreError(f"{self.root / key}: cannot read: {exc.strerror}") from exc
+            if data is not None:
+                iocounts.count_read(len(data))
             yield data
 
     def put(self, key: str, parts: Parts) -> Callable[[], None] | None:
@@ -317,9 +319,11 @@ class LocalObjects:
                 os.close(fd)
                 os.unlink(tmp)
                 raise
+            size = os.fstat(fd).st_size
             os.close(fd)
             if keep:
                 os.replace(tmp, path)
+                iocounts.count_written(size)
             else:
                 os.unlink(tmp)
         except OSError as exc:
@@ -637,6 +641,7 @@ class Transplanter:
         (None: all zero)."""
         full = tuple(level.source_blocks)
         size = os.fstat(fd).st_size
+        iocounts.count_read(size)
         dims, offset = parse_header(os.pread(fd, 4 + 4 * len(full), 0), level)
         if dims == full:
             return FileRange(offset, size - offset)

@@ -65,6 +65,12 @@ class Store(ABC):
     def kvstore_spec(self, key: str = "") -> dict[str, Any]:
         """A TensorStore kvstore spec for the prefix ``key`` of this store."""
 
+    def list_sizes(self, prefix: str) -> Iterator[tuple[str, int]]:
+        """Every object under ``prefix`` with its stored size in bytes, recursively (keys
+        relative to ``prefix``). The default reads each object; backends list sizes."""
+        for key in self.list_keys(prefix):
+            yield key, len(self.read(join_key(prefix, key)) or b"")
+
     def exists_prefix(self, prefix: str) -> bool:
         """True when anything is stored under ``prefix``."""
         dirs, files = self.list_dir(prefix)

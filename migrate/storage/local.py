@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from migrate.errors import StoreError
+from migrate.storage import iocounts
 from migrate.storage.base import Store
 
 
@@ -24,11 +25,13 @@ class LocalStore(Store):
 
     def read(self, key: str) -> bytes | None:
         try:
-            return self._path(key).read_bytes()
+            data = self._path(key).read_bytes()
         except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
             return None
         except OSError as exc:
             raise StoreError(f"{self.display(key)}: cannot read: {exc.strerror}") from exc
+        iocounts.count_read(len(data))
+        return data
 
     def write(self, key: str, data: bytes) -> None:
         self._check_writable(key)
@@ -40,6 +43,7 @@ class LocalStore(Store):
             os.replace(tmp, path)
         except OSError as exc:
             raise StoreError(f"{self.display(key)}: cannot write: {exc.strerror}") from exc
+        iocounts.count_written(len(data))
 
     def delete_prefix(self, prefix: str) -> None:
         self._check_writable(prefix)
@@ -68,6 +72,17 @@ class LocalStore(Store):
             rel = Path(dirpath).relative_to(base).as_posix()
             for name in filenames:
                 yield name if rel == "." else f"{rel}/{name}"
+
+    def list_sizes(self, prefix: str) -> Iterator[tuple[str, int]]:
+        base = self._path(prefix)
+        for dirpath, _dirnames, filenames in os.walk(base):
+            rel = Path(dirpath).relative_to(base).as_posix()
+            for name in filenames:
+                try:
+                    size = os.stat(os.path.join(dirpath, name)).st_size
+                except FileNotFoundError:
+                    continue
+                yield (name if rel == "." else f"{rel}/{name}"), size
 
     def kvstore_spec(self, key: str = "") -> dict[str, Any]:
         return {"driver": "file", "path": str(self._path(key)) + "/"}

@@ -10,6 +10,7 @@ from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 
 from migrate.errors import StoreError
+from migrate.storage import iocounts, retries
 from migrate.storage.base import Store, join_key
 from migrate.storage.s3_settings import (
     _NOT_FOUND,
@@ -45,6 +46,30 @@ def _make_client(settings: S3Settings) -> Any:
 
 
 T = TypeVar("T")
+
+
+def retry_reason(exc: BaseException) -> str:
+    """Why a request failed, in a few words: ``503 SlowDown``, or the connection error."""
+    from botocore.exceptions import ClientError
+
+    if isinstance(exc, ClientError):
+        code = _error_code(exc) or "error"
+        status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+        return f"HTTP {status}" if code == str(status) else f"{status or ''} {code}".strip()
+    for name, words in _CONNECTION_FAILURES.items():
+        if name in {cls.__name__ for cls in type(exc).__mro__}:
+            return words
+    text = str(exc).splitlines()[0] if str(exc) else ""
+    return text or type(exc).__name__
+
+
+_CONNECTION_FAILURES = {
+    "EndpointConnectionError": "cannot connect",
+    "ConnectionClosedError": "connection closed before the response",
+    "ReadTimeoutError": "read timed out",
+    "ConnectTimeoutError": "connect timed out",
+}
+"""botocore's connection failures in a few words (their messages repeat the whole URL)."""
 
 
 class S3Requests:
@@ -96,7 +121,11 @@ class S3Requests:
                 if attempt >= self.settings.max_attempts or not _is_transient(exc):
                     message = describe_s3_error(exc, self.settings)
                     raise StoreError(f"{where}: cannot {verb}: {message}") from exc
-            time.sleep(retry_delay(attempt))
+                delay = retry_delay(attempt)
+                iocounts.count_retry()
+                limit = self.settings.max_attempts
+                retries.notify(retries.Retry(where, retry_reason(exc), attempt, limit, delay))
+            time.sleep(delay)
             attempt += 1
 
     def get(self, key: str, where: str) -> bytes | None:
@@ -110,7 +139,9 @@ class S3Requests:
                 if _error_code(exc) in _NOT_FOUND:
                     return None
                 raise
-            return bytes(response["Body"].read())
+            data = bytes(response["Body"].read())
+            iocounts.count_read(len(data))
+            return data
 
         return self.call("read", where, get)
 
@@ -121,6 +152,7 @@ class S3Requests:
             where,
             lambda: self.client.put_object(Bucket=self.bucket, Key=key, Body=data),
         )
+        iocounts.count_written(len(data))
 
     def pages(self, where: str, **kwargs: Any) -> Iterator[dict[str, Any]]:
         """The pages of a listing (``list_objects_v2`` arguments; each request retried on
@@ -245,6 +277,14 @@ class S3Store(Store):
                 name = item["Key"][len(base) :]
                 if name and not name.endswith("/"):  # skip "directory marker" objects
                     yield name
+
+    def list_sizes(self, prefix: str) -> Iterator[tuple[str, int]]:
+        base = self._dir(prefix)
+        for page in self._requests.pages(self.display(prefix), Prefix=base):
+            for item in page.get("Contents", []):
+                name = item["Key"][len(base) :]
+                if name and not name.endswith("/"):
+                    yield name, int(item.get("Size", 0))
 
     def exists_prefix(self, prefix: str) -> bool:
         pages = self._requests.pages(self.display(prefix), Prefix=self._dir(prefix), MaxKeys=1)
