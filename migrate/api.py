@@ -13,7 +13,7 @@ from migrate.copy import resume
 from migrate.errors import MigrationError
 from migrate.source.discover import discover, split_n5_url
 from migrate.storage import S3Options, Store, open_store
-from migrate.target.plan import PlanOptions, build_plan, plan_groups
+from migrate.target.plan import PlanOptions, build_plan, plan_groups, with_completion_mark
 from schemas.plan import Plan
 
 
@@ -85,4 +85,6 @@ def prepare(
     if existing:  # keep the label images other runs listed
         groups = plan_groups(plan.images, plan.ngff_version, existing)
         plan = plan.model_copy(update={"groups": groups})
+    # the completion mark keeps listing the images other runs finished at DEST
+    plan = with_completion_mark(plan, resume.dest_completion_mark(dest_store))
     return Prepared(plan, source, dest_store)

@@ -2,11 +2,16 @@
 
 Finished images are found by their completion mark (the fingerprint in the ``cellmap-migrate``
 attribute of the image group) and described from their own Zarr metadata; images still in
-progress from their resume records. Shapes and chunk grids are in **C order** (z, y, x).
+progress from their resume records. A finished image is *confirmed* only when the DEST-level
+completion mark (the root group's ``cellmap-migrate.complete``, written after every other
+document) lists it with the same fingerprint: otherwise the run that wrote it stopped before
+it had written everything (e.g. a ``labels`` group). Shapes and chunk grids are in **C order**
+(z, y, x).
 """
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -47,6 +52,9 @@ class FinishedImage:
     source: str
     source_path: str
     levels: tuple[FinishedLevel, ...]
+    fingerprint: str = ""
+    confirmed: bool = False
+    """The DEST completion mark lists this image with its fingerprint."""
 
 
 @dataclass(frozen=True)
@@ -83,7 +91,9 @@ def _array_layout(
     return tuple(meta["shape"]), str(meta["data_type"]), tuple(grid)
 
 
-def _finished(store: Store, path: str, version: str, attrs: dict[str, Any]) -> FinishedImage:
+def _finished(
+    store: Store, path: str, version: str, attrs: dict[str, Any], mark: dict[str, str] | None
+) -> FinishedImage:
     ome = attrs.get("ome", attrs)
     provenance = attrs[PROVENANCE_KEY]
     levels = []
@@ -113,7 +123,16 @@ def _finished(store: Store, path: str, version: str, attrs: dict[str, Any]) -> F
         source=str(provenance.get("source", "")),
         source_path=str(provenance.get("path", "")),
         levels=tuple(levels),
+        fingerprint=str(provenance["fingerprint"]),
+        # no mark at all when DEST's root is itself an image: its own mark is the only one
+        confirmed=mark is None or mark.get(path) == provenance["fingerprint"],
     )
+
+
+def _finished_item(
+    store: Store, mark: dict[str, str] | None, item: tuple[str, str, dict[str, Any]]
+) -> FinishedImage:
+    return _finished(store, *item, mark)
 
 
 def finished_images(store: Store) -> Iterator[FinishedImage]:
@@ -124,6 +143,7 @@ def finished_images(store: Store) -> Iterator[FinishedImage]:
     (:meth:`~migrate.storage.Store.map`).
     """
     frontier = [""]
+    mark: dict[str, str] | None = resume.dest_completion_mark(store)
     while frontier:
         nodes = store.map(lambda path: _node(store, path), frontier)
         finished: list[tuple[str, str, dict[str, Any]]] = []
@@ -137,10 +157,12 @@ def finished_images(store: Store) -> Iterator[FinishedImage]:
                     continue
                 provenance = attrs.get(PROVENANCE_KEY)
                 if isinstance(provenance, dict) and provenance.get("fingerprint"):
+                    if not path:
+                        mark = None  # the root is an image
                     finished.append((path, version, attrs))
                     continue
             groups.append(path)
-        yield from store.map(lambda image: _finished(store, *image), finished)
+        yield from store.map(functools.partial(_finished_item, store, mark), finished)
         listings = store.map(lambda path: store.list_dir(path)[0], groups)
         frontier = [
             join_key(path, name)
@@ -148,6 +170,11 @@ def finished_images(store: Store) -> Iterator[FinishedImage]:
             for name in names
             if not name.startswith(".")
         ]
+
+
+def completion_mark(store: Store) -> dict[str, str]:
+    """The images DEST's completion mark lists as finished (path → fingerprint)."""
+    return resume.dest_completion_mark(store)
 
 
 def started_images(store: Store) -> list[StartedImage]:

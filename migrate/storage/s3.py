@@ -206,6 +206,14 @@ class S3Store(Store):
                 if name and not name.endswith("/"):  # skip "directory marker" objects
                     yield name
 
+    def list_stats(self, prefix: str) -> Iterator[tuple[str, int, str]]:
+        base = self._dir(prefix)
+        for page in self._pages(prefix, Prefix=base):
+            for item in page.get("Contents", []):
+                name = item["Key"][len(base) :]
+                if name and not name.endswith("/"):
+                    yield name, int(item.get("Size", 0)), str(item.get("ETag", ""))
+
     def exists_prefix(self, prefix: str) -> bool:
         for page in self._pages(prefix, Prefix=self._dir(prefix), MaxKeys=1):
             return bool(page.get("Contents") or page.get("CommonPrefixes"))
