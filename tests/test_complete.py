@@ -312,3 +312,61 @@ def test_temporary_names_say_who_writes_them(tmp_path: Path) -> None:
     store = LocalStore(tmp_path, read_only=False)
     assert store.remove_dead_temporaries("") == 1
     assert temporaries(tmp_path) == []
+
+
+# --------------------------------------------------------------------------------------
+# 2 on S3: the signature comes from the listing (size and ETag), no request per block
+# --------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def s3_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Any:
+    from tests.s3server import CLEARED_AWS_VARIABLES, MotoServer, fake_aws_environment, s3_client
+
+    server = MotoServer()
+    server.start()
+    home = tmp_path / "home"
+    home.mkdir()
+    for name in CLEARED_AWS_VARIABLES:
+        monkeypatch.delenv(name, raising=False)
+    for name, value in fake_aws_environment(server.url, home).items():
+        monkeypatch.setenv(name, value)
+    yield s3_client(server.url)
+    server.stop()
+
+
+def test_on_s3_a_changed_source_object_is_copied_again_on_resume(
+    s3_env: Any, tmp_path: Path
+) -> None:
+    from tests.helpers import run_cli
+    from tests.s3server import upload_tree
+
+    client = s3_env
+    images = [s for s in example_images("tiny") if s.path == "em/fibsem-uint16"]
+    n5 = write_dataset(tmp_path / "data", "jrc_s3sig-1", images)
+    s0 = n5 / "em/fibsem-uint16/s0"
+    corrupt = block_path(s0, (1, 1, 1))
+    original = corrupt.read_bytes()
+    corrupt.write_bytes(original[:20] + bytes(b ^ 0x5A for b in original[20:60]) + original[60:])
+    client.create_bucket(Bucket="src")
+    upload_tree(client, tmp_path / "data", "src", "")
+    url = "s3://src/jrc_s3sig-1/jrc_s3sig-1.n5"
+    dest = tmp_path / "out.zarr"
+    args = ("--unit-mib", "0.01")
+    assert run_cli("convert", url, str(dest), *args).exit_code == 1
+    rewrite_block(s0, (0, 0, 0), seed=7)
+    changed = block_path(s0, (0, 0, 0)).read_bytes()
+    client.put_object(
+        Bucket="src", Key="jrc_s3sig-1/jrc_s3sig-1.n5/em/fibsem-uint16/s0/0/0/0", Body=changed
+    )
+    client.put_object(
+        Bucket="src", Key="jrc_s3sig-1/jrc_s3sig-1.n5/em/fibsem-uint16/s0/1/1/1", Body=original
+    )
+    resumed = run_cli("convert", url, str(dest), *args)
+    assert resumed.exit_code == 0, resumed.stderr
+    assert "1 unit(s) redone: their source changed" in resumed.stdout + resumed.stderr
+    fresh = tmp_path / "fresh.zarr"
+    corrupt.write_bytes(original)
+    assert run_cli("convert", str(n5), str(fresh), *args).exit_code == 0
+    digests = {key: digest for key, (digest, _) in chunk_files(dest).items()}
+    assert digests == {key: digest for key, (digest, _) in chunk_files(fresh).items()}

@@ -34,7 +34,7 @@ from migrate.target.layout import (
     image_final_documents,
     image_start_documents,
 )
-from migrate.target.plan import COMPLETE_KEY
+from migrate.target.plan import COMPLETE_KEY, plan_groups
 from schemas.plan import ImagePlan, LevelPlan, Plan
 
 
@@ -459,13 +459,24 @@ def run_plan(
 
 
 def _mark_finished_images(dest: Store, plan: Plan, results: list[ImageResult]) -> None:
-    """When some images failed: add to DEST's completion mark the images this run finished
-    that need no group document (label images wait for their ``labels`` group, which is
-    written only once every image is done). The root keeps its other attributes."""
+    """When some images failed: list the label images this run finished in their ``labels``
+    groups (with those the groups list already), then add every image this run finished to
+    DEST's completion mark. The root keeps its other attributes."""
+    finished = [image for image, r in zip(plan.images, results, strict=True) if r.complete]
+    labels = [image for image in finished if image.kind == "label"]
+    if labels:
+        existing: dict[str, tuple[str, ...]] = {}
+        for group in plan.groups:
+            attributes: Any = resume.group_attributes(dest, group.path) or {}
+            names = attributes.get("labels") or attributes.get("ome", {}).get("labels") or []
+            if names:
+                existing[group.path] = tuple(str(name) for name in names)
+        for group in plan_groups(labels, plan.ngff_version, existing):
+            if group.attributes and group.path != "":
+                _write_if_changed(dest, group_documents(plan, group.path, group.attributes))
     mark = resume.dest_completion_mark(dest)
-    for image, result in zip(plan.images, results, strict=True):
-        if result.complete and image.kind != "label":
-            mark[image.dest_path] = plan.image_fingerprint(image)
+    for image in finished:
+        mark[image.dest_path] = plan.image_fingerprint(image)
     attributes = dict(resume.group_attributes(dest, "") or {})
     attributes[PROVENANCE_KEY] = {COMPLETE_KEY: dict(sorted(mark.items()))}
     _write_if_changed(dest, group_documents(plan, "", attributes))
