@@ -363,7 +363,9 @@ def recheck_done(
         recorded = resume.recorded_signatures(
             dest, plan.image_fingerprint(image), image.dest_path, level.name, done
         )
-        stale = {unit for unit, sig in recorded.items() if sig != current[unit]}
+        stale = {
+            unit for unit, sig in recorded.items() if unit < len(current) and sig != current[unit]
+        }
         if stale:
             changed[i, j] = stale
             keys = [key for unit in sorted(stale) for key in unit_chunk_keys(plan, level, unit)]
