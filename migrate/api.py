@@ -7,13 +7,12 @@ in ``plan``, ``layout`` and ``mapping``.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
 from migrate.copy import resume
 from migrate.errors import MigrationError
 from migrate.source.discover import discover, split_n5_url
 from migrate.storage import S3Options, Store, open_store
-from migrate.target.plan import PlanOptions, build_plan, plan_groups
+from migrate.target.plan import PlanOptions, build_plan
 from schemas.plan import Plan
 
 
@@ -48,19 +47,6 @@ def _check_not_inside(source_root: str, dest: str) -> None:
         raise MigrationError(f"{dest}: DEST is inside the source {source_root}; choose another")
 
 
-def _existing_labels(dest: Store, plan: Plan) -> dict[str, tuple[str, ...]]:
-    """Label names already listed at DEST by the labels groups this plan writes."""
-    found: dict[str, tuple[str, ...]] = {}
-    for group in plan.groups:
-        if not group.attributes:
-            continue
-        attrs: Any = resume.group_attributes(dest, group.path) or {}
-        labels = attrs.get("labels") or attrs.get("ome", {}).get("labels") or []
-        if labels:
-            found[group.path] = tuple(str(name) for name in labels)
-    return found
-
-
 def prepare(
     src: str,
     dest: str | None,
@@ -81,10 +67,7 @@ def prepare(
     dest_store = open_store(dest_url, read_only=read_only_dest, s3=dest_s3)
     discovery = discover(source, inner)
     plan = build_plan(discovery, source.url, inner, dest_store.url, options)
-    existing = _existing_labels(dest_store, plan)
-    if existing:  # keep the label images other runs listed
-        groups = plan_groups(plan.images, plan.ngff_version, existing)
-        plan = plan.model_copy(update={"groups": groups})
+    plan = resume.plan_at_dest(plan, dest_store)
     return Prepared(plan, source, dest_store)
 
 

@@ -421,23 +421,25 @@ def test_local_run_interrupted_then_finished_on_the_cluster(
         recording = Recording(client)
         executor = DaskExecutor(recording)
         plan, result = migrate(source, dest, executor, progress, image=BIG.path)
-    # the plan went out once, in the worker plugin; each task carries indices only
+    # the plan went out once, in the worker plugin; each task carries indices only, and the
+    # signature of each unit's source blocks
     assert recording.plugins == 1
     (image_plan,) = plan.images
     submitted = [
         (image_plan.levels[level].name, str(unit))
-        for _, _, level, units in recording.submitted
+        for _, _, level, units, _ in recording.submitted
         for unit in units
     ]
     everything = {(lv.name, str(u)) for lv in image_plan.levels for u in range(lv.unit_count)}
     assert sorted(submitted) == sorted(everything - done_locally)  # each missing unit, once
     for args in recording.submitted:
-        run_id, image_index, level_index, units = args
+        run_id, image_index, level_index, units, signatures = args
         assert isinstance(run_id, str)
         assert isinstance(image_index, int)
         assert isinstance(level_index, int)
         assert all(isinstance(u, int) for u in units)
-        assert len(pickle.dumps(args)) < 300
+        assert len(signatures) == len(units)
+        assert len(pickle.dumps(args)) < 300 + 30 * len(units)
     assert result.complete
     (image,) = result.images
     assert (image.units_skipped, image.units_copied) == (by_local, 36 - by_local)

@@ -122,7 +122,7 @@ def _is_zarr(store: Store, path: str) -> bool:
 def _sizes(store: Store, path: str) -> tuple[int, int]:
     """(objects, stored bytes) under ``path``: a listing of every object."""
     count = total = 0
-    for _key, size in store.list_sizes(path):
+    for _key, size, _stamp in store.list_stats(path):
         count += 1
         total += size
     return count, total

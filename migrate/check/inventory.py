@@ -2,11 +2,16 @@
 
 Finished images are found by their completion mark (the fingerprint in the ``cellmap-migrate``
 attribute of the image group) and described from their own Zarr metadata; images still in
-progress from their resume records. Shapes and chunk grids are in **C order** (z, y, x).
+progress from their resume records. A finished image is *confirmed* only when the DEST-level
+completion mark (the root group's ``cellmap-migrate.complete``, written after every other
+document) lists it with the same fingerprint: otherwise the run that wrote it stopped before
+it had written everything (e.g. a ``labels`` group). Shapes and chunk grids are in **C order**
+(z, y, x).
 """
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -47,6 +52,9 @@ class FinishedImage:
     source: str
     source_path: str
     levels: tuple[FinishedLevel, ...]
+    fingerprint: str = ""
+    confirmed: bool = False
+    """The DEST completion mark lists this image with its fingerprint."""
 
 
 @dataclass(frozen=True)
@@ -83,7 +91,9 @@ def _array_layout(
     return tuple(meta["shape"]), str(meta["data_type"]), tuple(grid)
 
 
-def _finished(store: Store, path: str, version: str, attrs: dict[str, Any]) -> FinishedImage:
+def _finished(
+    store: Store, path: str, version: str, attrs: dict[str, Any], mark: dict[str, str] | None
+) -> FinishedImage:
     ome = attrs.get("ome", attrs)
     provenance = attrs[PROVENANCE_KEY]
     levels = []
@@ -113,6 +123,9 @@ def _finished(store: Store, path: str, version: str, attrs: dict[str, Any]) -> F
         source=str(provenance.get("source", "")),
         source_path=str(provenance.get("path", "")),
         levels=tuple(levels),
+        fingerprint=str(provenance["fingerprint"]),
+        # no mark at all when DEST's root is itself an image: its own mark is the only one
+        confirmed=mark is None or mark.get(path) == provenance["fingerprint"],
     )
 
 
@@ -151,11 +164,27 @@ def marked_groups(store: Store) -> Iterator[list[tuple[str, str, dict[str, Any]]
         ]
 
 
+def _finished_item(
+    store: Store, mark: dict[str, str] | None, item: tuple[str, str, dict[str, Any]]
+) -> FinishedImage:
+    return _finished(store, *item, mark)
+
+
 def finished_images(store: Store) -> Iterator[FinishedImage]:
     """Every image at DEST that carries cellmap-migrate's completion mark, breadth first
-    (the finished images of one depth are read together)."""
+    (the finished images of one depth are read together). An image is ``confirmed`` when
+    DEST's root completion mark lists it with its fingerprint (or when the root is itself
+    the image: then its own mark is the only one)."""
+    mark: dict[str, str] | None = resume.dest_completion_mark(store)
     for batch in marked_groups(store):
-        yield from store.map(lambda image: _finished(store, *image), batch)
+        if any(path == "" for path, _, _ in batch):
+            mark = None  # the root is an image
+        yield from store.map(functools.partial(_finished_item, store, mark), batch)
+
+
+def completion_mark(store: Store) -> dict[str, str]:
+    """The images DEST's completion mark lists as finished (path → fingerprint)."""
+    return resume.dest_completion_mark(store)
 
 
 def started_images(store: Store) -> list[StartedImage]:

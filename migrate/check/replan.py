@@ -19,7 +19,7 @@ from migrate.errors import VerificationError
 from migrate.source.discover import discover
 from migrate.storage import Store, join_key
 from migrate.target.layout import PROVENANCE_KEY
-from migrate.target.plan import PlanOptions, build_plan, plan_groups
+from migrate.target.plan import PlanOptions, build_plan
 from schemas.plan import Plan
 
 
@@ -136,16 +136,5 @@ def plan_again(source: Store, inner: str, dest: Store) -> tuple[Plan, list[Recor
     discovery = discover(source, inner)
     recorded = recorded_images(dest)
     options = recorded_options(source, inner, dest, recorded)
-    plan = build_plan(discovery, source.url, inner, dest.url, options)
-    existing: dict[str, tuple[str, ...]] = {}
-    for group in plan.groups:
-        if group.attributes:
-            attrs: Any = resume.group_attributes(dest, group.path) or {}
-            labels = attrs.get("labels") or attrs.get("ome", {}).get("labels") or []
-            if isinstance(labels, list) and labels:
-                existing[group.path] = tuple(str(name) for name in labels)
-    if existing:
-        plan = plan.model_copy(
-            update={"groups": plan_groups(plan.images, plan.ngff_version, existing)}
-        )
+    plan = resume.plan_at_dest(build_plan(discovery, source.url, inner, dest.url, options), dest)
     return plan, recorded

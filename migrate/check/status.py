@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from migrate.check.inventory import finished_images, started_images
+from migrate.check.inventory import completion_mark, finished_images, started_images
 from migrate.copy import resume
 from migrate.errors import MigrationError
 from migrate.storage import Store
@@ -28,22 +28,33 @@ class ImageStatus:
     dest_path: str
     complete: bool
     levels: list[LevelStatus]
+    note: str = ""
+    """Why an image whose units are all copied is still not complete."""
 
     def to_json(self) -> dict[str, Any]:
         return {
             "image": self.dest_path,
             "complete": self.complete,
+            "note": self.note,
             "levels": [{**vars(level), "bytes_done": level.bytes_done} for level in self.levels],
         }
 
 
 def status(dest: Store) -> list[ImageStatus]:
-    """The state of every image cellmap-migrate has started or finished at DEST."""
+    """The state of every image cellmap-migrate has started or finished at DEST.
+
+    An image is complete only when the DEST completion mark, written after every other
+    document of the run, lists it with its fingerprint; an image the mark lists but DEST
+    does not hold is reported missing."""
     found = [
         ImageStatus(
             image.dest_path,
-            True,
+            image.confirmed,
             [LevelStatus(level.name, 1, 1, level.nbytes) for level in image.levels],
+            ""
+            if image.confirmed
+            else "its run stopped before writing the DEST completion mark (the root group's "
+            "cellmap-migrate attribute); run the same convert again to finish",
         )
         for image in finished_images(dest)
     ]
@@ -54,6 +65,10 @@ def status(dest: Store) -> list[ImageStatus]:
             done = resume.done_units(dest, started.fingerprint, image.dest_path, level.name)
             levels.append(LevelStatus(level.name, len(done), level.unit_count, level.nbytes))
         found.append(ImageStatus(image.dest_path, False, levels))
+    present = {image.dest_path for image in found}
+    for path in sorted(set(completion_mark(dest)) - present):
+        note = "listed as complete by the DEST completion mark, but not found at DEST"
+        found.append(ImageStatus(path, False, [], note))
     if not found:
         raise MigrationError(f"{dest.display()}: no cellmap-migrate output found")
     return sorted(found, key=lambda image: image.dest_path)
@@ -62,11 +77,11 @@ def status(dest: Store) -> list[ImageStatus]:
 def render_status(images: list[ImageStatus]) -> str:
     lines = []
     for image in images:
-        lines.append(f"{image.dest_path}: {'complete' if image.complete else 'INCOMPLETE'}")
+        state = "complete" if image.complete else "INCOMPLETE"
+        lines.append(f"{image.dest_path}: {state}" + (f" ({image.note})" if image.note else ""))
         for level in image.levels:
-            units = (
-                "complete" if image.complete else f"{level.units_done}/{level.units_total} units"
-            )
+            finished = image.complete or level.units_done == level.units_total
+            units = "complete" if finished else f"{level.units_done}/{level.units_total} units"
             size = f"{level.bytes_done / 1e6:.1f}/{level.nbytes / 1e6:.1f} MB"
             lines.append(f"  {level.name:>4}  {units}  {size}")
     return "\n".join(lines) + "\n"

@@ -14,9 +14,10 @@ the copying of work units moves to the cluster's workers.
 - **The plan is shipped once**: a worker plugin carries the plan (JSON), the store locations
   (URLs and non-secret options, never credentials) and the engine options to every worker,
   including workers that join or restart later; each task carries only
-  ``(run id, image index, level index, unit indices)``. Workers open their own TensorStore
-  handles and record every finished unit at DEST (``migrate.copy.resume.record_unit``) exactly as
-  the embedded engine does, so an interrupted run resumes anywhere, locally or on a cluster.
+  ``(run id, image index, level index, unit indices, their source signatures)``. Workers
+  open their own TensorStore handles and record every finished unit at DEST
+  (``migrate.copy.resume.record_unit``) exactly as the embedded engine does, so an
+  interrupted run resumes anywhere, locally or on a cluster.
 - **Failures**: a unit whose source blocks are corrupt is reported per unit, like the
   embedded engine; a task that raises is retried ``retries`` times, and a task whose worker
   dies is rescheduled by Dask (up to ``distributed.scheduler.allowed-failures`` times).
@@ -279,14 +280,20 @@ def _unit_worker(run_id: str) -> UnitWorker:
 
 
 def copy_batch(
-    run_id: str, image: int, level: int, units: tuple[int, ...]
+    run_id: str,
+    image: int,
+    level: int,
+    units: tuple[int, ...],
+    signatures: tuple[str, ...] = (),
 ) -> list[tuple[int, int, str | None]]:
-    """The Dask task: copy and record each unit; returns ``(unit, bytes, failure)`` per unit
-    (a corrupt source block fails its unit, not the task)."""
+    """The Dask task: copy and record each unit (with the signature of its source blocks,
+    listed by the client before the run); returns ``(unit, bytes, failure)`` per unit (a
+    corrupt source block fails its unit, not the task)."""
     worker = _unit_worker(run_id)
     outcomes = []
-    for unit in units:
-        outcome = worker.run(WorkUnit(image, level, unit))
+    for position, unit in enumerate(units):
+        signature = signatures[position] if position < len(signatures) else ""
+        outcome = worker.run(WorkUnit(image, level, unit, signature))
         outcomes.append((unit, outcome.nbytes, outcome.failure))
     return outcomes
 
@@ -301,6 +308,7 @@ class Batch:
     image: int
     level: int
     units: tuple[int, ...]
+    signatures: tuple[str, ...] = ()
 
 
 def golden_order(count: int) -> list[int]:
@@ -341,8 +349,12 @@ def make_batches(
         level = plan.images[w.image].levels[w.level]
         unit_nbytes = max(1, level.nbytes // max(1, level.unit_count))
         size = max(1, min(batch_bytes // unit_nbytes, batch_units, spread))
-        chunks = [w.units[i : i + size] for i in range(0, len(w.units), size)]
-        streams.append([Batch(w.image, w.level, chunks[i]) for i in golden_order(len(chunks))])
+        starts = range(0, len(w.units), size)
+        chunks = [
+            Batch(w.image, w.level, w.units[i : i + size], w.signatures[i : i + size])
+            for i in starts
+        ]
+        streams.append([chunks[i] for i in golden_order(len(chunks))])
     return [
         batch for round_ in itertools.zip_longest(*streams) for batch in round_ if batch is not None
     ]
@@ -436,6 +448,7 @@ class DaskExecutor:
                     batch.image,
                     batch.level,
                     batch.units,
+                    batch.signatures,
                     key=f"cellmap-copy-{run_id[-8:]}-{number}",
                     retries=self.retries,
                     pure=False,

@@ -27,12 +27,14 @@ from migrate.copy.tsio import HandleCache, is_storage_error, open_source, ts_err
 from migrate.errors import PlanMismatchError, SourceDataError, StoreError
 from migrate.storage import Store, iocounts, join_key
 from migrate.target.layout import (
+    PROVENANCE_KEY,
     Documents,
     dumps,
     group_documents,
     image_final_documents,
     image_start_documents,
 )
+from migrate.target.plan import COMPLETE_KEY, plan_groups
 from schemas.plan import ImagePlan, LevelPlan, Plan
 
 
@@ -43,6 +45,8 @@ class ImageResult:
     units_total: int = 0
     units_skipped: int = 0
     units_copied: int = 0
+    units_redone: int = 0
+    """Units recorded as done whose source blocks changed since: copied again."""
     bytes_read: int = 0
     failures: list[str] = field(default_factory=list)
     complete: bool = False
@@ -145,11 +149,13 @@ def bad_blocks(
 
 @dataclass(frozen=True)
 class WorkUnit:
-    """One work unit: indices of the image, of its level, and of the unit (C-order linear)."""
+    """One work unit: indices of the image, of its level, and of the unit (C-order linear),
+    and the signature of its source blocks as listed before the copy (recorded with it)."""
 
     image: int
     level: int
     unit: int
+    signature: str = ""
 
 
 @dataclass(frozen=True)
@@ -163,11 +169,16 @@ class UnitOutcome:
 
 @dataclass(frozen=True)
 class LevelWork:
-    """The units of one level that are not recorded as done yet, in C order."""
+    """The units of one level that are not recorded as done yet, in C order, with the
+    signature of each one's source blocks (:func:`migrate.copy.resume.unit_signatures`)."""
 
     image: int
     level: int
     units: tuple[int, ...]
+    signatures: tuple[str, ...] = ()
+
+    def signature(self, position: int) -> str:
+        return self.signatures[position] if position < len(self.signatures) else ""
 
 
 @dataclass(frozen=True)
@@ -213,7 +224,12 @@ class UnitWorker:
         level = image.levels[task.level]
         nbytes = self.copier(level, task.unit)
         resume.record_unit(
-            self.dest, self.fingerprints[task.image], image.dest_path, level.name, task.unit
+            self.dest,
+            self.fingerprints[task.image],
+            image.dest_path,
+            level.name,
+            task.unit,
+            task.signature,
         )
         return nbytes
 
@@ -283,6 +299,8 @@ def prepare_dest(
             dest.delete_prefix(image.dest_path)
             dest.delete_prefix(resume.image_state_key(image.dest_path))
         todo.append(index)
+    if todo or resume.dest_completion_mark(dest) != _planned_mark(plan):
+        remove_dead_temporaries(dest, plan, [plan.images[i] for i in todo])
     if todo:
         dest.map(lambda g: _write_if_absent(dest, group_documents(plan, g.path, {})), plan.groups)
     # Our record of an image comes before its first metadata file (else a run killed in
@@ -292,6 +310,71 @@ def prepare_dest(
     documents = [item for i in todo for item in image_start_documents(plan, plan.images[i]).items()]
     dest.map(lambda item: _write_one_if_changed(dest, *item), documents)
     return results, todo
+
+
+def _planned_mark(plan: Plan) -> dict[str, str]:
+    """The completion mark this plan writes last (empty when its root is an image)."""
+    root = next((group for group in plan.groups if group.path == ""), None)
+    provenance = (root.attributes if root else {}).get(PROVENANCE_KEY, {})
+    return dict(provenance.get(COMPLETE_KEY, {}))
+
+
+def remove_dead_temporaries(dest: Store, plan: Plan, images: list[ImagePlan]) -> int:
+    """Remove the temporary files killed writers left where this run writes: under the
+    images it copies, in its resume records, beside its group documents. A file whose
+    writer may still run (another host, a live process) is left alone."""
+    prefixes = [(image.dest_path, True) for image in images]
+    prefixes += [(resume.image_state_key(image.dest_path), True) for image in images]
+    prefixes += [(group.path, False) for group in plan.groups]
+    removed = dest.map(
+        lambda item: dest.remove_dead_temporaries(item[0], recursive=item[1]), prefixes
+    )
+    return sum(removed)
+
+
+def unit_chunk_keys(plan: Plan, level: LevelPlan, unit: int) -> list[str]:
+    """The DEST keys of every chunk (or shard) inside work unit ``unit`` of ``level``."""
+    grid = level.shard or level.chunks
+    ranges = [
+        range(start // g, math.ceil(stop / g))
+        for (start, stop), g in zip(level.unit_box(unit), grid, strict=True)
+    ]
+    prefix = "" if plan.ngff_version == "0.4" else "c"
+    return [
+        join_key(level.dest_path, prefix, *(str(i) for i in position))
+        for position in itertools.product(*ranges)
+    ]
+
+
+def recheck_done(
+    plan: Plan,
+    source: Store,
+    dest: Store,
+    levels: list[tuple[int, int]],
+    done_by_level: dict[tuple[int, str], set[int]],
+) -> tuple[dict[tuple[int, int], list[str]], dict[tuple[int, int], set[int]]]:
+    """List every level's source blocks once: the signature of each unit, and the done units
+    whose recorded signature differs (their source changed since they were copied). The
+    chunks those units wrote are deleted, so that their copy starts from nothing."""
+    level_plans = [plan.images[i].levels[j] for i, j in levels]
+    signatures = source.map(lambda level: resume.unit_signatures(source, level), level_plans)
+    changed: dict[tuple[int, int], set[int]] = {}
+    for (i, j), level, current in zip(levels, level_plans, signatures, strict=True):
+        done = done_by_level[i, level.name]
+        if not done:
+            continue
+        image = plan.images[i]
+        recorded = resume.recorded_signatures(
+            dest, plan.image_fingerprint(image), image.dest_path, level.name, done
+        )
+        stale = {
+            unit for unit, sig in recorded.items() if unit < len(current) and sig != current[unit]
+        }
+        if stale:
+            changed[i, j] = stale
+            keys = [key for unit in sorted(stale) for key in unit_chunk_keys(plan, level, unit)]
+            dest.map(dest.delete_prefix, keys)
+    return dict(zip(levels, signatures, strict=True)), changed
 
 
 def run_plan(
@@ -317,6 +400,8 @@ def run_plan(
         levels,
     )
     done_by_level = dict(zip(levels, done_sets, strict=True))
+    level_indices = [(i, j) for i in todo for j in range(len(plan.images[i].levels))]
+    signatures, changed = recheck_done(plan, source, dest, level_indices, done_by_level)
     work: list[LevelWork] = []
     for index in todo:
         image = plan.images[index]
@@ -324,15 +409,22 @@ def run_plan(
         total_bytes = sum(level.nbytes for level in image.levels)
         done_bytes = 0
         for level_index, level in enumerate(image.levels):
-            done = done_by_level[index, level.name]
+            stale = changed.get((index, level_index), set())
+            done = done_by_level[index, level.name] - stale
             result.units_total += level.unit_count
             result.units_skipped += len(done)
+            result.units_redone += len(stale)
             done_bytes += level.nbytes * len(done) // max(level.unit_count, 1)
             missing = tuple(u for u in range(level.unit_count) if u not in done)
-            work.append(LevelWork(index, level_index, missing))
+            current = signatures[index, level_index]
+            work.append(LevelWork(index, level_index, missing, tuple(current[u] for u in missing)))
         progress.start(
             image.dest_path, result.units_total, total_bytes, result.units_skipped, done_bytes
         )
+
+    redone = sum(len(units) for units in changed.values())
+    if redone:
+        progress.message(f"{redone} unit(s) redone: their source changed since they were copied")
 
     def report(outcome: UnitOutcome) -> None:
         image = plan.images[outcome.unit.image]
@@ -360,19 +452,48 @@ def run_plan(
 
     dest.map(finalize, [i for i in todo if not results[i].failures])
     if all(r.complete for r in results):
+        # the groups (labels lists), then, last of all, the root with the completion mark
+        root = [group for group in plan.groups if group.path == "" and group.attributes]
         dest.map(
             lambda g: _write_if_changed(dest, group_documents(plan, g.path, g.attributes)),
-            [group for group in plan.groups if group.attributes],
+            [group for group in plan.groups if group.attributes and group.path != ""],
         )
+        for group in root:
+            _write_if_changed(dest, group_documents(plan, group.path, group.attributes))
+    elif any(group.path == "" for group in plan.groups):
+        _mark_finished_images(dest, plan, results)
     storage = iocounts.totals() - counted if executor is None else None
     return RunResult(results, time.monotonic() - started, storage)
+
+
+def _mark_finished_images(dest: Store, plan: Plan, results: list[ImageResult]) -> None:
+    """When some images failed: list the label images this run finished in their ``labels``
+    groups (with those the groups list already), then add every image this run finished to
+    DEST's completion mark. The root keeps its other attributes."""
+    finished = [image for image, r in zip(plan.images, results, strict=True) if r.complete]
+    labels = [image for image in finished if image.kind == "label"]
+    if labels:
+        existing = resume.listed_labels(dest, [group.path for group in plan.groups])
+        for group in plan_groups(labels, plan.ngff_version, existing):
+            if group.attributes and group.path != "":
+                _write_if_changed(dest, group_documents(plan, group.path, group.attributes))
+    mark = resume.dest_completion_mark(dest)
+    for image in finished:
+        mark[image.dest_path] = plan.image_fingerprint(image)
+    attributes = dict(resume.group_attributes(dest, "") or {})
+    attributes[PROVENANCE_KEY] = {COMPLETE_KEY: dict(sorted(mark.items()))}
+    _write_if_changed(dest, group_documents(plan, "", attributes))
 
 
 def run_local(job: Job, report: Report) -> None:
     """The embedded engine: ``options.workers`` threads, at most twice that many units in
     flight, in plan order (image by image, level by level)."""
     worker = UnitWorker(job.plan, job.source, job.dest, job.options)
-    queue = (WorkUnit(w.image, w.level, unit) for w in job.work for unit in w.units)
+    queue = (
+        WorkUnit(w.image, w.level, unit, w.signature(position))
+        for w in job.work
+        for position, unit in enumerate(w.units)
+    )
     window = max(1, 2 * job.options.workers)
     with cf.ThreadPoolExecutor(max_workers=job.options.workers, thread_name_prefix="copy") as pool:
         in_flight: dict[cf.Future[int], WorkUnit] = {}

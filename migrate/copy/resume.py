@@ -3,25 +3,33 @@
 While an image is being copied, ``DEST/.cellmap-migrate/images/<image dest path>/`` holds:
 
 - ``plan.json``: the image's plan and fingerprint, written before any of its chunks;
-- ``done/<fingerprint>/<level>/<unit>``: one empty object per finished work unit, written
-  only after every chunk of that unit is stored, so each record is independent and any
-  number of workers (on any machine) can add records at once without coordination.
+- ``done/<fingerprint>/<level>/<unit>``: one object per finished work unit, written only
+  after every chunk of that unit is stored, so each record is independent and any number of
+  workers (on any machine) can add records at once without coordination. It holds the
+  signature of the unit's source blocks as they were listed before the unit was copied
+  (:func:`unit_signatures`: key, size and modification time, or ETag on S3); a resumed run
+  lists the source again and redoes the done units whose signature changed.
 
 When every unit of an image is done, its OME metadata is written with the fingerprint in the
-``cellmap-migrate`` provenance attribute: that is the completion mark. The image's records are
-then deleted, and ``.cellmap-migrate/`` itself once no image has records left, so a finished
-destination holds nothing but Zarr metadata and chunks.
+``cellmap-migrate`` provenance attribute: that is the image's completion mark. The image's
+records are then deleted, and ``.cellmap-migrate/`` itself once no image has records left, so
+a finished destination holds nothing but Zarr metadata and chunks. Last of all, the root
+group's ``cellmap-migrate`` attribute lists every finished image by fingerprint
+(:func:`dest_completion_mark`): only then is the destination complete.
 """
 
 from __future__ import annotations
 
+import hashlib
+import itertools
 import json
 from enum import Enum
 from typing import Any
 
 from migrate.storage import Store, join_key
 from migrate.target.layout import PROVENANCE_KEY, dumps
-from schemas.plan import ImagePlan, Plan
+from migrate.target.plan import COMPLETE_KEY, plan_groups, with_completion_mark
+from schemas.plan import ImagePlan, LevelPlan, Plan
 
 STATE_DIR = ".cellmap-migrate"
 
@@ -104,8 +112,63 @@ def done_prefix(fingerprint: str, image_dest_path: str, level: str) -> str:
     return image_state_key(image_dest_path, "done", fingerprint, level)
 
 
-def record_unit(dest: Store, fingerprint: str, image_dest_path: str, level: str, unit: int) -> None:
-    dest.write(join_key(done_prefix(fingerprint, image_dest_path, level), str(unit)), b"")
+def record_unit(
+    dest: Store, fingerprint: str, image_dest_path: str, level: str, unit: int, signature: str = ""
+) -> None:
+    """Record a unit as done, with the signature of the source blocks it was copied from."""
+    key = join_key(done_prefix(fingerprint, image_dest_path, level), str(unit))
+    dest.write(key, signature.encode())
+
+
+def recorded_signatures(
+    dest: Store, fingerprint: str, image_dest_path: str, level: str, units: set[int]
+) -> dict[int, str]:
+    """The source signature recorded with each of the done ``units`` of one level."""
+    prefix = done_prefix(fingerprint, image_dest_path, level)
+    order = sorted(units)
+    raws = dest.map(lambda unit: dest.read(join_key(prefix, str(unit))), order)
+    return {
+        unit: (raw or b"").decode("ascii", errors="replace")
+        for unit, raw in zip(order, raws, strict=True)
+    }
+
+
+_MASK = 2**64 - 1
+
+
+def unit_signatures(source: Store, level: LevelPlan) -> list[str]:
+    """A signature of the source blocks of every work unit of ``level`` (C-order unit index →
+    signature), from one listing of the level: a function of each block's key, size and
+    stamp (modification time on disk, ETag on S3), so a block that is rewritten, added or
+    removed changes the signature of every unit it falls in. Nothing is read but the
+    listing."""
+    ndim = len(level.shape)
+    grid = level.unit_grid
+    sums = [0] * level.unit_count
+    counts = [0] * level.unit_count
+    for key, size, stamp in source.list_stats(level.source_path):
+        parts = key.split("/")
+        if len(parts) != ndim or not all(part.isdigit() for part in parts):
+            continue  # attributes.json and anything else that is not a block
+        ranges = []
+        for index, block, unit, extent in zip(
+            reversed(parts), level.source_blocks, level.unit_shape, level.shape, strict=True
+        ):
+            start = int(index) * block
+            if start >= extent:
+                break  # outside the array: never read
+            stop = min(start + block, extent)
+            ranges.append(range(start // unit, (stop - 1) // unit + 1))
+        else:
+            text = f"{key}\0{size}\0{stamp}".encode()
+            value = int.from_bytes(hashlib.blake2b(text, digest_size=8).digest(), "little")
+            for position in itertools.product(*ranges):
+                linear = 0
+                for p, g in zip(position, grid, strict=True):
+                    linear = linear * g + p
+                sums[linear] = (sums[linear] + value) & _MASK
+                counts[linear] += 1
+    return [f"{n}:{total:016x}" for n, total in zip(counts, sums, strict=True)]
 
 
 def done_units(dest: Store, fingerprint: str, image_dest_path: str, level: str) -> set[int]:
@@ -116,6 +179,41 @@ def done_units(dest: Store, fingerprint: str, image_dest_path: str, level: str) 
         if name.isdigit():
             done.add(int(name))
     return done
+
+
+def dest_completion_mark(dest: Store) -> dict[str, str]:
+    """The images DEST's completion mark lists as finished (dest path → image fingerprint);
+    empty when there is no mark."""
+    attributes = group_attributes(dest, "") or {}
+    provenance = attributes.get(PROVENANCE_KEY)
+    complete = provenance.get(COMPLETE_KEY) if isinstance(provenance, dict) else None
+    if not isinstance(complete, dict):
+        return {}
+    return {str(path): str(fp) for path, fp in complete.items() if isinstance(fp, str)}
+
+
+def listed_labels(dest: Store, group_paths: list[str]) -> dict[str, tuple[str, ...]]:
+    """The label names the ``labels`` groups at ``group_paths`` already list at DEST
+    (groups that list none are left out)."""
+    found: dict[str, tuple[str, ...]] = {}
+    for path in group_paths:
+        attrs: Any = group_attributes(dest, path) or {}
+        labels = attrs.get("labels") or attrs.get("ome", {}).get("labels") or []
+        if isinstance(labels, list) and labels:
+            found[path] = tuple(str(name) for name in labels)
+    return found
+
+
+def plan_at_dest(plan: Plan, dest: Store) -> Plan:
+    """``plan`` as it applies to what DEST already holds: its ``labels`` groups keep listing
+    the label images other runs listed, and the completion mark keeps listing the images
+    other runs finished there. ``convert`` writes this; ``verify`` compares DEST with it."""
+    existing = listed_labels(dest, [group.path for group in plan.groups if group.attributes])
+    if existing:
+        plan = plan.model_copy(
+            update={"groups": plan_groups(plan.images, plan.ngff_version, existing)}
+        )
+    return with_completion_mark(plan, dest_completion_mark(dest))
 
 
 def forget_image(dest: Store, image_dest_path: str) -> None:

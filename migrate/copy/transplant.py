@@ -59,7 +59,7 @@ import numpy.typing as npt
 from isal import isal_zlib
 
 from migrate.errors import SourceDataError, StoreError
-from migrate.storage import LocalStore, Store, iocounts, join_key
+from migrate.storage import LocalStore, Store, iocounts, join_key, temporary_name
 from migrate.target.codecs import source_codec, transplantable
 from schemas.plan import CodecPlan, LevelPlan, NgffVersion
 
@@ -306,7 +306,7 @@ class LocalObjects:
         disk or a missing permission raises StoreError (the run stops: every unit would
         fail)."""
         path = self.root / key
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+        tmp = path.with_name(temporary_name(path.name))
         try:
             try:
                 fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)

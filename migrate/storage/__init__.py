@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from migrate.errors import StoreError
 from migrate.storage.base import Store, join_key
-from migrate.storage.local import LocalStore
+from migrate.storage.local import LocalStore, temporary_name, writer_alive
 from migrate.storage.s3 import S3Store
 from migrate.storage.s3_settings import (
     DEFAULT_MAX_ATTEMPTS,
@@ -32,6 +32,8 @@ __all__ = [
     "open_store",
     "resolve_s3",
     "retry_delay",
+    "temporary_name",
+    "writer_alive",
 ]
 
 

@@ -62,14 +62,20 @@ class Store(ABC):
         """Every object key under ``prefix``, recursively, relative to ``prefix``."""
 
     @abstractmethod
+    def list_stats(self, prefix: str) -> Iterator[tuple[str, int, str]]:
+        """Every object under ``prefix``, recursively, as (key relative to ``prefix``, size in
+        bytes, stamp): what a listing tells without reading the objects. The stamp changes
+        when an object is rewritten (local: the modification time in ns; S3: the ETag)."""
+
+    def remove_dead_temporaries(self, prefix: str, *, recursive: bool = True) -> int:
+        """Remove the temporary files that writers which no longer run left under
+        ``prefix`` (only local directories have them; an object store's writes are whole);
+        returns how many were removed."""
+        return 0
+
+    @abstractmethod
     def kvstore_spec(self, key: str = "") -> dict[str, Any]:
         """A TensorStore kvstore spec for the prefix ``key`` of this store."""
-
-    def list_sizes(self, prefix: str) -> Iterator[tuple[str, int]]:
-        """Every object under ``prefix`` with its stored size in bytes, recursively (keys
-        relative to ``prefix``). The default reads each object; backends list sizes."""
-        for key in self.list_keys(prefix):
-            yield key, len(self.read(join_key(prefix, key)) or b"")
 
     def exists_prefix(self, prefix: str) -> bool:
         """True when anything is stored under ``prefix``."""

@@ -1,9 +1,19 @@
-"""Local directories as stores."""
+"""Local directories as stores.
+
+Files are written whole under a temporary name beside their target, then renamed. The
+temporary name says who writes it (:func:`temporary_name`: host, pid and the process's start
+time), so that a later run can tell the files a killed writer left behind from those a
+running one is still writing (:meth:`LocalStore.remove_dead_temporaries`).
+"""
 
 from __future__ import annotations
 
+import functools
 import os
+import re
 import shutil
+import socket
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -11,6 +21,61 @@ from typing import Any
 from migrate.errors import StoreError
 from migrate.storage import iocounts
 from migrate.storage.base import Store
+
+TEMPORARY = re.compile(r"\.(?P<host>[A-Za-z0-9_]+)-(?P<pid>[0-9]+)-(?P<start>[0-9]+)-[0-9]+\.tmp$")
+"""The end of a temporary file's name: ``.<host>-<pid>-<process start>-<thread>.tmp``."""
+
+
+@functools.cache
+def _host() -> str:
+    return re.sub(r"[^A-Za-z0-9]", "_", socket.gethostname()) or "localhost"
+
+
+def _process_start(pid: int) -> int | None:
+    """When process ``pid`` started (clock ticks since boot, Linux ``/proc``): 0 where the
+    system does not say, None when there is no such process."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            fields = f.read().rsplit(b")", 1)[1].split()
+        return int(fields[19])  # field 22 of proc(5); the first two end at ")"
+    except FileNotFoundError:
+        return None if os.path.isdir("/proc/self") else _signal_probe(pid)
+    except (OSError, IndexError, ValueError):
+        return _signal_probe(pid)
+
+
+def _signal_probe(pid: int) -> int | None:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return None
+    except OSError:
+        return 0  # it exists (owned by someone else)
+    return 0
+
+
+@functools.cache
+def _writer(pid: int) -> str:
+    return f"{_host()}-{pid}-{_process_start(pid) or 0}"
+
+
+def temporary_name(name: str) -> str:
+    """The temporary file name under which this thread writes the file ``name``."""
+    return f".{name}.{_writer(os.getpid())}-{threading.get_ident()}.tmp"
+
+
+def writer_alive(name: str) -> bool:
+    """Whether the writer of the temporary file ``name`` may still be running: True unless
+    its name says it was written on this host by a process that is gone (or whose pid now
+    belongs to a process started later). Names of other forms are never called dead."""
+    match = TEMPORARY.search(name)
+    if match is None or match["host"] != _host():
+        return True
+    start = _process_start(int(match["pid"]))
+    if start is None:
+        return False
+    recorded = int(match["start"])
+    return start == 0 or recorded == 0 or start == recorded
 
 
 class LocalStore(Store):
@@ -38,9 +103,13 @@ class LocalStore(Store):
         path = self._path(key)
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-            tmp.write_bytes(data)
-            os.replace(tmp, path)
+            tmp = path.with_name(temporary_name(path.name))
+            try:
+                tmp.write_bytes(data)
+                os.replace(tmp, path)
+            except BaseException:
+                tmp.unlink(missing_ok=True)
+                raise
         except OSError as exc:
             raise StoreError(f"{self.display(key)}: cannot write: {exc.strerror}") from exc
         iocounts.count_written(len(data))
@@ -73,16 +142,49 @@ class LocalStore(Store):
             for name in filenames:
                 yield name if rel == "." else f"{rel}/{name}"
 
-    def list_sizes(self, prefix: str) -> Iterator[tuple[str, int]]:
-        base = self._path(prefix)
-        for dirpath, _dirnames, filenames in os.walk(base):
-            rel = Path(dirpath).relative_to(base).as_posix()
-            for name in filenames:
+    def list_stats(self, prefix: str) -> Iterator[tuple[str, int, str]]:
+        pending = [("", self._path(prefix))]
+        while pending:
+            rel, path = pending.pop()
+            try:
+                with os.scandir(path) as entries:
+                    found = list(entries)
+            except (FileNotFoundError, NotADirectoryError):
+                continue
+            except OSError as exc:
+                raise StoreError(f"{path}: cannot list: {exc.strerror}") from exc
+            for entry in found:
+                key = rel + entry.name
                 try:
-                    size = os.stat(os.path.join(dirpath, name)).st_size
+                    if entry.is_dir():
+                        pending.append((key + "/", Path(entry.path)))
+                        continue
+                    stat = entry.stat()
                 except FileNotFoundError:
-                    continue
-                yield (name if rel == "." else f"{rel}/{name}"), size
+                    continue  # removed meanwhile, or a dangling link: not an object
+                yield key, stat.st_size, str(stat.st_mtime_ns)
+
+    def remove_dead_temporaries(self, prefix: str, *, recursive: bool = True) -> int:
+        self._check_writable(prefix)
+        removed = 0
+        pending = [self._path(prefix)]
+        while pending:
+            path = pending.pop()
+            try:
+                with os.scandir(path) as entries:
+                    found = list(entries)
+            except (FileNotFoundError, NotADirectoryError):
+                continue
+            for entry in found:
+                if entry.name.endswith(".tmp") and not writer_alive(entry.name):
+                    try:
+                        os.unlink(entry.path)
+                        removed += 1
+                    except FileNotFoundError:
+                        pass
+                elif recursive and entry.is_dir(follow_symlinks=False):
+                    pending.append(Path(entry.path))
+        return removed
 
     def kvstore_spec(self, key: str = "") -> dict[str, Any]:
         return {"driver": "file", "path": str(self._path(key)) + "/"}

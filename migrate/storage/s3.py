@@ -278,13 +278,13 @@ class S3Store(Store):
                 if name and not name.endswith("/"):  # skip "directory marker" objects
                     yield name
 
-    def list_sizes(self, prefix: str) -> Iterator[tuple[str, int]]:
+    def list_stats(self, prefix: str) -> Iterator[tuple[str, int, str]]:
         base = self._dir(prefix)
         for page in self._requests.pages(self.display(prefix), Prefix=base):
             for item in page.get("Contents", []):
                 name = item["Key"][len(base) :]
                 if name and not name.endswith("/"):
-                    yield name, int(item.get("Size", 0))
+                    yield name, int(item.get("Size", 0)), str(item.get("ETag", ""))
 
     def exists_prefix(self, prefix: str) -> bool:
         pages = self._requests.pages(self.display(prefix), Prefix=self._dir(prefix), MaxKeys=1)

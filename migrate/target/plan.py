@@ -301,6 +301,28 @@ def plan_groups(
     return tuple(groups)
 
 
+COMPLETE_KEY = "complete"
+"""Under the ``cellmap-migrate`` attribute of the DEST root group: the completion mark, every
+image finished at DEST (dest path → image fingerprint). Written after every other document,
+so a DEST whose mark does not list an image with its fingerprint is not complete."""
+
+
+def with_completion_mark(plan: Plan, previous: Mapping[str, str] | None = None) -> Plan:
+    """``plan`` with the completion mark in its root group's attributes: this plan's images
+    by fingerprint, plus the ``previous`` entries (images other runs finished at DEST) of
+    images this plan does not write. A plan whose root is itself an image has no root group:
+    that image's own mark is the only one."""
+    complete = {**(previous or {}), **{i.dest_path: plan.image_fingerprint(i) for i in plan.images}}
+    groups = []
+    for group in plan.groups:
+        if group.path == "":
+            mark = {COMPLETE_KEY: dict(sorted(complete.items()))}
+            attributes = {**group.attributes, "cellmap-migrate": mark}
+            group = GroupPlan(path="", attributes=attributes)
+        groups.append(group)
+    return plan.model_copy(update={"groups": tuple(groups)})
+
+
 def build_plan(
     discovery: Discovery, source_url: str, source_inner: str, dest_url: str, options: PlanOptions
 ) -> Plan:
@@ -311,7 +333,7 @@ def build_plan(
         where = join_key(source_url, source_inner)
         raise MetadataError(where, None, "no multiscale image (a group of s0…sN arrays) found")
     images = tuple(plan_image(image, source_url, options) for image in discovery.images)
-    return Plan(
+    plan = Plan(
         tool_version=__version__,
         source=source_url,
         source_inner=source_inner,
@@ -322,3 +344,4 @@ def build_plan(
         groups=plan_groups(images, options.ngff_version),
         orphan_arrays=discovery.orphan_arrays,
     )
+    return with_completion_mark(plan)
