@@ -19,6 +19,7 @@ from migrate.storage.s3_settings import (
     _error_code,
     _is_transient,
     describe_s3_error,
+    request_failures,
     resolve_s3,
     retry_delay,
 )
@@ -105,13 +106,11 @@ class S3Store(Store):
     def _request(self, verb: str, key: str, operation: Callable[[], T]) -> T:
         """Run one idempotent request, retrying transient failures; a StoreError naming
         ``key`` when it keeps failing or fails for good."""
-        from botocore.exceptions import BotoCoreError, ClientError
-
         attempt = 1
         while True:
             try:
                 return operation()
-            except (ClientError, BotoCoreError, OSError) as exc:
+            except request_failures() as exc:
                 if attempt >= self.settings.max_attempts or not _is_transient(exc):
                     message = describe_s3_error(exc, self.settings)
                     raise StoreError(f"{self.display(key)}: cannot {verb}: {message}") from exc
