@@ -4,7 +4,30 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from pydantic import AfterValidator, BaseModel, ConfigDict
+from pydantic import (
+    AfterValidator,
+    AllowInfNan,
+    BaseModel,
+    ConfigDict,
+    FiniteFloat,
+    NonNegativeInt,
+    PositiveFloat,
+    PositiveInt,
+    Strict,
+)
+
+# Numbers of source metadata, parsed strictly: a string ("5.24") or a boolean where the file
+# must give a number is an error naming the field, never silently converted.
+Number = Annotated[FiniteFloat, Strict()]
+"""A finite JSON number (an integer is accepted as the same value)."""
+PositiveNumber = Annotated[PositiveFloat, Strict(), AllowInfNan(False)]
+"""A finite JSON number > 0."""
+Integer = Annotated[int, Strict()]
+"""A JSON integer (not 2.0, not "2", not true)."""
+PositiveInteger = Annotated[PositiveInt, Strict()]
+NonNegativeInteger = Annotated[NonNegativeInt, Strict()]
+Flag = Annotated[bool, Strict()]
+"""A JSON true or false (not "true", not 1)."""
 
 
 class SourceModel(BaseModel):
