@@ -720,3 +720,61 @@ def test_convert_status_verify_ride_out_truncated_responses(
         proxy.cut()
     assert_source_untouched(before, snapshot(client), f"{source_bucket}/cut/out.zarr/")
     assert_same_data(dataset / N5, download(client, source_bucket, "cut/out.zarr", tmp_path / "z"))
+
+
+def _transport_failures() -> list[tuple[str, BaseException, bool]]:
+    import http.client
+
+    import urllib3.exceptions
+    from botocore.exceptions import (
+        ClientError,
+        ConnectionClosedError,
+        IncompleteReadError,
+        ReadTimeoutError,
+        ResponseStreamingError,
+    )
+    from botocore.parsers import ResponseParserError
+
+    reset = ConnectionResetError(104, "Connection reset by peer")
+    broken = urllib3.exceptions.ProtocolError(f"Connection broken: {reset!r}", reset)
+    pool = urllib3.HTTPConnectionPool("127.0.0.1")
+
+    def client_error(code: str, status: int) -> ClientError:
+        return ClientError(
+            {"Error": {"Code": code}, "ResponseMetadata": {"HTTPStatusCode": status}}, "GetObject"
+        )
+
+    return [
+        ("urllib3 ProtocolError", broken, True),
+        ("urllib3 IncompleteRead", urllib3.exceptions.IncompleteRead(10, 20), True),
+        (
+            "urllib3 read timeout",
+            urllib3.exceptions.ReadTimeoutError(pool, "/k", "timed out"),
+            True,
+        ),
+        ("http.client IncompleteRead", http.client.IncompleteRead(b"abc", 10), True),
+        ("http.client RemoteDisconnected", http.client.RemoteDisconnected("closed"), True),
+        ("ResponseStreamingError", ResponseStreamingError(error=broken), True),
+        ("botocore ReadTimeoutError", ReadTimeoutError(endpoint_url="http://x"), True),
+        ("ConnectionClosedError", ConnectionClosedError(endpoint_url="http://x"), True),
+        ("IncompleteReadError", IncompleteReadError(actual_bytes=1, expected_bytes=2), True),
+        ("a body too short to parse", ResponseParserError("Unable to parse"), True),
+        ("ConnectionResetError", reset, True),
+        ("HTTP 503", client_error("ServiceUnavailable", 503), True),
+        ("HTTP 500", client_error("InternalError", 500), True),
+        ("SlowDown", client_error("SlowDown", 503), True),
+        ("HTTP 403", client_error("AccessDenied", 403), False),
+        ("NoSuchBucket", client_error("NoSuchBucket", 404), False),
+        ("a bug", ValueError("not a transport error"), False),
+    ]
+
+
+def test_transport_failures_are_retried_like_server_errors() -> None:
+    """Every transient failure of a boto3 request, whichever layer reports it, is caught by
+    S3Store's retry loop and judged transient; permanent ones are not."""
+    from migrate.storage.s3_settings import _is_transient, request_failures
+
+    for name, exc, transient in _transport_failures():
+        assert _is_transient(exc) is transient, name
+        if transient:
+            assert isinstance(exc, request_failures()), name
