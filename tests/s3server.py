@@ -160,6 +160,7 @@ class TcpProxy:
         self._random = random.Random(seed)
         self.truncated: collections.Counter[str] = collections.Counter()
         """Responses cut after half their body so far, per client."""
+        self._resetting: set[socket.socket] = set()
         self.responses = 0
         """HTTP responses seen so far (only counted with ``truncate``)."""
         self.port = free_port()
@@ -293,8 +294,8 @@ class TcpProxy:
                     self.truncated[agent] += cut
                 if cut:
                     sink.sendall(line + headers + body[: len(body) // 2])
-                    time.sleep(0.05)  # let the client read that much, then fail mid-read
-                    _reset(sink)
+                    time.sleep(0.2)  # let the client read that much, then fail mid-read
+                    self._reset(sink)
                     return
                 sink.sendall(line + headers + body)
         except (OSError, ValueError):
@@ -304,14 +305,30 @@ class TcpProxy:
 
     def _close_pair(self, *sockets: socket.socket) -> None:
         for sock in sockets:
-            _close(sock)
             with self._lock:
+                resetting = sock in self._resetting
                 self._sockets.discard(sock)
+                if resetting and sock.fileno() == -1:  # reset and closed: done with it
+                    self._resetting.discard(sock)
+            if not resetting:  # (a FIN from here would beat the reset to the client)
+                _close(sock)
+
+    def _reset(self, sock: socket.socket) -> None:
+        """Reset the connection with no FIN before it: the peer's next read fails with
+        ``ConnectionResetError``, whatever it had still to read."""
+        with self._lock:
+            self._resetting.add(sock)
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _ABORT)
+            sock.shutdown(socket.SHUT_RD)  # wakes the other pump's recv, sends nothing
+        except OSError:
+            pass
+        sock.close()
 
 
 class _Reader:
     """Buffered reads of lines and exact lengths from a socket (not ``makefile``, whose
-    reference would keep :func:`_reset` from closing the socket at once)."""
+    reference would keep :meth:`TcpProxy._reset` from closing the socket at once)."""
 
     def __init__(self, sock: socket.socket) -> None:
         self.sock = sock
@@ -335,17 +352,6 @@ class _Reader:
             pass
         data, self.buffer = self.buffer[:size], self.buffer[size:]
         return data
-
-
-def _reset(sock: socket.socket) -> None:
-    """Reset the connection with no FIN before it: the peer's next read fails with
-    ``ConnectionResetError``, whatever it had still to read."""
-    try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
-        sock.shutdown(socket.SHUT_RD)  # wakes the other pump's recv without sending anything
-    except OSError:
-        pass
-    sock.close()
 
 
 def _read_headers(reader: Any) -> bytes:
@@ -394,10 +400,14 @@ def _forward_body(reader: Any, sink: socket.socket, headers: bytes, length: int 
         remaining -= len(data)
 
 
+_ABORT = b"\x01\x00\x00\x00\x00\x00\x00\x00"
+"""SO_LINGER on, 0 seconds: close() resets the connection (RST)."""
+
+
 def _close(sock: socket.socket) -> None:
     try:
         # an abortive close (RST), like a server that went away
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _ABORT)
         sock.shutdown(socket.SHUT_RDWR)
     except OSError:
         pass

@@ -693,12 +693,14 @@ def test_store_requests_retry_responses_cut_mid_body(aws: MotoServer, client: An
 def test_convert_status_verify_ride_out_truncated_responses(
     aws: MotoServer, client: Any, source_bucket: str, dataset: Path, tmp_path: Path
 ) -> None:
-    """A proxy cuts 5 % of the responses with a body after half of it: boto3's requests
+    """A proxy cuts 15 % of the responses with a body after half of it: boto3's requests
     (metadata, listings, records) and TensorStore's (chunks) are retried like a 5xx, and
-    convert, status and verify all succeed; the output equals the source."""
+    convert, status and verify all succeed; the output equals the source. (15 %, not the 3 %
+    of the report, so that some of the few 404 bodies are cut too: botocore reads those
+    outside its own error handling, which is what made the runs fail.)"""
     src, dest = f"s3://{source_bucket}/{N5}", f"s3://{source_bucket}/cut/out.zarr"
     before = snapshot(client)
-    proxy = TcpProxy(aws.port, truncate=0.05, seed=12)
+    proxy = TcpProxy(aws.port, truncate=0.15, seed=12)
     try:
         endpoint = ("--endpoint-url", proxy.url)
         for args in (
@@ -714,7 +716,7 @@ def test_convert_status_verify_ride_out_truncated_responses(
                 assert proxy.truncated["boto3"] > 0, proxy.truncated
                 assert proxy.truncated["tensorstore"] > 0, proxy.truncated
                 cut_in_convert = sum(proxy.truncated.values())
-        # status and verify met some too (about 10 of the 200 responses they read)
+        # status and verify met some too (about 30 of the 200 responses they read)
         assert sum(proxy.truncated.values()) > cut_in_convert
     finally:
         proxy.cut()

@@ -296,6 +296,31 @@ def test_a_pixel_resolution_given_as_a_string_is_an_error(n5: Path, tmp_path: Pa
     assert line.startswith(f"error: {attributes}: pixelResolution.dimensions[0]: "), line
 
 
+@pytest.mark.parametrize(
+    ("where", "field", "value"),
+    [
+        ("s0", "blockSize", "8"),
+        ("s0", "dimensions", True),
+        ("", "scales", "2"),
+    ],
+)
+def test_an_integer_given_as_a_string_or_boolean_is_an_error(
+    n5: Path, tmp_path: Path, where: str, field: str, value: object
+) -> None:
+    attributes = n5 / SMALL.path / where / "attributes.json"
+    attrs = json.loads(attributes.read_text())
+    if field == "scales":
+        attrs[field][1][0] = value
+    else:
+        attrs[field][0] = value
+    attributes.write_text(json.dumps(attrs))
+    run = run_cli("convert", str(n5), str(tmp_path / "out.zarr"), "--dry-run")
+    assert run.exit_code == 1
+    (line,) = error_lines(run.stderr)
+    assert line.startswith(f"error: {attributes}: {field}"), line
+    assert repr(value) in line, line
+
+
 def test_nan_in_an_extra_key_is_an_error(n5: Path, tmp_path: Path) -> None:
     """Python's json reads NaN, JSON has none: the value could only be written back as null
     (changed) or as invalid JSON, so the file and the field are named instead."""

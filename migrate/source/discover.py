@@ -104,7 +104,9 @@ def non_finite_number(value: Any, path: str = "") -> tuple[str, str] | None:
 def level_shape(attrs: dict[str, Any], location: str) -> tuple[int, ...]:
     """The C-order (z, y, x) shape of an array from its F-order N5 ``dimensions``."""
     dims = attrs.get("dimensions")
-    if not isinstance(dims, list) or not all(isinstance(d, int) and d >= 0 for d in dims):
+    if not isinstance(dims, list) or not all(
+        isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in dims
+    ):
         raise MetadataError(location, "dimensions", f"expected a list of sizes, got {dims!r}")
     return tuple(reversed(dims))
 
