@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 from migrate.copy import resume
 from migrate.errors import MigrationError
-from migrate.source.discover import discover, split_n5_url
+from migrate.source.discover import discover, normalize_url, split_n5_url
 from migrate.storage import S3Options, Store, open_store
 from migrate.target.plan import PlanOptions, build_plan
 from schemas.plan import Plan
@@ -34,11 +34,13 @@ def default_dest(n5_root: str) -> str:
 
 
 def _normalize(url: str) -> str:
+    """``url`` with ``.``, ``..`` and repeated slashes resolved (lexically), local paths made
+    absolute: ``cd x.n5/em; convert ..`` plans the same images as ``convert /…/x.n5``."""
     if url.startswith("s3://"):
-        return url.rstrip("/")
-    from pathlib import Path
+        return normalize_url(url)
+    import os.path
 
-    return str(Path(url.removeprefix("file://")).expanduser().absolute())
+    return os.path.abspath(os.path.expanduser(url.removeprefix("file://")))
 
 
 def _check_not_inside(source_root: str, dest: str) -> None:

@@ -4,7 +4,42 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from pydantic import AfterValidator, BaseModel, ConfigDict
+from pydantic import (
+    AfterValidator,
+    AllowInfNan,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    FiniteFloat,
+    NonNegativeInt,
+    PositiveFloat,
+    PositiveInt,
+    Strict,
+)
+
+# Numbers of source metadata, parsed strictly: a string ("5.24") or a boolean where the file
+# must give a number is an error naming the field, never silently converted.
+Number = Annotated[FiniteFloat, Strict()]
+"""A finite JSON number (an integer is accepted as the same value)."""
+PositiveNumber = Annotated[PositiveFloat, Strict(), AllowInfNan(False)]
+"""A finite JSON number > 0."""
+
+
+def _not_text(value: Any) -> Any:
+    """Refuse a string or a boolean where the file must give an integer (pydantic would turn
+    ``"2"`` and ``true`` into 2 and 1); an integral number such as ``2.0`` stays accepted."""
+    if isinstance(value, str | bool):
+        kind = "a string" if isinstance(value, str) else "a boolean"
+        raise ValueError(f"expected an integer, not {kind}")
+    return value
+
+
+Integer = Annotated[int, BeforeValidator(_not_text)]
+"""A JSON integer (or an integral number such as 2.0; not "2", not true)."""
+PositiveInteger = Annotated[PositiveInt, BeforeValidator(_not_text)]
+NonNegativeInteger = Annotated[NonNegativeInt, BeforeValidator(_not_text)]
+Flag = Annotated[bool, Strict()]
+"""A JSON true or false (not "true", not 1)."""
 
 
 class SourceModel(BaseModel):

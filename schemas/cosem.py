@@ -8,9 +8,9 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field, FiniteFloat, model_validator
+from pydantic import Field, model_validator
 
-from schemas._base import RelativePath, SourceModel, check_same_length
+from schemas._base import Number, RelativePath, SourceModel, check_same_length
 
 
 class STTransform(SourceModel):
@@ -18,8 +18,8 @@ class STTransform(SourceModel):
 
     axes: tuple[str, ...] = Field(min_length=1)
     units: tuple[str, ...]
-    scale: tuple[FiniteFloat, ...]
-    translate: tuple[FiniteFloat, ...]
+    scale: tuple[Number, ...]
+    translate: tuple[Number, ...]
     order: Literal["C", "F"] = "C"
 
     @model_validator(mode="after")

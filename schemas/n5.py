@@ -7,9 +7,16 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import Field, NonNegativeInt, PositiveInt, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
 
-from schemas._base import SourceModel, check_same_length
+from schemas._base import (
+    Flag,
+    Integer,
+    NonNegativeInteger,
+    PositiveInteger,
+    SourceModel,
+    check_same_length,
+)
 
 N5DataType = Literal[
     "uint8", "uint16", "uint32", "uint64", "int8", "int16", "int32", "int64", "float32", "float64"
@@ -33,25 +40,25 @@ class GzipCompression(SourceModel):
     """gzip: an RFC 1952 stream, or a zlib stream when ``useZlib`` is true."""
 
     type: Literal["gzip"]
-    level: int = -1
-    useZlib: bool = False
+    level: Integer = -1
+    useZlib: Flag = False
 
 
 class Bzip2Compression(SourceModel):
     type: Literal["bzip2"]
-    blockSize: int = 9
+    blockSize: Integer = 9
 
 
 class XzCompression(SourceModel):
     type: Literal["xz"]
-    preset: int = 6
+    preset: Integer = 6
 
 
 class Lz4Compression(SourceModel):
     """lz4 as written by lz4-java's block stream (not readable by TensorStore)."""
 
     type: Literal["lz4"]
-    blockSize: int = 65536
+    blockSize: Integer = 65536
 
 
 class BloscCompression(SourceModel):
@@ -59,17 +66,17 @@ class BloscCompression(SourceModel):
 
     type: Literal["blosc"]
     cname: str = "blosclz"
-    clevel: int = 6
-    shuffle: int = 1
-    blocksize: int = 0
-    nthreads: int = 1
+    clevel: Integer = 6
+    shuffle: Integer = 1
+    blocksize: Integer = 0
+    nthreads: Integer = 1
 
 
 class ZstdCompression(SourceModel):
     """The n5-zstandard add-on: a zstd frame."""
 
     type: Literal["zstd"]
-    level: int = 3
+    level: Integer = 3
 
 
 N5Compression = Annotated[
@@ -87,8 +94,8 @@ N5Compression = Annotated[
 class N5ArrayAttributes(SourceModel):
     """``attributes.json`` of an N5 dataset (array). Lists in F order (x, y, z)."""
 
-    dimensions: tuple[NonNegativeInt, ...] = Field(min_length=1)
-    blockSize: tuple[PositiveInt, ...] = Field(min_length=1)
+    dimensions: tuple[NonNegativeInteger, ...] = Field(min_length=1)
+    blockSize: tuple[PositiveInteger, ...] = Field(min_length=1)
     dataType: N5DataType
     compression: N5Compression
 

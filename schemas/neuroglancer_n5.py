@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-from pydantic import Field, PositiveFloat, PositiveInt, model_validator
+from pydantic import Field, model_validator
 
-from schemas._base import SourceModel, check_same_length
+from schemas._base import PositiveInteger, PositiveNumber, SourceModel, check_same_length
 
 
 class PixelResolution(SourceModel):
     """Voxel spacing in F order (x, y, z) and a single unit for every axis."""
 
-    dimensions: tuple[PositiveFloat, ...] = Field(min_length=1)
+    dimensions: tuple[PositiveNumber, ...] = Field(min_length=1)
     unit: str
 
 
@@ -19,7 +19,7 @@ class NeuroglancerGroupAttributes(SourceModel):
 
     axes: tuple[str, ...] = Field(min_length=1)
     units: tuple[str, ...] | None = None
-    scales: tuple[tuple[PositiveInt, ...], ...] = Field(min_length=1)
+    scales: tuple[tuple[PositiveInteger, ...], ...] = Field(min_length=1)
     pixelResolution: PixelResolution | None = None
 
     @model_validator(mode="after")
@@ -44,4 +44,4 @@ class NeuroglancerArrayAttributes(SourceModel):
     """Per-array ``pixelResolution`` (F order) and optional ``downsamplingFactors``."""
 
     pixelResolution: PixelResolution | None = None
-    downsamplingFactors: tuple[PositiveInt, ...] | None = None
+    downsamplingFactors: tuple[PositiveInteger, ...] | None = None

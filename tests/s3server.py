@@ -6,7 +6,9 @@ Nothing here mocks boto3 or TensorStore: both talk HTTP to the server (or to the
 
 from __future__ import annotations
 
+import collections
 import os
+import random
 import select
 import socket
 import subprocess
@@ -132,15 +134,35 @@ def snapshot(client: Any) -> dict[tuple[str, str], str]:
     }
 
 
+Requests = collections.deque[tuple[str, str]]
+"""The (method, client) of each request of a connection whose response has not come yet."""
+
+
 class TcpProxy:
     """Forwards 127.0.0.1:``port`` to a target port; :meth:`cut` drops every connection and
     refuses new ones until :meth:`restore` (the port stays the same). With ``delay``, every
     piece of a response waits that many seconds first: each small request then takes about
-    one round trip to a distant server."""
+    one round trip to a distant server.
 
-    def __init__(self, target_port: int, delay: float = 0.0) -> None:
+    With ``truncate`` (a fraction, 0 to 1), that fraction of the HTTP responses that have a
+    body, chosen by a random generator seeded with ``seed``, is cut after half its body: the
+    status line, the headers and the first half go through, then both connections are reset
+    (the client meets ``ConnectionResetError`` mid-read). :attr:`truncated` counts them,
+    per client (the first word of the request's User-Agent, e.g. ``Boto3/…`` → ``boto3``).
+    """
+
+    def __init__(
+        self, target_port: int, delay: float = 0.0, *, truncate: float = 0.0, seed: int = 0
+    ) -> None:
         self.target_port = target_port
         self.delay = delay
+        self.truncate = truncate
+        self._random = random.Random(seed)
+        self.truncated: collections.Counter[str] = collections.Counter()
+        """Responses cut after half their body so far, per client."""
+        self._resetting: set[socket.socket] = set()
+        self.responses = 0
+        """HTTP responses seen so far (only counted with ``truncate``)."""
         self.port = free_port()
         self._lock = threading.Lock()
         self._sockets: set[socket.socket] = set()
@@ -192,13 +214,19 @@ class TcpProxy:
                 with self._lock:
                     self._sockets.update((client, upstream))
                     self.connections += 1
-                for source, sink, delay in (
-                    (client, upstream, 0.0),
-                    (upstream, client, self.delay),
-                ):
-                    threading.Thread(
-                        target=self._pump, args=(source, sink, delay), daemon=True
-                    ).start()
+                if self.truncate:
+                    methods: Requests = collections.deque()
+                    pumps: list[tuple[Any, tuple[Any, ...]]] = [
+                        (self._pump_requests, (client, upstream, methods)),
+                        (self._pump_responses, (upstream, client, methods)),
+                    ]
+                else:
+                    pumps = [
+                        (self._pump, (client, upstream, 0.0)),
+                        (self._pump, (upstream, client, self.delay)),
+                    ]
+                for target, args in pumps:
+                    threading.Thread(target=target, args=args, daemon=True).start()
 
     def _pump(self, source: socket.socket, sink: socket.socket, delay: float) -> None:
         try:
@@ -214,11 +242,172 @@ class TcpProxy:
                 with self._lock:
                     self._sockets.discard(sock)
 
+    def _pump_requests(
+        self,
+        source: socket.socket,
+        sink: socket.socket,
+        methods: collections.deque[tuple[str, str]],
+    ) -> None:
+        """Forward HTTP requests, noting each one's method (a response to HEAD has no body)
+        before its bytes go upstream, so that it is known when the response comes."""
+        reader = _Reader(source)
+        try:
+            while line := reader.readline():
+                headers = _read_headers(reader)
+                method = line.split(b" ", 1)[0].decode("latin-1").upper()
+                agent = (_header(headers, "user-agent") or "unknown").split("/")[0].lower()
+                methods.append((method, agent))
+                sink.sendall(line + headers)
+                _forward_body(reader, sink, headers, None)
+        except (OSError, ValueError):
+            pass
+        finally:
+            self._close_pair(source, sink)
+
+    def _pump_responses(
+        self,
+        source: socket.socket,
+        sink: socket.socket,
+        methods: collections.deque[tuple[str, str]],
+    ) -> None:
+        """Forward HTTP responses, cutting the chosen ones after half their body."""
+        reader = _Reader(source)
+        try:
+            while line := reader.readline():
+                headers = _read_headers(reader)
+                status = int(line.split(b" ", 2)[1])
+                if 100 <= status < 200:  # an interim response (100 Continue): no body
+                    sink.sendall(line + headers)
+                    continue
+                method, agent = methods.popleft() if methods else ("GET", "unknown")
+                if self.delay:
+                    time.sleep(self.delay)
+                length = _content_length(headers)
+                if method == "HEAD" or status in (204, 304) or not length:
+                    sink.sendall(line + headers)
+                    _forward_body(reader, sink, headers, 0 if method == "HEAD" else None)
+                    continue
+                body = reader.read(length)
+                with self._lock:
+                    self.responses += 1
+                    cut = self._random.random() < self.truncate
+                    self.truncated[agent] += cut
+                if cut:
+                    sink.sendall(line + headers + body[: len(body) // 2])
+                    time.sleep(0.2)  # let the client read that much, then fail mid-read
+                    self._reset(sink)
+                    return
+                sink.sendall(line + headers + body)
+        except (OSError, ValueError):
+            pass
+        finally:
+            self._close_pair(source, sink)
+
+    def _close_pair(self, *sockets: socket.socket) -> None:
+        for sock in sockets:
+            with self._lock:
+                resetting = sock in self._resetting
+                self._sockets.discard(sock)
+                if resetting and sock.fileno() == -1:  # reset and closed: done with it
+                    self._resetting.discard(sock)
+            if not resetting:  # (a FIN from here would beat the reset to the client)
+                _close(sock)
+
+    def _reset(self, sock: socket.socket) -> None:
+        """Reset the connection with no FIN before it: the peer's next read fails with
+        ``ConnectionResetError``, whatever it had still to read."""
+        with self._lock:
+            self._resetting.add(sock)
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _ABORT)
+            sock.shutdown(socket.SHUT_RD)  # wakes the other pump's recv, sends nothing
+        except OSError:
+            pass
+        sock.close()
+
+
+class _Reader:
+    """Buffered reads of lines and exact lengths from a socket (not ``makefile``, whose
+    reference would keep :meth:`TcpProxy._reset` from closing the socket at once)."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+        self.buffer = b""
+
+    def _fill(self) -> bool:
+        data = self.sock.recv(65536)
+        self.buffer += data
+        return bool(data)
+
+    def readline(self) -> bytes:
+        while b"\n" not in self.buffer:
+            if not self._fill():
+                line, self.buffer = self.buffer, b""
+                return line
+        line, _, self.buffer = self.buffer.partition(b"\n")
+        return line + b"\n"
+
+    def read(self, size: int) -> bytes:
+        while len(self.buffer) < size and self._fill():
+            pass
+        data, self.buffer = self.buffer[:size], self.buffer[size:]
+        return data
+
+
+def _read_headers(reader: Any) -> bytes:
+    """The header lines of an HTTP message, up to and including the empty line."""
+    lines = []
+    while True:
+        line = reader.readline()
+        if not line:
+            raise ValueError("connection closed in the headers")
+        lines.append(line)
+        if line in (b"\r\n", b"\n"):
+            return b"".join(lines)
+
+
+def _header(headers: bytes, name: str) -> str | None:
+    for line in headers.decode("latin-1").split("\r\n"):
+        key, colon, value = line.partition(":")
+        if colon and key.strip().lower() == name:
+            return value.strip()
+    return None
+
+
+def _content_length(headers: bytes) -> int | None:
+    value = _header(headers, "content-length")
+    return int(value) if value is not None else None
+
+
+def _forward_body(reader: Any, sink: socket.socket, headers: bytes, length: int | None) -> None:
+    """Forward one message body: ``length`` bytes, else as the headers say (chunked or
+    Content-Length; none means no body)."""
+    if length is None and (_header(headers, "transfer-encoding") or "").lower() == "chunked":
+        while True:
+            size_line = reader.readline()
+            sink.sendall(size_line)
+            size = int(size_line.split(b";")[0], 16)
+            if size == 0:
+                sink.sendall(_read_headers(reader))  # trailers and the final empty line
+                return
+            sink.sendall(reader.read(size + 2))
+    remaining = (_content_length(headers) or 0) if length is None else length
+    while remaining > 0:
+        data = reader.read(min(remaining, 65536))
+        if not data:
+            raise ValueError("connection closed in a body")
+        sink.sendall(data)
+        remaining -= len(data)
+
+
+_ABORT = b"\x01\x00\x00\x00\x00\x00\x00\x00"
+"""SO_LINGER on, 0 seconds: close() resets the connection (RST)."""
+
 
 def _close(sock: socket.socket) -> None:
     try:
         # an abortive close (RST), like a server that went away
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _ABORT)
         sock.shutdown(socket.SHUT_RDWR)
     except OSError:
         pass

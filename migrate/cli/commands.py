@@ -25,6 +25,37 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 EXIT_ERROR = 1
 EXIT_INTERNAL = 3
+EXIT_INTERRUPTED = 130
+"""Ctrl-C (SIGINT): 128 + 2, as shells report it."""
+EXIT_TERMINATED = 143
+"""SIGTERM (what batch schedulers send at a time limit or on a cancel): 128 + 15."""
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised in the main thread like Ctrl-C's KeyboardInterrupt, so that a run
+    stops the same way: work in flight is cancelled, every finished unit stays recorded."""
+
+
+@contextlib.contextmanager
+def _sigterm_raises() -> Iterator[None]:
+    """While the command runs, SIGTERM raises :class:`Terminated` (once; a repeated SIGTERM
+    during the shutdown is ignored). Only the main thread can install handlers."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def terminate(signum: int, frame: Any) -> None:
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        raise Terminated
+
+    previous = signal.signal(signal.SIGTERM, terminate)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def _shape_option(value: str | None, name: str) -> tuple[int, ...] | None:
@@ -41,22 +72,56 @@ def _shape_option(value: str | None, name: str) -> tuple[int, ...] | None:
     return shape
 
 
-def reports_errors(command: F) -> F:
-    """Turn MigrationError (and anything unexpected) into one ``error:`` line and an exit code."""
+class ShapeParam(click.ParamType[tuple[int, ...]]):
+    """A shape given as comma-separated positive integers (``64,64,64``); anything else is a
+    usage error (exit 2) naming the option."""
 
-    @functools.wraps(command)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        debug = bool(click.get_current_context().find_root().params.get("debug"))
+    name = "Z,Y,X"
+
+    def convert(
+        self, value: Any, param: click.Parameter | None, ctx: click.Context | None
+    ) -> tuple[int, ...]:
+        if isinstance(value, tuple):
+            return value
+        name = param.opts[0] if param is not None and param.opts else "shape"
         try:
-            return command(*args, **kwargs)
+            shape = _shape_option(str(value), name)
+        except click.BadParameter as exc:
+            self.fail(exc.message, param, ctx)
+        assert shape is not None
+        return shape
+
+
+SHAPE = ShapeParam()
+
+
+def reports_errors(command: F) -> F:
+    """Turn MigrationError (and anything unexpected) into one ``error:`` line and an exit code.
+
+    Adds ``--debug`` to the command, so that it works after the subcommand name too."""
+
+    @click.option("--debug", is_flag=True, help="Show tracebacks instead of one-line errors.")
+    @functools.wraps(command)
+    def wrapper(*args: Any, debug: bool = False, **kwargs: Any) -> Any:
+        debug = debug or bool(click.get_current_context().find_root().params.get("debug"))
+        try:
+            with _sigterm_raises():
+                return command(*args, **kwargs)
         except MigrationError as exc:
             if debug:
                 raise
             click.echo(f"error: {exc}", err=True)
             sys.exit(EXIT_ERROR)
+        except Terminated:
+            click.echo(
+                "error: terminated (SIGTERM); every finished work unit is recorded: "
+                "run the same command again to resume",
+                err=True,
+            )
+            sys.exit(EXIT_TERMINATED)
         except KeyboardInterrupt:
             click.echo("error: interrupted; run the same command again to resume", err=True)
-            sys.exit(130)
+            sys.exit(EXIT_INTERRUPTED)
         except Exception as exc:
             if debug:
                 raise
@@ -159,8 +224,12 @@ def cli(debug: bool) -> None:
     show_default=True,
     help="keep: the source compression where Zarr can express it, else zstd.",
 )
-@click.option("--chunks", help="Output chunk shape, C order (z,y,x); default: the source blocks.")
-@click.option("--shard", help="Shard shape, C order (0.5 only): a whole number of chunks.")
+@click.option(
+    "--chunks", type=SHAPE, help="Output chunk shape, C order (z,y,x); default: the source blocks."
+)
+@click.option(
+    "--shard", type=SHAPE, help="Shard shape, C order (0.5 only): a whole number of chunks."
+)
 @click.option(
     "--downsampling",
     type=click.Choice(["windowed", "subsample"]),
@@ -205,8 +274,8 @@ def convert(
     ngff_version: str,
     prefix: str,
     codec: str,
-    chunks: str | None,
-    shard: str | None,
+    chunks: tuple[int, ...] | None,
+    shard: tuple[int, ...] | None,
     downsampling: str,
     trust: str | None,
     allow_unknown_units: bool,
@@ -239,8 +308,8 @@ def convert(
     options = PlanOptions(
         ngff_version=ngff_version,  # type: ignore[arg-type]
         codec=codec,  # type: ignore[arg-type]
-        chunks=_shape_option(chunks, "--chunks"),
-        shard=_shape_option(shard, "--shard"),
+        chunks=chunks,
+        shard=shard,
         prefix=prefix.strip("/"),
         downsampling=downsampling,  # type: ignore[arg-type]
         trust=trust,  # type: ignore[arg-type]
@@ -273,7 +342,11 @@ def convert(
     from migrate.copy.options import EngineOptions
 
     if not as_json:
-        click.echo(render_plan(plan, detailed=False), nl=False, err=True)
+        click.echo(render_plan(plan, detailed=False), nl=False, err=True)  # with its warnings
+    for image in plan.images if as_json else ():
+        for warning in image.warnings:  # a JSON line, among the progress lines
+            event = {"event": "warning", "image": image.dest_path, "message": warning}
+            click.echo(json.dumps(event), err=True)
     engine = EngineOptions(
         workers=workers or default_workers(),
         overwrite=overwrite,

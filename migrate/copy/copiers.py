@@ -6,14 +6,17 @@ TensorStore (read, transpose, write)."""
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Callable
 
 import numpy as np
 
 from migrate.copy.options import EngineOptions
-from migrate.copy.transplant import Transplanter
+from migrate.copy.transplant import Transplanter, n5_key, unit_blocks
 from migrate.copy.tsio import HandleCache, LevelHandles, box_slices
-from migrate.storage import Store
+from migrate.errors import SourceDataError
+from migrate.storage import LocalStore, Store
+from migrate.storage.local import dangling_link
 from migrate.target.codecs import recodable
 from schemas.plan import LevelPlan, Plan
 
@@ -64,6 +67,22 @@ def copy_unit(handles: LevelHandles, level: LevelPlan, unit: int) -> int:
     return math.prod(stop - start for start, stop in box) * itemsize
 
 
+def check_block_links(source: LocalStore, level: LevelPlan, unit: int) -> None:
+    """Raise SourceDataError naming the block files of work unit ``unit`` that are symbolic
+    links to nothing: TensorStore would read them as absent, all-zero blocks (one ``lstat``
+    per block: microseconds, against the milliseconds of decoding it)."""
+    root = source.root / level.source_path
+    lost = []
+    for position in unit_blocks(level, unit):
+        path = root / n5_key(position)
+        if os.path.islink(path) and not os.path.exists(path):
+            lost.append(dangling_link(path) or str(path))
+    if lost:
+        raise SourceDataError(
+            "; ".join(f"{text} (a lost block, not an absent one)" for text in lost)
+        )
+
+
 def make_copier(
     plan: Plan, source: Store, dest: Store, cache: HandleCache, options: EngineOptions
 ) -> Copier:
@@ -81,6 +100,8 @@ def make_copier(
     def copier(level: LevelPlan, unit: int) -> int:
         if options.transplant and recodable(level):
             return transplanter.copy_unit(level, unit)
+        if isinstance(source, LocalStore):
+            check_block_links(source, level, unit)
         return copy_unit(cache.get(level), level, unit)
 
     return copier

@@ -60,6 +60,7 @@ from isal import isal_zlib
 
 from migrate.errors import SourceDataError, StoreError
 from migrate.storage import LocalStore, Store, iocounts, join_key, temporary_name
+from migrate.storage.local import dangling_link
 from migrate.target.codecs import source_codec, transplantable
 from schemas.plan import CodecPlan, LevelPlan, NgffVersion
 
@@ -283,6 +284,7 @@ class LocalObjects:
                 with open(self.root / key, "rb") as f:
                     data = f.read()
             except (FileNotFoundError, NotADirectoryError):
+                _not_dangling(self.root / key)
                 data = None
             except OSError as exc:
                 raise StoreError(f"{self.root / key}: cannot read: {exc.strerror}") from exc
@@ -328,6 +330,14 @@ class LocalObjects:
                 os.unlink(tmp)
         except OSError as exc:
             raise StoreError(f"{path}: cannot write: {exc.strerror}") from exc
+
+
+def _not_dangling(path: Path) -> None:
+    """Raise SourceDataError when the block file ``path`` that could not be opened is a
+    symbolic link to nothing (an absent block is all zero; a dangling link is a lost one)."""
+    dangling = dangling_link(path)
+    if dangling is not None:
+        raise SourceDataError(f"{dangling} (a lost block, not an absent one)")
 
 
 def _copy_all(source_fd: int, fd: int, offset: int, count: int) -> None:
@@ -555,6 +565,7 @@ class Transplanter:
             try:
                 fd = os.open(source.root / key, os.O_RDONLY)
             except (FileNotFoundError, NotADirectoryError):
+                _not_dangling(source.root / key)
                 continue  # absent block: all zero, nothing to write
             try:
                 part = self._local_block(level, codec, fd)
@@ -609,6 +620,7 @@ class Transplanter:
             try:
                 block = os.open(source.root / key, os.O_RDONLY)
             except (FileNotFoundError, NotADirectoryError):
+                _not_dangling(source.root / key)
                 continue  # absent block (or outside the array): not stored
             try:
                 part = self._local_block(level, codec, block)

@@ -11,6 +11,8 @@ depend on the order the requests complete in.
 from __future__ import annotations
 
 import json
+import math
+import posixpath
 import re
 from dataclasses import dataclass
 from typing import Any
@@ -32,11 +34,24 @@ class Discovery:
     orphan_arrays: tuple[str, ...]
 
 
+def normalize_url(url: str) -> str:
+    """``url`` (a path or ``s3://bucket/key``) with ``.`` and ``..`` components and repeated
+    or trailing slashes resolved lexically; ``..`` never climbs above a bucket."""
+    scheme, separator, rest = url.rpartition("://")
+    if separator:
+        bucket, _, key = rest.partition("/")
+        path = posixpath.normpath("/" + key).lstrip("/")
+        return f"{scheme}://{bucket}/{path}".rstrip("/") if path else f"{scheme}://{bucket}"
+    return posixpath.normpath(url) if url else url
+
+
 def split_n5_url(url: str) -> tuple[str, str]:
-    """Split ``…/<dataset>.n5/<inner/path>`` into (N5 root URL, inner path).
+    """Split ``…/<dataset>.n5/<inner/path>`` into (N5 root URL, inner path), after
+    :func:`normalize_url` (so ``x.n5/em/..`` is the root ``x.n5``).
 
     A URL with no ``.n5`` component is taken to be the N5 root itself.
     """
+    url = normalize_url(url)
     parts = url.rstrip("/").split("/")
     for index in range(len(parts) - 1, -1, -1):
         if parts[index].endswith(".n5"):
@@ -56,13 +71,42 @@ def read_attributes(store: Store, path: str) -> dict[str, Any] | None:
         raise MetadataError(store.display(key), None, f"malformed JSON: {exc}") from exc
     if not isinstance(value, dict):
         raise MetadataError(store.display(key), None, "expected a JSON object")
+    bad = non_finite_number(value)
+    if bad is not None:
+        field, number = bad
+        raise MetadataError(
+            store.display(key),
+            field,
+            f"{number} is not a JSON number (JSON has no NaN or Infinity); "
+            "it cannot be kept exactly: write a number or null",
+        )
     return value
+
+
+def non_finite_number(value: Any, path: str = "") -> tuple[str, str] | None:
+    """The JSON path and spelling of the first NaN or ±Infinity in ``value`` (which Python's
+    json module accepts, but JSON does not), or None when there is none."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return path, "NaN" if math.isnan(value) else ("Infinity" if value > 0 else "-Infinity")
+    if isinstance(value, dict):
+        for name, item in value.items():
+            found = non_finite_number(item, f"{path}.{name}" if path else str(name))
+            if found is not None:
+                return found
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            found = non_finite_number(item, f"{path}[{index}]")
+            if found is not None:
+                return found
+    return None
 
 
 def level_shape(attrs: dict[str, Any], location: str) -> tuple[int, ...]:
     """The C-order (z, y, x) shape of an array from its F-order N5 ``dimensions``."""
     dims = attrs.get("dimensions")
-    if not isinstance(dims, list) or not all(isinstance(d, int) and d >= 0 for d in dims):
+    if not isinstance(dims, list) or not all(
+        isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in dims
+    ):
         raise MetadataError(location, "dimensions", f"expected a list of sizes, got {dims!r}")
     return tuple(reversed(dims))
 

@@ -78,11 +78,23 @@ def writer_alive(name: str) -> bool:
     return start == 0 or recorded == 0 or start == recorded
 
 
+def dangling_link(path: Path) -> str | None:
+    """Why ``path``, which could not be opened as missing, is not simply missing: a symbolic
+    link whose target does not exist (a block file there is not an all-zero block, it is
+    lost), or None when nothing is there."""
+    try:
+        target = os.readlink(path)
+    except OSError:
+        return None
+    return f"{path}: a symbolic link to {target}, which does not exist"
+
+
 class LocalStore(Store):
     """A directory on a local file system."""
 
     def __init__(self, root: str | os.PathLike[str], *, read_only: bool) -> None:
-        self.root = Path(root).expanduser().absolute()
+        # absolute, with "." and ".." resolved: TensorStore refuses ".." in a file path
+        self.root = Path(os.path.abspath(Path(root).expanduser()))
         super().__init__(str(self.root), read_only=read_only)
 
     def _path(self, key: str) -> Path:
@@ -92,6 +104,9 @@ class LocalStore(Store):
         try:
             data = self._path(key).read_bytes()
         except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
+            dangling = dangling_link(self._path(key))
+            if dangling is not None:
+                raise StoreError(f"cannot read {dangling}") from None
             return None
         except OSError as exc:
             raise StoreError(f"{self.display(key)}: cannot read: {exc.strerror}") from exc

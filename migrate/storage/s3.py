@@ -20,6 +20,7 @@ from migrate.storage.s3_settings import (
     _error_code,
     _is_transient,
     describe_s3_error,
+    request_failures,
     resolve_s3,
     retry_delay,
 )
@@ -111,13 +112,11 @@ class S3Requests:
     def call(self, verb: str, where: str, operation: Callable[[], T]) -> T:
         """Run one idempotent request, retrying transient failures; a StoreError naming
         ``where`` when it keeps failing or fails for good."""
-        from botocore.exceptions import BotoCoreError, ClientError
-
         attempt = 1
         while True:
             try:
                 return operation()
-            except (ClientError, BotoCoreError, OSError) as exc:
+            except request_failures() as exc:
                 if attempt >= self.settings.max_attempts or not _is_transient(exc):
                     message = describe_s3_error(exc, self.settings)
                     raise StoreError(f"{where}: cannot {verb}: {message}") from exc

@@ -199,16 +199,53 @@ def _error_code(exc: Any) -> str:
     return str(getattr(exc, "response", {}).get("Error", {}).get("Code", ""))
 
 
+@functools.cache
+def request_failures() -> tuple[type[BaseException], ...]:
+    """Every exception type one boto3 request can fail with, transient or not: botocore's
+    own, and those it lets through unwrapped (urllib3's ``ProtocolError`` when the body of an
+    error response is cut mid-read, ``http.client``'s, a body its parser cannot read)."""
+    import http.client
+
+    import urllib3.exceptions
+    from botocore.exceptions import BotoCoreError, ClientError
+    from botocore.parsers import ResponseParserError
+
+    return (
+        ClientError,
+        BotoCoreError,
+        ResponseParserError,
+        OSError,
+        urllib3.exceptions.HTTPError,
+        http.client.HTTPException,
+    )
+
+
 def _is_transient(exc: BaseException) -> bool:
-    """A failure that the same request may not meet again: no connection, a cut or timed
-    out response, throttling, a server error."""
+    """A failure that the same request may not meet again: no connection, a cut, truncated
+    or timed out response (whatever layer reports it: botocore, urllib3, http.client, or a
+    body too short to parse), throttling, a server error."""
+    import http.client
+
+    import urllib3.exceptions
     from botocore.exceptions import ClientError, HTTPClientError, IncompleteReadError
     from botocore.exceptions import ConnectionError as ConnectionFailure
+    from botocore.parsers import ResponseParserError
 
     if isinstance(exc, ClientError):
         status = int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0)
         return status >= 500 or _error_code(exc) in _TRANSIENT
-    return isinstance(exc, ConnectionFailure | HTTPClientError | IncompleteReadError | OSError)
+    return isinstance(
+        exc,
+        ConnectionFailure
+        | HTTPClientError  # ResponseStreamingError, ReadTimeoutError, ConnectionClosedError
+        | IncompleteReadError
+        | ResponseParserError  # a response body cut short
+        | OSError
+        | urllib3.exceptions.ProtocolError  # IncompleteRead, "Connection broken: …"
+        | urllib3.exceptions.TimeoutError
+        | http.client.IncompleteRead
+        | http.client.BadStatusLine,  # RemoteDisconnected
+    )
 
 
 def retry_delay(attempt: int) -> float:

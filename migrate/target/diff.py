@@ -72,6 +72,7 @@ def render_plan(plan: Plan, *, detailed: bool = True, fast: bool = True) -> str:
                 f"  {image.kind} {image.source_path} -> {image.dest_path}: "
                 f"{len(image.levels)} level(s), {', '.join(codecs)}, {units} unit(s)"
             )
+            out.extend(f"    warning: {warning}" for warning in image.warnings)
             continue
         out.append("")
         out.append(f"{image.kind} {image.source_path} -> {image.dest_path}")

@@ -330,7 +330,8 @@ def build_plan(
     if options.shard is not None and options.ngff_version != "0.5":
         raise MigrationError("--shard needs --ngff-version 0.5 (Zarr v3); 0.4 has no sharding")
     if not discovery.images:
-        where = join_key(source_url, source_inner)
+        # not join_key: a URL keeps its leading "/" (or its "s3://")
+        where = f"{source_url.rstrip('/')}/{source_inner}" if source_inner else source_url
         raise MetadataError(where, None, "no multiscale image (a group of s0…sN arrays) found")
     images = tuple(plan_image(image, source_url, options) for image in discovery.images)
     plan = Plan(
