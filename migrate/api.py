@@ -9,8 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from migrate.copy import resume
-from migrate.errors import MigrationError
+from migrate.copy import resume, safety
+from migrate.errors import MigrationError, PlanMismatchError
 from migrate.source.discover import discover, split_n5_url
 from migrate.storage import S3Options, Store, open_store
 from migrate.target.plan import PlanOptions, build_plan, plan_groups
@@ -81,8 +81,42 @@ def prepare(
     dest_store = open_store(dest_url, read_only=read_only_dest, s3=dest_s3)
     discovery = discover(source, inner)
     plan = build_plan(discovery, source.url, inner, dest_store.url, options)
-    existing = _existing_labels(dest_store, plan)
-    if existing:  # keep the label images other runs listed
-        groups = plan_groups(plan.images, plan.ngff_version, existing)
-        plan = plan.model_copy(update={"groups": groups})
-    return Prepared(plan, source, dest_store)
+    return Prepared(with_existing_labels(plan, dest_store), source, dest_store)
+
+
+def with_existing_labels(plan: Plan, dest: Store) -> Plan:
+    """``plan`` with its labels groups also listing the label images other runs listed at
+    DEST (read again once the run holds the lease, so no other run changes them)."""
+    existing = _existing_labels(dest, plan)
+    if not existing:
+        return plan
+    groups = plan_groups(plan.images, plan.ngff_version, existing)
+    return plan.model_copy(update={"groups": groups})
+
+
+def check_dest_root(dest: Store, *, into_existing: bool) -> None:
+    """Refuse a DEST that is a file, an N5 tree, or (without ``into_existing``) a non-empty
+    folder holding no cellmap-migrate output. Writes nothing; the dry run calls it too."""
+    if dest.root_is_object():
+        raise PlanMismatchError(f"{dest.display()}: DEST is a file, not a folder; choose another")
+    dirs, files = dest.list_dir("")
+    if not dirs and not files:
+        return
+    if safety.N5_ATTRIBUTES in files:
+        raise PlanMismatchError(
+            f"{dest.display()} holds {safety.describe_foreign(dest, '')}, not written by "
+            "cellmap-migrate; it is never replaced: choose another DEST"
+        )
+    if resume.STATE_DIR in dirs or into_existing:
+        return
+    from migrate.check.inventory import finished_images
+
+    if next(iter(finished_images(dest)), None) is not None:
+        return
+    entries = [f"{name}/" for name in dirs] + files
+    shown = ", ".join(entries[: safety.SHOWN]) + (", …" if len(entries) > safety.SHOWN else "")
+    raise PlanMismatchError(
+        f"{dest.display()} is a non-empty folder of files not written by cellmap-migrate "
+        f"({shown}); give a new or empty DEST, or --into-existing to write the Zarr output "
+        "beside them"
+    )

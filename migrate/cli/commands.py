@@ -182,7 +182,28 @@ def cli(debug: bool) -> None:
     show_default=True,
     help="Target size of one work unit (uncompressed); peak memory ≈ 2 × workers × this.",
 )
-@click.option("--overwrite", is_flag=True, help="Replace output made with other settings.")
+@click.option(
+    "--overwrite",
+    is_flag=True,
+    help="Replace cellmap-migrate output made with other settings (never anything else).",
+)
+@click.option(
+    "--into-existing",
+    is_flag=True,
+    help="Write into a non-empty DEST folder that holds no cellmap-migrate output yet.",
+)
+@click.option(
+    "--break-lease",
+    is_flag=True,
+    help="Take the lease of DEST even from a run that looks alive (make sure it is gone).",
+)
+@click.option(
+    "--lease-timeout",
+    type=click.FloatRange(min=10),
+    default=300,
+    show_default=True,
+    help="Seconds after which this run's lease, if no longer renewed, may be taken over.",
+)
 @click.option(
     "--no-transplant",
     is_flag=True,
@@ -211,6 +232,9 @@ def convert(
     workers: int | None,
     unit_mib: float,
     overwrite: bool,
+    into_existing: bool,
+    break_lease: bool,
+    lease_timeout: float,
     no_transplant: bool,
     skip_decode_check: bool,
     s3: S3Options,
@@ -224,7 +248,9 @@ def convert(
     must reach SRC and DEST at the same paths or URLs).
     """
     cluster_settings = _cluster_settings(cluster, workers)
-    from migrate.api import prepare
+    from migrate.api import check_dest_root, prepare, with_existing_labels
+    from migrate.copy import lease
+    from migrate.copy.engine import check_images
     from migrate.target.diff import metadata_diff, plan_json, render_plan
     from migrate.target.plan import PlanOptions
 
@@ -255,7 +281,12 @@ def convert(
             f"{len(plan.conflicts)} metadata conflict(s) between COSEM and Neuroglancer "
             f"metadata (first: {plan.conflicts[0]}); pick one with --trust cosem|neuroglancer"
         )
-    if dry_run:
+    check_dest_root(prepared.dest, into_existing=into_existing)
+    if dry_run:  # the refusals a real run would meet, with the same message; no lease
+        check_images(prepared.dest, plan, overwrite)
+        holder = lease.held_by_other(prepared.dest)
+        if holder is not None:
+            click.echo(f"note: DEST is being written right now ({holder.describe()})", err=True)
         return
     from migrate.cli.progress import make_progress
     from migrate.cli.report import render_run
@@ -270,9 +301,23 @@ def convert(
         transplant=not no_transplant,
         decode_check=not skip_decode_check,
     )
-    progress = make_progress(as_json=as_json)
-    with _executor(cluster_settings) as executor:
-        result = run_plan(plan, prepared.source, prepared.dest, engine, progress, executor)
+    notice = functools.partial(click.echo, err=True)
+    with lease.hold(
+        prepared.dest, expiry=lease_timeout, break_lease=break_lease, notice=notice
+    ) as held:
+        plan = with_existing_labels(plan, prepared.dest)
+        progress = make_progress(as_json=as_json)
+        with _executor(cluster_settings) as executor:
+            result = run_plan(
+                plan,
+                prepared.source,
+                prepared.dest,
+                engine,
+                progress,
+                executor,
+                guard=held.check,
+                run_id=held.run_id,
+            )
     if as_json:
         click.echo(json.dumps({"fingerprint": plan.fingerprint, **result.to_json()}, indent=2))
     else:
