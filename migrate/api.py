@@ -94,9 +94,10 @@ def with_existing_labels(plan: Plan, dest: Store) -> Plan:
     return plan.model_copy(update={"groups": groups})
 
 
-def check_dest_root(dest: Store, *, into_existing: bool) -> None:
+def check_dest_root(dest: Store, plan: Plan, *, into_existing: bool) -> None:
     """Refuse a DEST that is a file, an N5 tree, or (without ``into_existing``) a non-empty
-    folder holding no cellmap-migrate output. Writes nothing; the dry run calls it too."""
+    folder holding no cellmap-migrate output (looked for at the plan's images first, then
+    anywhere in DEST's Zarr hierarchy). Writes nothing; the dry run calls it too."""
     if dest.root_is_object():
         raise PlanMismatchError(f"{dest.display()}: DEST is a file, not a folder; choose another")
     dirs, files = dest.list_dir("")
@@ -108,6 +109,9 @@ def check_dest_root(dest: Store, *, into_existing: bool) -> None:
             "cellmap-migrate; it is never replaced: choose another DEST"
         )
     if resume.STATE_DIR in dirs or into_existing:
+        return
+    marks = dest.map(lambda image: resume.completion_mark(dest, image.dest_path), plan.images)
+    if any(mark is not None for mark in marks):
         return
     from migrate.check.inventory import finished_images
 

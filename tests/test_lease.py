@@ -16,6 +16,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -25,12 +26,12 @@ from typing import Any
 import pytest
 
 from migrate.api import prepare
-from migrate.copy import distributed, resume
+from migrate.copy import distributed, lease, resume
 from migrate.copy.engine import UnitWorker, WorkUnit, run_plan
-from migrate.copy.lease import LeaseLostError
+from migrate.copy.lease import LeaseHeldError, LeaseLostError
 from migrate.copy.options import EngineOptions
 from migrate.example.fixture import ImageSpec, write_dataset, write_image
-from migrate.storage import LocalStore, Store, open_store
+from migrate.storage import LocalStore, S3Options, Store, open_store
 from migrate.target.plan import PlanOptions
 from tests.helpers import REPO, chunk_files, popen_convert, run_cli, run_subprocess
 from tests.s3server import (
@@ -275,8 +276,6 @@ def test_lease_records_who_holds_it(small: Path, tmp_path: Path) -> None:
 
         def close(self) -> None:
             pass
-
-    from migrate.copy import lease
 
     prepared = prepare(str(small), str(dest), PlanOptions(), read_only_dest=False)
     with lease.hold(prepared.dest, expiry=60) as held:
@@ -526,3 +525,118 @@ def test_a_worker_of_a_run_that_lost_the_lease_refuses_its_task(tmp_path: Path) 
     distributed.check_lease(dest, None)  # a run without a lease (library use) too
     with pytest.raises(LeaseLostError, match=r"no longer holds the lease of DEST \(host "):
         distributed.check_lease(dest, "the-old-run")
+
+
+# --------------------------------------------------------------------------------------
+# S3-compatible servers without conditional writes
+# --------------------------------------------------------------------------------------
+
+CONDITIONS = (b"if-match", b"if-none-match")
+
+
+class WithoutConditionalWrites:
+    """An HTTP proxy to the test server that behaves like an S3-compatible server without
+    conditional writes: ``refuse`` answers requests carrying If-Match / If-None-Match with
+    501 NotImplemented; ``ignore`` drops those headers and forwards the request."""
+
+    def __init__(self, target_port: int, mode: str) -> None:
+        import http.client
+        import socketserver
+
+        proxy = self
+        self.conditional_requests = 0
+
+        class Handler(socketserver.StreamRequestHandler):
+            def handle(self) -> None:
+                upstream = http.client.HTTPConnection("127.0.0.1", target_port, timeout=30)
+                while True:
+                    request = self.rfile.readline()
+                    if not request.strip():
+                        return
+                    method, path, _ = request.decode().split(" ", 2)
+                    headers: list[tuple[str, str]] = []
+                    while (line := self.rfile.readline()) not in (b"\r\n", b"\n", b""):
+                        name, _, value = line.decode().partition(":")
+                        headers.append((name.strip(), value.strip()))
+                    lengths = [int(v) for n, v in headers if n.lower() == "content-length"]
+                    if any(n.lower() == "expect" for n, _ in headers):
+                        self.wfile.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+                    body = self.rfile.read(lengths[0]) if lengths else b""
+                    conditional = [n for n, _ in headers if n.lower().encode() in CONDITIONS]
+                    if conditional:
+                        proxy.conditional_requests += 1
+                    if conditional and mode == "refuse":
+                        error = (
+                            b"<?xml version='1.0' encoding='UTF-8'?><Error><Code>NotImplemented"
+                            b"</Code><Message>conditional writes are not implemented</Message>"
+                            b"</Error>"
+                        )
+                        self.wfile.write(
+                            b"HTTP/1.1 501 Not Implemented\r\nContent-Type: application/xml\r\n"
+                            + f"Content-Length: {len(error)}\r\n\r\n".encode()
+                            + error
+                        )
+                        continue
+                    kept = {
+                        n: v
+                        for n, v in headers
+                        if n.lower().encode() not in CONDITIONS and n.lower() != "expect"
+                    }
+                    upstream.request(method, path, body=body, headers=kept)
+                    response = upstream.getresponse()
+                    data = response.read()
+                    head = [f"HTTP/1.1 {response.status} {response.reason}"]
+                    for name, value in response.getheaders():
+                        if name.lower() not in ("content-length", "transfer-encoding"):
+                            head.append(f"{name}: {value}")
+                    head.append(f"Content-Length: {len(data)}")
+                    self.wfile.write(("\r\n".join(head) + "\r\n\r\n").encode() + data)
+
+        self.server = socketserver.ThreadingTCPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server.server_address[1]}"
+
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.mark.parametrize(
+    ("mode", "why"),
+    [
+        ("refuse", "the S3 server does not support conditional writes (NotImplemented)"),
+        ("ignore", "the storage ignores conditional writes"),
+    ],
+)
+def test_s3_without_conditional_writes_the_lease_is_a_best_effort(
+    aws: MotoServer, mode: str, why: str
+) -> None:
+    client = s3_client(aws.url)
+    bucket = new_bucket(client)
+    proxy = WithoutConditionalWrites(aws.port, mode)
+    try:
+        url = f"s3://{bucket}/d.zarr"
+        store = open_store(url, read_only=False, s3=S3Options(endpoint_url=proxy.url))
+        notes: list[str] = []
+        held = lease.acquire(store, notice=notes.append)
+        assert proxy.conditional_requests > 0  # it was tried, and the server did not do it
+        assert notes == [
+            f"note: {url}/.cellmap-migrate/lease.json: {why}; the lease is a best effort "
+            "(written, read back, compared)"
+        ]
+        stored = client.get_object(Bucket=bucket, Key="d.zarr/.cellmap-migrate/lease.json")
+        assert json.loads(stored["Body"].read())["run_id"] == held.run_id
+        other = open_store(url, read_only=False, s3=S3Options(endpoint_url=proxy.url))
+        with pytest.raises(LeaseHeldError, match=f"pid {os.getpid()}"):
+            lease.acquire(other, notice=notes.append)
+        held.renew()
+        held.check()
+        held.release()
+        assert list(keys(client, bucket)) == []
+    finally:
+        proxy.stop()

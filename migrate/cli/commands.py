@@ -281,7 +281,7 @@ def convert(
             f"{len(plan.conflicts)} metadata conflict(s) between COSEM and Neuroglancer "
             f"metadata (first: {plan.conflicts[0]}); pick one with --trust cosem|neuroglancer"
         )
-    check_dest_root(prepared.dest, into_existing=into_existing)
+    check_dest_root(prepared.dest, plan, into_existing=into_existing)
     if dry_run:  # the refusals a real run would meet, with the same message; no lease
         check_images(prepared.dest, plan, overwrite)
         holder = lease.held_by_other(prepared.dest)

@@ -17,6 +17,10 @@ the copying of work units moves to the cluster's workers.
   ``(run id, image index, level index, unit indices)``. Workers open their own TensorStore
   handles and record every finished unit at DEST (``migrate.copy.resume.record_unit``) exactly as
   the embedded engine does, so an interrupted run resumes anywhere, locally or on a cluster.
+- **Under the coordinator's lease** (``migrate.copy.lease``): workers take no lease; each
+  task first checks that the lease at DEST is still its run's, so the workers of a run that
+  lost its lease stop (and their records go under that run's generation, which a newer run
+  does not count).
 - **Failures**: a unit whose source blocks are corrupt is reported per unit, like the
   embedded engine; a task that raises is retried ``retries`` times, and a task whose worker
   dies is rescheduled by Dask (up to ``distributed.scheduler.allowed-failures`` times).

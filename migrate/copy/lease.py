@@ -314,7 +314,7 @@ def _acquire_conditional(dest: Store, mine: Holder, break_lease: bool, notice: N
 
 def _acquire_best_effort(dest: Store, mine: Holder, break_lease: bool, notice: Notice) -> Lease:
     found = read_holder(dest)
-    if found is not None:
+    if found is not None and (found[0] is None or found[0].run_id != mine.run_id):
         holder = found[0]
         why = "--break-lease" if break_lease else None
         if why is None and holder is not None:
@@ -340,9 +340,17 @@ def hold(
     notice: Notice = print,
 ) -> Iterator[Lease]:
     """The lease of ``dest``, held for the ``with`` block and released after it (also when
-    it raises or is interrupted)."""
+    it raises or is interrupted). A release that fails (storage gone) does not hide what
+    happened in the block: it is noted, and the lease is left to expire (or, on this host,
+    to be taken over as the lease of a finished pid)."""
     lease = acquire(dest, expiry=expiry, break_lease=break_lease, notice=notice)
     try:
         yield lease
     finally:
-        lease.release()
+        try:
+            lease.release()
+        except MigrationError as exc:
+            notice(
+                f"note: could not release the lease {dest.display(LEASE_KEY)} ({exc}); "
+                f"it expires {expiry:.0f} s after its last renewal"
+            )
