@@ -387,9 +387,11 @@ def test_s3_conditional_writes(aws: MotoServer) -> None:
     check_conditional_writes(open_store(f"s3://{bucket}/p", read_only=False))
 
 
+@pytest.mark.slow
 def test_s3_second_convert_is_refused_while_the_first_runs(aws: MotoServer, tmp_path: Path) -> None:
     """Both runs write s3://…/out.zarr; the first goes through a proxy that delays every
-    response, so it is still copying when the second starts."""
+    response, so it is still copying when the second starts. The first is then stopped
+    with Ctrl-C (which releases its lease) and a third run finishes the job."""
     client = s3_client(aws.url)
     bucket = new_bucket(client)
     spec = ImageSpec(path="em/fibsem-uint8", shape=(48, 64, 64), levels=1, content="noise")
@@ -397,7 +399,7 @@ def test_s3_second_convert_is_refused_while_the_first_runs(aws: MotoServer, tmp_
     upload_tree(client, tmp_path / "src", bucket, "")
     src = f"s3://{bucket}/jrc_s3lease-1/jrc_s3lease-1.n5"
     dest = f"s3://{bucket}/out.zarr"
-    proxy = TcpProxy(aws.port, delay=0.05)
+    proxy = TcpProxy(aws.port, delay=0.2)
     try:
         first = subprocess.Popen(
             [sys.executable, "-m", "migrate", "convert", src, dest, "--workers", "1",
@@ -422,6 +424,8 @@ def test_s3_second_convert_is_refused_while_the_first_runs(aws: MotoServer, tmp_
             (line,) = error_lines(second.stderr)
             assert f"{dest} is being written by another run (host " in line
             assert f"pid {first.pid}" in line
+            assert first.poll() is None, "the first run ended before the second was refused"
+            first.send_signal(signal.SIGINT)
             _, err = first.communicate(timeout=180)
         finally:
             if first.poll() is None:
@@ -429,10 +433,15 @@ def test_s3_second_convert_is_refused_while_the_first_runs(aws: MotoServer, tmp_
                 first.communicate()
     finally:
         proxy.cut()
-    assert first.returncode == 0, err
+    assert first.returncode == 130, err
     assert "note:" not in err  # moto does conditional writes: no best-effort fallback
-    left = [item["Key"] for item in keys(client, bucket, "out.zarr/.cellmap-migrate/")]
-    assert left == []
+    state = [item["Key"] for item in keys(client, bucket, "out.zarr/.cellmap-migrate/")]
+    assert "out.zarr/.cellmap-migrate/lease.json" not in state  # released on Ctrl-C
+    third = run_subprocess("convert", src, dest, "--workers", "1", "--unit-mib", "0.004",
+                           "--no-transplant")  # fmt: skip
+    assert third.exit_code == 0, third.stderr
+    assert "taking over" not in third.stderr
+    assert list(keys(client, bucket, "out.zarr/.cellmap-migrate/")) == []
     assert run_subprocess("verify", src, dest).exit_code == 0
 
 
