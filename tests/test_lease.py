@@ -647,5 +647,21 @@ def test_s3_without_conditional_writes_the_lease_is_a_best_effort(
         held.check()
         held.release()
         assert list(keys(client, bucket)) == []
+        # a stale lease of another host is taken over, and the fallback is noticed there too
+        stale = {
+            "run_id": "e" * 32, "host": "other-host.example", "pid": 7,
+            "started": "2026-12-01T08:00:00Z", "command": "cellmap-migrate convert x",
+            "renewed": time.time() - 1000, "expiry_seconds": 300.0,
+        }  # fmt: skip
+        key = "d.zarr/.cellmap-migrate/lease.json"
+        client.put_object(Bucket=bucket, Key=key, Body=json.dumps(stale).encode())
+        notes.clear()
+        taker = lease.acquire(store, notice=notes.append)
+        assert any(note.startswith("taking over the lease") for note in notes), notes
+        assert any(f"{why}; the lease is a best effort" in note for note in notes), notes
+        stored = client.get_object(Bucket=bucket, Key=key)
+        assert json.loads(stored["Body"].read())["run_id"] == taker.run_id
+        taker.release()
+        assert list(keys(client, bucket)) == []
     finally:
         proxy.stop()

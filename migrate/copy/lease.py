@@ -223,7 +223,8 @@ class Lease:
             if self._lost is not None:
                 return
             records = join_key(STATE_DIR, "images")
-            if next(iter(self.dest.list_keys(records)), None) is None:
+            listed = "images" in self.dest.list_dir(STATE_DIR)[0]  # S3: only with records
+            if listed and next(iter(self.dest.list_keys(records)), None) is None:
                 self.dest.delete_prefix(records)  # folders left empty (local disks)
             if self._conditional:
                 self.dest.delete_if_unchanged(LEASE_KEY, self._token)
@@ -284,6 +285,8 @@ def _takeover(dest: Store, holder: Holder | None, why: str, notice: Notice) -> N
 
 def _acquire_conditional(dest: Store, mine: Holder, break_lease: bool, notice: Notice) -> Lease:
     for _attempt in range(10):
+        # read first: on a server that ignores If-None-Match, a blind create would replace
+        # a live holder's lease before the probe below could tell
         found = dest.read_versioned(LEASE_KEY)
         if found is None:
             token = dest.create_if_absent(LEASE_KEY, mine.dumps())
@@ -308,6 +311,11 @@ def _acquire_conditional(dest: Store, mine: Holder, break_lease: bool, notice: N
         if new is None:
             continue  # changed meanwhile (renewed, or taken over by a third run): again
         _takeover(dest, holder, why, notice)
+        if dest.replace_if_unchanged(LEASE_KEY, mine.dumps(), '"not-a-version"') is not None:
+            # the same bytes again under a token that cannot match: If-Match was ignored
+            raise ConditionalWritesUnsupportedError(
+                f"{dest.display(LEASE_KEY)}: the storage ignores conditional writes"
+            )
         return Lease(dest, mine, new, conditional=True, notice=notice)
     raise LeaseHeldError(f"{dest.display(LEASE_KEY)}: the lease keeps changing; try again")
 
