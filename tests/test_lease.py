@@ -665,3 +665,35 @@ def test_s3_without_conditional_writes_the_lease_is_a_best_effort(
         assert list(keys(client, bucket)) == []
     finally:
         proxy.stop()
+
+
+@pytest.mark.slow
+def test_dask_workers_of_a_run_that_lost_its_lease_stop(tmp_path: Path, small: Path) -> None:
+    """Real scheduler and worker processes: the coordinator's lease at DEST is taken over by
+    another run (what that run's --break-lease does); the workers check the lease before
+    each task, so the run stops with one error and records nothing."""
+    from migrate.copy.distributed import DaskExecutor
+    from tests.test_distributed import Cluster
+
+    dest = tmp_path / "out.zarr"
+    prepared = prepare(str(small), str(dest), PlanOptions(unit_bytes=4096), read_only_dest=False)
+    cluster = Cluster(tmp_path / "dask", workers=1)
+    (tmp_path / "dask").mkdir()
+    try:
+        cluster.start()
+        with lease.hold(prepared.dest, expiry=60) as held, cluster.client() as client:
+            write_lease(dest, run_id="the-run-that-broke-the-lease")
+            with pytest.raises(LeaseLostError, match="no longer holds the lease of DEST"):
+                run_plan(
+                    prepared.plan,
+                    prepared.source,
+                    prepared.dest,
+                    EngineOptions(workers=1),
+                    None,
+                    DaskExecutor(client, retries=0),
+                    run_id=held.run_id,
+                )
+    finally:
+        cluster.stop()
+    assert records(dest) == 0
+    assert json.loads((dest / LEASE).read_text())["run_id"] == "the-run-that-broke-the-lease"
