@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from migrate.copy import resume
-from migrate.errors import MigrationError
+from migrate.copy import resume, safety
+from migrate.errors import MigrationError, PlanMismatchError
 from migrate.source.discover import discover, normalize_url, split_n5_url
 from migrate.storage import S3Options, Store, open_store
 from migrate.target.plan import PlanOptions, build_plan
@@ -81,4 +81,36 @@ def open_for_verify(src: str, dest: str, s3: S3Options | None = None) -> tuple[S
         open_store(n5_root, read_only=True, s3=s3),
         inner,
         open_store(_normalize(dest), read_only=True, s3=s3),
+    )
+
+
+def check_dest_root(dest: Store, plan: Plan, *, into_existing: bool) -> None:
+    """Refuse a DEST that is a file, an N5 tree, or (without ``into_existing``) a non-empty
+    folder holding no cellmap-migrate output (looked for at the plan's images first, then
+    anywhere in DEST's Zarr hierarchy). Writes nothing; the dry run calls it too."""
+    if dest.root_is_object():
+        raise PlanMismatchError(f"{dest.display()}: DEST is a file, not a folder; choose another")
+    dirs, files = dest.list_dir("")
+    if not dirs and not files:
+        return
+    if safety.N5_ATTRIBUTES in files:
+        raise PlanMismatchError(
+            f"{dest.display()} holds {safety.describe_foreign(dest, '')}, not written by "
+            "cellmap-migrate; it is never replaced: choose another DEST"
+        )
+    if resume.STATE_DIR in dirs or into_existing:
+        return
+    marks = dest.map(lambda image: resume.completion_mark(dest, image.dest_path), plan.images)
+    if any(mark is not None for mark in marks):
+        return
+    from migrate.check.inventory import finished_images
+
+    if next(iter(finished_images(dest)), None) is not None:
+        return
+    entries = [f"{name}/" for name in dirs] + files
+    shown = ", ".join(entries[: safety.SHOWN]) + (", …" if len(entries) > safety.SHOWN else "")
+    raise PlanMismatchError(
+        f"{dest.display()} is a non-empty folder of files not written by cellmap-migrate "
+        f"({shown}); give a new or empty DEST, or --into-existing to write the Zarr output "
+        "beside them"
     )

@@ -82,7 +82,9 @@ def main() -> int:
             for (image, level), sigs in zip(levels, signatures, strict=True):
                 fingerprint = prepared.plan.image_fingerprint(image)
                 for unit, sig in enumerate(sigs):
-                    resume.record_unit(records, fingerprint, image.dest_path, level.name, unit, sig)
+                    resume.record_unit(
+                        records, fingerprint, image.dest_path, level.name, unit, signature=sig
+                    )
             started = time.perf_counter()
             for image, level in levels:
                 fingerprint = prepared.plan.image_fingerprint(image)

@@ -112,9 +112,15 @@ def test_rerun_after_finished_migration_shows_no_changes(dataset: Path) -> None:
 def test_dry_run_of_changed_settings_diffs_against_dest(dataset: Path) -> None:
     assert run_cli("convert", str(dataset)).exit_code == 0
     run = run_cli("convert", str(dataset), "--dry-run", "--codec", "zstd")
-    assert run.exit_code == 0
     assert '-  "compressor": {"id": "gzip", "level": 6},' in run.stdout
     assert '+  "compressor": {"id": "zstd", "level": 3},' in run.stdout
+    # the dry run predicts the refusal of the real run (tests/test_dest_safety.py)
+    assert run.exit_code == 1
+    assert "written with other settings" in run.stderr
+    assert (
+        run_cli("convert", str(dataset), "--dry-run", "--codec", "zstd", "--overwrite").exit_code
+        == 0
+    )
 
 
 @pytest.mark.parametrize(

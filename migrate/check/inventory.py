@@ -64,6 +64,8 @@ class StartedImage:
     image: ImagePlan
     ngff_version: Literal["0.4", "0.5"]
     fingerprint: str
+    generation: str = ""
+    """Of its resume records (see :mod:`migrate.copy.resume`)."""
 
 
 def _node(store: Store, path: str) -> tuple[str, str, dict[str, Any]] | None:
@@ -194,6 +196,7 @@ def started_images(store: Store) -> list[StartedImage]:
             image=ImagePlan.model_validate(record["image"]),
             ngff_version="0.4" if record.get("ngff_version") == "0.4" else "0.5",
             fingerprint=str(record["fingerprint"]),
+            generation=str(record.get("generation") or ""),
         )
         for record in resume.started_images(store)
     ]

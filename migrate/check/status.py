@@ -62,7 +62,9 @@ def status(dest: Store) -> list[ImageStatus]:
         image = started.image
         levels = []
         for level in image.levels:
-            done = resume.done_units(dest, started.fingerprint, image.dest_path, level.name)
+            done = resume.done_units(
+                dest, started.fingerprint, image.dest_path, level.name, started.generation
+            )
             levels.append(LevelStatus(level.name, len(done), level.unit_count, level.nbytes))
         found.append(ImageStatus(image.dest_path, False, levels))
     present = {image.dest_path for image in found}

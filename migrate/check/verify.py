@@ -61,6 +61,10 @@ class VerifyResult:
     grid: str = "chunks"
     """What ``sample`` picks from: ``chunks``, or ``shards`` for sharded output."""
     problems: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    """What DEST holds beside the migration that is no part of it and no doubt about it:
+    files and folders that are not Zarr, outside every image and ``labels`` group (a DEST
+    written ``--into-existing``)."""
 
     def to_json(self) -> dict[str, Any]:
         return vars(self)
@@ -220,6 +224,9 @@ def check_layout(
     groups = {group.path for group in plan.groups} | {image.dest_path for image in plan.images}
     levels = {level.dest_path: level for image in plan.images for level in image.levels}
     marked = {r.dest_path: r for r in recorded}
+    images_and_labels = {image.dest_path for image in plan.images} | {
+        group.path for group in plan.groups if group.attributes and group.path
+    }
     prefix = str(plan.settings.get("prefix") or "")
     top = join_key(prefix, plan.source_inner)
     frontier = [top]
@@ -227,11 +234,19 @@ def check_layout(
         listings = dest.map(dest.list_dir, frontier)
         next_frontier = []
         for path, (dirs, files) in zip(frontier, listings, strict=True):
+            inside_image = path in images_and_labels
             for name in files:
                 key = join_key(path, name)
-                if key not in documents:
+                if key in documents:
+                    continue
+                if inside_image or name in _ZARR_METADATA:
                     result.problems.append(
                         f"{dest.display(key)}: a file the plan does not account for"
+                    )
+                else:
+                    result.notes.append(
+                        f"{dest.display(key)}: a file beside the migration, not written by "
+                        "cellmap-migrate (left alone)"
                     )
             for name in dirs:
                 child = join_key(path, name)
@@ -242,9 +257,15 @@ def check_layout(
                 if child in groups:
                     next_frontier.append(child)
                     continue
+                what = _describe(dest, child, marked)
+                if what == _NOT_ZARR and not inside_image:
+                    result.notes.append(
+                        f"{dest.display(child)}: {what} beside the migration, not written by "
+                        "cellmap-migrate (left alone)"
+                    )
+                    continue
                 result.problems.append(
-                    f"{dest.display(child)}: {_describe(dest, child, marked)} that the plan does "
-                    "not account for"
+                    f"{dest.display(child)}: {what} that the plan does not account for"
                 )
         frontier = next_frontier
     level_list = list(levels.values())
@@ -278,7 +299,11 @@ def _describe(dest: Store, path: str, marked: dict[str, Recorded]) -> str:
     if dest.read(join_key(path, ".zgroup")) is not None:
         attrs = resume.read_json(dest, join_key(path, ".zattrs")) or {}
         return "a Zarr image group" if "multiscales" in attrs else "a Zarr group"
-    return "a folder (not Zarr)"
+    return _NOT_ZARR
+
+
+_NOT_ZARR = "a folder (not Zarr)"
+_ZARR_METADATA = {".zarray", ".zattrs", ".zgroup", ".zmetadata", "zarr.json"}
 
 
 # --------------------------------------------------------------------------------------

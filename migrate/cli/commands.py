@@ -252,7 +252,28 @@ def cli(debug: bool) -> None:
     show_default=True,
     help="Target size of one work unit (uncompressed); peak memory ≈ 2 × workers × this.",
 )
-@click.option("--overwrite", is_flag=True, help="Replace output made with other settings.")
+@click.option(
+    "--overwrite",
+    is_flag=True,
+    help="Replace cellmap-migrate output made with other settings (never anything else).",
+)
+@click.option(
+    "--into-existing",
+    is_flag=True,
+    help="Write into a non-empty DEST folder that holds no cellmap-migrate output yet.",
+)
+@click.option(
+    "--break-lease",
+    is_flag=True,
+    help="Take the lease of DEST even from a run that looks alive (make sure it is gone).",
+)
+@click.option(
+    "--lease-timeout",
+    type=click.FloatRange(min=10),
+    default=300,
+    show_default=True,
+    help="Seconds after which this run's lease, if no longer renewed, may be taken over.",
+)
 @click.option(
     "--no-transplant",
     is_flag=True,
@@ -283,6 +304,9 @@ def convert(
     workers: int | None,
     unit_mib: float,
     overwrite: bool,
+    into_existing: bool,
+    break_lease: bool,
+    lease_timeout: float,
     no_transplant: bool,
     skip_decode_check: bool,
     report: str | None,
@@ -301,7 +325,9 @@ def convert(
         from migrate.report import require_extra
 
         require_extra()
-    from migrate.api import prepare
+    from migrate.api import check_dest_root, prepare
+    from migrate.copy import lease, resume
+    from migrate.copy.engine import check_images
     from migrate.target.diff import metadata_diff, plan_json, render_plan
     from migrate.target.plan import PlanOptions
 
@@ -333,7 +359,12 @@ def convert(
             f"{len(plan.conflicts)} metadata conflict(s) between COSEM and Neuroglancer "
             f"metadata (first: {plan.conflicts[0]}); pick one with --trust cosem|neuroglancer"
         )
-    if dry_run:
+    check_dest_root(prepared.dest, plan, into_existing=into_existing)
+    if dry_run:  # the refusals a real run would meet, with the same message; no lease
+        check_images(prepared.dest, plan, overwrite)
+        holder = lease.held_by_other(prepared.dest)
+        if holder is not None:
+            click.echo(f"note: DEST is being written right now ({holder.describe()})", err=True)
         if report:
             _convert_report(report, prepared, diff, None, None, fast=not no_transplant)
         return
@@ -353,13 +384,30 @@ def convert(
         transplant=not no_transplant,
         decode_check=not skip_decode_check,
     )
-    progress = current_watch().progress()
-    if report:
-        from migrate.report import RecordingProgress
+    notice = functools.partial(click.echo, err=True)
+    with lease.hold(
+        prepared.dest, expiry=lease_timeout, break_lease=break_lease, notice=notice
+    ) as held:
+        # read DEST again now that no other run can change it: labels other runs listed,
+        # images other runs finished
+        plan = resume.plan_at_dest(plan, prepared.dest)
+        prepared.plan = plan
+        progress = current_watch().progress()
+        if report:
+            from migrate.report import RecordingProgress
 
-        progress = recording = RecordingProgress(progress)
-    with _executor(cluster_settings) as executor:
-        result = run_plan(plan, prepared.source, prepared.dest, engine, progress, executor)
+            progress = recording = RecordingProgress(progress)
+        with _executor(cluster_settings) as executor:
+            result = run_plan(
+                plan,
+                prepared.source,
+                prepared.dest,
+                engine,
+                progress,
+                executor,
+                guard=held.check,
+                run_id=held.run_id,
+            )
     current_watch().record("summary", fingerprint=plan.fingerprint, **result.to_json())
     if as_json:
         click.echo(json.dumps({"fingerprint": plan.fingerprint, **result.to_json()}, indent=2))
@@ -512,6 +560,8 @@ def verify_command(
     if as_json:
         click.echo(json.dumps(result.to_json(), indent=2))
     else:
+        for note in result.notes:
+            click.echo(f"note: {note}", err=True)
         for problem in result.problems:
             click.echo(f"MISMATCH {problem}")
         click.echo(result.summary())

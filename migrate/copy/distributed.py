@@ -18,6 +18,10 @@ the copying of work units moves to the cluster's workers.
   open their own TensorStore handles and record every finished unit at DEST
   (``migrate.copy.resume.record_unit``) exactly as the embedded engine does, so an
   interrupted run resumes anywhere, locally or on a cluster.
+- **Under the coordinator's lease** (``migrate.copy.lease``): workers take no lease; each
+  task first checks that the lease at DEST is still its run's, so the workers of a run that
+  lost its lease stop (and their records go under that run's generation, which a newer run
+  does not count).
 - **Failures**: a unit whose source blocks are corrupt is reported per unit, like the
   embedded engine; a task that raises is retried ``retries`` times, and a task whose worker
   dies is rescheduled by Dask (up to ``distributed.scheduler.allowed-failures`` times).
@@ -48,6 +52,7 @@ from typing import Any, Literal
 from distributed import Client, Future, WorkerPlugin, as_completed
 
 from migrate.copy.engine import Job, LevelWork, Report, UnitOutcome, UnitWorker, WorkUnit
+from migrate.copy.lease import LeaseLostError, read_holder
 from migrate.copy.options import EngineOptions
 from migrate.errors import ClusterError, MigrationError
 from migrate.storage import S3Options, Store, open_store
@@ -209,6 +214,8 @@ def describe(client: Client) -> str:
 _shipped: dict[str, tuple[str, int]] = {}
 """run id → (payload JSON, the worker's thread count), installed by :class:`PlanPlugin`."""
 _loaded: dict[str, UnitWorker] = {}
+_leases: dict[str, str | None] = {}
+"""run id → the id of the lease its coordinator holds at DEST (None: it holds none)."""
 _lock = threading.Lock()
 
 
@@ -238,6 +245,8 @@ def payload(job: Job) -> str:
             "source": store_config(job.source),
             "dest": store_config(job.dest),
             "options": dataclasses.asdict(job.options),
+            "generations": list(job.generations),
+            "lease": job.run_id,
         }
     )
 
@@ -258,6 +267,7 @@ class PlanPlugin(WorkerPlugin):  # type: ignore[misc]
         with _lock:
             _shipped.pop(self.name, None)
             _loaded.pop(self.name, None)
+            _leases.pop(self.name, None)
 
 
 def _unit_worker(run_id: str) -> UnitWorker:
@@ -274,9 +284,31 @@ def _unit_worker(run_id: str) -> UnitWorker:
         if plan.fingerprint != data["fingerprint"]:
             raise RuntimeError(f"{run_id}: the shipped plan does not match its fingerprint")
         options = EngineOptions(**{**data["options"], "workers": nthreads})
-        worker = UnitWorker(plan, reopen_store(data["source"]), reopen_store(data["dest"]), options)
+        worker = UnitWorker(
+            plan,
+            reopen_store(data["source"]),
+            reopen_store(data["dest"]),
+            options,
+            tuple(data.get("generations") or ()),
+        )
+        _leases[run_id] = data.get("lease")
         _loaded[run_id] = worker
         return worker
+
+
+def check_lease(dest: Store, lease_id: str | None) -> None:
+    """Refuse to work for a run that no longer holds the lease of DEST (one read per task):
+    a worker of a superseded run stops instead of writing into the new run's output."""
+    if lease_id is None:
+        return
+    found = read_holder(dest)
+    holder = found[0] if found is not None else None
+    if holder is None or holder.run_id != lease_id:
+        who = f" ({holder.describe()})" if holder is not None else ""
+        raise LeaseLostError(
+            f"{dest.display()}: this run no longer holds the lease of DEST{who}; its workers "
+            "stopped"
+        )
 
 
 def copy_batch(
@@ -290,6 +322,7 @@ def copy_batch(
     listed by the client before the run); returns ``(unit, bytes, failure)`` per unit (a
     corrupt source block fails its unit, not the task)."""
     worker = _unit_worker(run_id)
+    check_lease(worker.dest, _leases.get(run_id))
     outcomes = []
     for position, unit in enumerate(units):
         signature = signatures[position] if position < len(signatures) else ""

@@ -16,11 +16,12 @@ import itertools
 import json
 import math
 import time
-from collections.abc import Callable
+import uuid
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from migrate.copy import resume
+from migrate.copy import resume, safety
 from migrate.copy.events import NullProgress, Progress
 from migrate.copy.options import EngineOptions
 from migrate.copy.tsio import HandleCache, is_storage_error, open_source, ts_error_text
@@ -98,7 +99,11 @@ def _write_if_absent(dest: Store, docs: Documents) -> None:
 def explain_difference(dest: Store, plan: Plan, image: ImagePlan, state: resume.ImageState) -> str:
     """What differs between the metadata at DEST and what this plan would write."""
     if state is resume.ImageState.FOREIGN:
-        return f"{dest.display(image.dest_path)} exists but was not written by cellmap-migrate"
+        return (
+            f"{dest.display(image.dest_path)} holds "
+            f"{safety.describe_foreign(dest, image.dest_path)}, not written by cellmap-migrate;"
+            " it is never replaced: choose another DEST or move it away"
+        )
     wanted = {**image_start_documents(plan, image), **image_final_documents(plan, image)}
     differences: list[str] = []
     for key, document in wanted.items():
@@ -117,6 +122,42 @@ def explain_difference(dest: Store, plan: Plan, image: ImagePlan, state: resume.
         f"; … {len(differences) - 4} more" if len(differences) > 4 else ""
     )
     return f"{dest.display(image.dest_path)} was written with other settings: {shown}"
+
+
+def refusal(
+    dest: Store, plan: Plan, image: ImagePlan, state: resume.ImageState, overwrite: bool
+) -> str | None:
+    """Why this image's state at DEST forbids the run, or None. Data cellmap-migrate did not
+    write is refused with or without ``overwrite``; other settings without it."""
+    if state is resume.ImageState.FOREIGN:
+        return explain_difference(dest, plan, image, state)
+    if state is not resume.ImageState.DIFFERENT:
+        return None
+    levels = safety.recorded_levels(dest, image.dest_path)
+    strays = safety.foreign_keys(dest, image.dest_path, levels)
+    if strays:
+        return (
+            f"{dest.display(image.dest_path)} holds cellmap-migrate output made with other "
+            f"settings and {safety.describe_foreign(dest, image.dest_path, strays)}, which "
+            "cellmap-migrate never deletes: move them away first"
+        )
+    if overwrite:
+        return None
+    return explain_difference(dest, plan, image, state) + "; use --overwrite to replace it"
+
+
+def check_images(dest: Store, plan: Plan, overwrite: bool) -> list[resume.ImageState]:
+    """Every image's state at DEST; raises PlanMismatchError (the first image's, in plan
+    order) when one forbids the run. The dry run calls it too, so it predicts the refusal."""
+    states = dest.map(lambda image: resume.image_state(dest, plan, image), plan.images)
+    messages = dest.map(
+        lambda pair: refusal(dest, plan, pair[0], pair[1], overwrite),
+        list(zip(plan.images, states, strict=True)),
+    )
+    for message in messages:
+        if message is not None:
+            raise PlanMismatchError(message)
+    return states
 
 
 def _compact(value: Any) -> str:
@@ -191,6 +232,10 @@ class Job:
     options: EngineOptions
     work: tuple[LevelWork, ...]
     progress: Progress
+    generations: tuple[str, ...] = ()
+    """Per image: the generation its unit records go under (see ``resume``)."""
+    run_id: str | None = None
+    """The id of the run's lease at DEST, when it holds one."""
 
 
 Report = Callable[[UnitOutcome], None]
@@ -207,12 +252,20 @@ class UnitWorker:
     """Copies work units of one plan in this process and records each one at DEST; the
     threads of a process share one (TensorStore handles are opened once per level)."""
 
-    def __init__(self, plan: Plan, source: Store, dest: Store, options: EngineOptions) -> None:
+    def __init__(
+        self,
+        plan: Plan,
+        source: Store,
+        dest: Store,
+        options: EngineOptions,
+        generations: Sequence[str] = (),
+    ) -> None:
         self.plan = plan
         self.source = source
         self.dest = dest
         self.options = options
         self.fingerprints = [plan.image_fingerprint(image) for image in plan.images]
+        self.generations = tuple(generations) or ("",) * len(plan.images)
         from migrate.copy.copiers import make_copier  # numpy and the codecs: only with work to do
 
         cache = HandleCache(source, dest, plan.ngff_version, options.workers)
@@ -229,7 +282,8 @@ class UnitWorker:
             image.dest_path,
             level.name,
             task.unit,
-            task.signature,
+            signature=task.signature,
+            generation=self.generations[task.image],
         )
         return nbytes
 
@@ -270,23 +324,17 @@ class UnitWorker:
 
 
 def prepare_dest(
-    dest: Store, plan: Plan, options: EngineOptions
-) -> tuple[list[ImageResult], list[int]]:
+    dest: Store, plan: Plan, options: EngineOptions, run_id: str = ""
+) -> tuple[list[ImageResult], list[int], list[str]]:
     """Check every image's state at DEST (refusing mismatches before anything is written),
-    then write the metadata that must exist before chunks. Returns results and the indices
-    of the images that still need copying."""
+    then write the metadata that must exist before chunks. Returns results, the indices
+    of the images that still need copying and every image's record generation (``run_id``
+    for the images this run starts)."""
     results: list[ImageResult] = []
     todo: list[int] = []
-    states = dest.map(lambda image: resume.image_state(dest, plan, image), plan.images)
-    for image, state in zip(plan.images, states, strict=True):
-        if (
-            state in (resume.ImageState.DIFFERENT, resume.ImageState.FOREIGN)
-            and not options.overwrite
-        ):
-            raise PlanMismatchError(
-                explain_difference(dest, plan, image, state) + "; use --overwrite to replace it"
-            )
-    any_records = dest.exists_prefix(resume.STATE_DIR)  # one request instead of one per image
+    states = check_images(dest, plan, options.overwrite)
+    # one request instead of one per image
+    any_records = dest.exists_prefix(resume.image_state_key(""))
     for index, (image, state) in enumerate(zip(plan.images, states, strict=True)):
         result = ImageResult(image.dest_path, state.value)
         results.append(result)
@@ -295,7 +343,7 @@ def prepare_dest(
             if any_records and dest.exists_prefix(resume.image_state_key(image.dest_path)):
                 resume.forget_image(dest, image.dest_path)  # killed right after finalizing
             continue
-        if state in (resume.ImageState.DIFFERENT, resume.ImageState.FOREIGN):
+        if state is resume.ImageState.DIFFERENT:  # only ever cellmap-migrate's (check_images)
             dest.delete_prefix(image.dest_path)
             dest.delete_prefix(resume.image_state_key(image.dest_path))
         todo.append(index)
@@ -305,11 +353,16 @@ def prepare_dest(
         dest.map(lambda g: _write_if_absent(dest, group_documents(plan, g.path, {})), plan.groups)
     # Our record of an image comes before its first metadata file (else a run killed in
     # between would find output it did not write); the files themselves in any order.
+    partial = [i for i in todo if states[i] is resume.ImageState.PARTIAL]
+    generations = [run_id] * len(plan.images)
+    found = dest.map(lambda i: resume.recorded_generation(dest, plan.images[i].dest_path), partial)
+    for index, generation in zip(partial, found, strict=True):
+        generations[index] = generation
     starting = [plan.images[i] for i in todo if states[i] is not resume.ImageState.PARTIAL]
-    dest.map(lambda image: resume.record_start(dest, plan, image), starting)
+    dest.map(lambda image: resume.record_start(dest, plan, image, run_id), starting)
     documents = [item for i in todo for item in image_start_documents(plan, plan.images[i]).items()]
     dest.map(lambda item: _write_one_if_changed(dest, *item), documents)
-    return results, todo
+    return results, todo, generations
 
 
 def _planned_mark(plan: Plan) -> dict[str, str]:
@@ -352,6 +405,7 @@ def recheck_done(
     dest: Store,
     levels: list[tuple[int, int]],
     done_by_level: dict[tuple[int, str], set[int]],
+    generations: list[str],
 ) -> tuple[dict[tuple[int, int], list[str]], dict[tuple[int, int], set[int]]]:
     """List every level's source blocks once: the signature of each unit, and the done units
     whose recorded signature differs (their source changed since they were copied). The
@@ -365,7 +419,7 @@ def recheck_done(
             continue
         image = plan.images[i]
         recorded = resume.recorded_signatures(
-            dest, plan.image_fingerprint(image), image.dest_path, level.name, done
+            dest, plan.image_fingerprint(image), image.dest_path, level.name, done, generations[i]
         )
         stale = {
             unit for unit, sig in recorded.items() if unit < len(current) and sig != current[unit]
@@ -384,24 +438,37 @@ def run_plan(
     options: EngineOptions,
     progress: Progress | None = None,
     executor: UnitExecutor | None = None,
+    guard: Callable[[], None] | None = None,
+    run_id: str | None = None,
 ) -> RunResult:
     """Migrate every image of ``plan``; resumable, metadata finalized last. ``executor``
-    runs the work units (default :func:`run_local`: threads in this process)."""
+    runs the work units (default :func:`run_local`: threads in this process).
+
+    ``run_id`` is the id of the lease this run holds at DEST (see ``migrate.copy.lease``);
+    ``guard`` raises once that lease is lost: it is called as units finish and before any
+    metadata is finalized, so a superseded run stops without writing a completion mark."""
     progress = progress or NullProgress()
+    check = guard or (lambda: None)
     started = time.monotonic()
     counted = iocounts.totals()
-    results, todo = prepare_dest(dest, plan, options)
+    results, todo, generations = prepare_dest(dest, plan, options, run_id or uuid.uuid4().hex)
     fingerprints = {i: plan.image_fingerprint(plan.images[i]) for i in todo}
     levels = [(i, level.name) for i in todo for level in plan.images[i].levels]
     done_sets = dest.map(
         lambda item: resume.done_units(
-            dest, fingerprints[item[0]], plan.images[item[0]].dest_path, item[1]
+            dest,
+            fingerprints[item[0]],
+            plan.images[item[0]].dest_path,
+            item[1],
+            generations[item[0]],
         ),
         levels,
     )
     done_by_level = dict(zip(levels, done_sets, strict=True))
     level_indices = [(i, j) for i in todo for j in range(len(plan.images[i].levels))]
-    signatures, changed = recheck_done(plan, source, dest, level_indices, done_by_level)
+    signatures, changed = recheck_done(
+        plan, source, dest, level_indices, done_by_level, generations
+    )
     work: list[LevelWork] = []
     for index in todo:
         image = plan.images[index]
@@ -427,6 +494,7 @@ def run_plan(
         progress.message(f"{redone} unit(s) redone: their source changed since they were copied")
 
     def report(outcome: UnitOutcome) -> None:
+        check()
         image = plan.images[outcome.unit.image]
         result = results[outcome.unit.image]
         if outcome.failure is not None:
@@ -439,19 +507,24 @@ def run_plan(
 
     try:
         if any(w.units for w in work):
-            (executor or run_local)(Job(plan, source, dest, options, tuple(work), progress), report)
+            job = Job(
+                plan, source, dest, options, tuple(work), progress, tuple(generations), run_id
+            )
+            (executor or run_local)(job, report)
     finally:
         progress.close()  # also on Ctrl-C or a storage failure: leave the terminal tidy
 
     def finalize(index: int) -> None:
         """The OME metadata with the completion mark (in order), then the records go."""
         image = plan.images[index]
+        check()
         _write_if_changed(dest, image_final_documents(plan, image))
         resume.forget_image(dest, image.dest_path)
         results[index].complete = True
 
     dest.map(finalize, [i for i in todo if not results[i].failures])
     if all(r.complete for r in results):
+        check()
         # the groups (labels lists), then, last of all, the root with the completion mark
         root = [group for group in plan.groups if group.path == "" and group.attributes]
         dest.map(
@@ -461,6 +534,7 @@ def run_plan(
         for group in root:
             _write_if_changed(dest, group_documents(plan, group.path, group.attributes))
     elif any(group.path == "" for group in plan.groups):
+        check()
         _mark_finished_images(dest, plan, results)
     storage = iocounts.totals() - counted if executor is None else None
     return RunResult(results, time.monotonic() - started, storage)
@@ -488,7 +562,7 @@ def _mark_finished_images(dest: Store, plan: Plan, results: list[ImageResult]) -
 def run_local(job: Job, report: Report) -> None:
     """The embedded engine: ``options.workers`` threads, at most twice that many units in
     flight, in plan order (image by image, level by level)."""
-    worker = UnitWorker(job.plan, job.source, job.dest, job.options)
+    worker = UnitWorker(job.plan, job.source, job.dest, job.options, job.generations)
     queue = (
         WorkUnit(w.image, w.level, unit, w.signature(position))
         for w in job.work

@@ -3,12 +3,16 @@
 While an image is being copied, ``DEST/.cellmap-migrate/images/<image dest path>/`` holds:
 
 - ``plan.json``: the image's plan and fingerprint, written before any of its chunks;
-- ``done/<fingerprint>/<level>/<unit>``: one object per finished work unit, written only
-  after every chunk of that unit is stored, so each record is independent and any number of
-  workers (on any machine) can add records at once without coordination. It holds the
-  signature of the unit's source blocks as they were listed before the unit was copied
-  (:func:`unit_signatures`: key, size and modification time, or ETag on S3); a resumed run
-  lists the source again and redoes the done units whose signature changed.
+- ``done/<fingerprint>/<generation>/<level>/<unit>``: one object per finished work unit,
+  written only after every chunk of that unit is stored, so each record is independent and
+  any number of workers (on any machine) can add records at once without coordination. It
+  holds the signature of the unit's source blocks as they were listed before the unit was
+  copied (:func:`unit_signatures`: key, size and modification time, or ETag on S3); a
+  resumed run lists the source again and redoes the done units whose signature changed.
+  The generation is the run id of the run that started the image (kept in ``plan.json``;
+  resumed runs keep it): a worker of an older run whose image was deleted and started again
+  (``--overwrite``) records under its own generation, which the new run does not count.
+  (Records written before generations existed have none: ``done/<fingerprint>/<level>/…``.)
 
 When every unit of an image is done, its OME metadata is written with the fingerprint in the
 ``cellmap-migrate`` provenance attribute: that is the image's completion mark. The image's
@@ -92,12 +96,13 @@ def image_state(dest: Store, plan: Plan, image: ImagePlan) -> ImageState:
     return ImageState.NEW
 
 
-def record_start(dest: Store, plan: Plan, image: ImagePlan) -> None:
+def record_start(dest: Store, plan: Plan, image: ImagePlan, generation: str = "") -> None:
     dest.write(
         image_state_key(image.dest_path, "plan.json"),
         dumps(
             {
                 "fingerprint": plan.image_fingerprint(image),
+                "generation": generation,
                 "plan_fingerprint": plan.fingerprint,
                 "tool_version": plan.tool_version,
                 "ngff_version": plan.ngff_version,
@@ -108,23 +113,43 @@ def record_start(dest: Store, plan: Plan, image: ImagePlan) -> None:
     )
 
 
-def done_prefix(fingerprint: str, image_dest_path: str, level: str) -> str:
-    return image_state_key(image_dest_path, "done", fingerprint, level)
+def recorded_generation(dest: Store, image_dest_path: str) -> str:
+    """The generation of the image's records (its plan.json), "" when it has none."""
+    started = read_json(dest, image_state_key(image_dest_path, "plan.json")) or {}
+    generation = started.get("generation")
+    return generation if isinstance(generation, str) else ""
+
+
+def done_prefix(fingerprint: str, image_dest_path: str, level: str, generation: str = "") -> str:
+    return image_state_key(image_dest_path, "done", fingerprint, generation, level)
 
 
 def record_unit(
-    dest: Store, fingerprint: str, image_dest_path: str, level: str, unit: int, signature: str = ""
+    dest: Store,
+    fingerprint: str,
+    image_dest_path: str,
+    level: str,
+    unit: int,
+    *,
+    signature: str = "",
+    generation: str = "",
 ) -> None:
-    """Record a unit as done, with the signature of the source blocks it was copied from."""
-    key = join_key(done_prefix(fingerprint, image_dest_path, level), str(unit))
+    """Record a unit as done (by a run of ``generation``), with the signature of the source
+    blocks it was copied from."""
+    key = join_key(done_prefix(fingerprint, image_dest_path, level, generation), str(unit))
     dest.write(key, signature.encode())
 
 
 def recorded_signatures(
-    dest: Store, fingerprint: str, image_dest_path: str, level: str, units: set[int]
+    dest: Store,
+    fingerprint: str,
+    image_dest_path: str,
+    level: str,
+    units: set[int],
+    generation: str = "",
 ) -> dict[int, str]:
     """The source signature recorded with each of the done ``units`` of one level."""
-    prefix = done_prefix(fingerprint, image_dest_path, level)
+    prefix = done_prefix(fingerprint, image_dest_path, level, generation)
     order = sorted(units)
     raws = dest.map(lambda unit: dest.read(join_key(prefix, str(unit))), order)
     return {
@@ -171,10 +196,13 @@ def unit_signatures(source: Store, level: LevelPlan) -> list[str]:
     return [f"{n}:{total:016x}" for n, total in zip(counts, sums, strict=True)]
 
 
-def done_units(dest: Store, fingerprint: str, image_dest_path: str, level: str) -> set[int]:
-    """Indices of the work units of one level already recorded as finished."""
+def done_units(
+    dest: Store, fingerprint: str, image_dest_path: str, level: str, generation: str = ""
+) -> set[int]:
+    """Indices of the work units of one level already recorded as finished (by runs of
+    ``generation``)."""
     done: set[int] = set()
-    for key in dest.list_keys(done_prefix(fingerprint, image_dest_path, level)):
+    for key in dest.list_keys(done_prefix(fingerprint, image_dest_path, level, generation)):
         name = key.rsplit("/", 1)[-1]
         if name.isdigit():
             done.add(int(name))

@@ -8,7 +8,7 @@ imports nothing from the rest of ``migrate`` but :mod:`migrate.errors`.
 from __future__ import annotations
 
 from migrate.errors import StoreError
-from migrate.storage.base import Store, join_key
+from migrate.storage.base import ConditionalWritesUnsupportedError, Store, join_key
 from migrate.storage.local import LocalStore, temporary_name, writer_alive
 from migrate.storage.s3 import S3Store
 from migrate.storage.s3_settings import (
@@ -22,6 +22,7 @@ from migrate.storage.s3_settings import (
 
 __all__ = [
     "DEFAULT_MAX_ATTEMPTS",
+    "ConditionalWritesUnsupportedError",
     "LocalStore",
     "S3Options",
     "S3Settings",

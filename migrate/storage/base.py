@@ -23,6 +23,10 @@ A = TypeVar("A")
 R = TypeVar("R")
 
 
+class ConditionalWritesUnsupportedError(StoreError):
+    """The storage refuses conditional writes (create-if-absent, replace-if-unchanged)."""
+
+
 class Store(ABC):
     """A tree of byte objects addressed by '/'-separated keys under a root URL."""
 
@@ -76,6 +80,32 @@ class Store(ABC):
     @abstractmethod
     def kvstore_spec(self, key: str = "") -> dict[str, Any]:
         """A TensorStore kvstore spec for the prefix ``key`` of this store."""
+
+    # Conditional writes: the few objects several processes may race for (the lease) go
+    # through these. A version token names one stored state of an object (S3: its ETag;
+    # local: a digest of its bytes); a write conditioned on a token succeeds only while the
+    # object is still in that state, so of two racing writers exactly one wins.
+
+    def read_versioned(self, key: str) -> tuple[bytes, str] | None:
+        """The object's bytes and version token, or None when it does not exist."""
+        raise ConditionalWritesUnsupportedError(f"{self.display(key)}: no conditional writes here")
+
+    def create_if_absent(self, key: str, data: bytes) -> str | None:
+        """Create the object unless it exists: its version token, or None when it existed."""
+        raise ConditionalWritesUnsupportedError(f"{self.display(key)}: no conditional writes here")
+
+    def replace_if_unchanged(self, key: str, data: bytes, token: str) -> str | None:
+        """Replace the object if it is still in the state ``token`` names: the new token,
+        or None when it changed (or is gone)."""
+        raise ConditionalWritesUnsupportedError(f"{self.display(key)}: no conditional writes here")
+
+    def delete_if_unchanged(self, key: str, token: str) -> bool:
+        """Delete the object if it is still in the state ``token`` names; True if deleted."""
+        raise ConditionalWritesUnsupportedError(f"{self.display(key)}: no conditional writes here")
+
+    def root_is_object(self) -> bool:
+        """True when the root location itself is an object (a file), not a prefix."""
+        return False
 
     def exists_prefix(self, prefix: str) -> bool:
         """True when anything is stored under ``prefix``."""

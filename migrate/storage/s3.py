@@ -11,7 +11,7 @@ from typing import Any, TypeVar
 
 from migrate.errors import StoreError
 from migrate.storage import iocounts, retries
-from migrate.storage.base import Store, join_key
+from migrate.storage.base import ConditionalWritesUnsupportedError, Store, join_key
 from migrate.storage.s3_settings import (
     _NOT_FOUND,
     TS_RETRY_DELAYS,
@@ -290,6 +290,87 @@ class S3Store(Store):
         for page in pages:
             return bool(page.get("Contents") or page.get("CommonPrefixes"))
         return False
+
+    # Conditional writes: PutObject with If-None-Match: * (create) or If-Match: <ETag>
+    # (replace), DeleteObject with If-Match. A server that answers NotImplemented (or HTTP
+    # 501) raises ConditionalWritesUnsupportedError; one that ignores the headers is detected by
+    # the caller (migrate.copy.lease), which knows what it wrote.
+
+    def _conditional(self, verb: str, key: str, operation: Callable[[], T]) -> T | None:
+        """``operation`` (retried like any request); None when its precondition failed."""
+        from botocore.exceptions import ClientError
+
+        def attempt() -> T | None:
+            try:
+                return operation()
+            except ClientError as exc:
+                code = _error_code(exc)
+                status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+                if code in ("PreconditionFailed", "412", "ConditionalRequestConflict", "409"):
+                    return None
+                if code in ("NotImplemented", "501") or status == 501:
+                    raise ConditionalWritesUnsupportedError(
+                        f"{self.display(key)}: the S3 server does not support conditional "
+                        f"writes ({code or status})"
+                    ) from exc
+                raise
+
+        return self._requests.call(verb, self.display(key), attempt)
+
+    def read_versioned(self, key: str) -> tuple[bytes, str] | None:
+        from botocore.exceptions import ClientError
+
+        def get() -> tuple[bytes, str] | None:
+            try:
+                response = self.client.get_object(Bucket=self.bucket, Key=self._key(key))
+            except ClientError as exc:
+                if _error_code(exc) in _NOT_FOUND:
+                    return None
+                raise
+            return bytes(response["Body"].read()), str(response.get("ETag", ""))
+
+        return self._requests.call("read", self.display(key), get)
+
+    def create_if_absent(self, key: str, data: bytes) -> str | None:
+        self._check_writable(key)
+        response = self._conditional(
+            "write",
+            key,
+            lambda: self.client.put_object(
+                Bucket=self.bucket, Key=self._key(key), Body=data, IfNoneMatch="*"
+            ),
+        )
+        return None if response is None else str(response.get("ETag", ""))
+
+    def replace_if_unchanged(self, key: str, data: bytes, token: str) -> str | None:
+        self._check_writable(key)
+        response = self._conditional(
+            "write",
+            key,
+            lambda: self.client.put_object(
+                Bucket=self.bucket, Key=self._key(key), Body=data, IfMatch=token
+            ),
+        )
+        return None if response is None else str(response.get("ETag", ""))
+
+    def delete_if_unchanged(self, key: str, token: str) -> bool:
+        from botocore.exceptions import ClientError
+
+        self._check_writable(key)
+
+        def delete() -> bool:
+            try:
+                self.client.delete_object(Bucket=self.bucket, Key=self._key(key), IfMatch=token)
+            except ClientError as exc:
+                if _error_code(exc) in _NOT_FOUND:
+                    return False
+                raise
+            return True
+
+        return bool(self._conditional("delete", key, delete))
+
+    def root_is_object(self) -> bool:
+        return bool(self.prefix) and self.read("") is not None
 
     def kvstore_spec(self, key: str = "") -> dict[str, Any]:
         settings = self.settings
