@@ -1,4 +1,4 @@
-"""What tying unit records to their source costs, against a whole migration.
+"""What the trust checks cost (source signatures and the lease), against a whole migration.
 
     python scripts/signature_cost.py [--gib 1] [--data bench-data] [--reps 3]
 
@@ -9,7 +9,9 @@ in this process, the work the source signatures add to it:
 - listing every level of the source with sizes and modification times and computing each
   work unit's signature (what every run with work to do does before copying), and
 - reading back the signature of every unit from its record (what a resumed run does, at
-  most: the records of all units, as if the run had been killed at the very end).
+  most: the records of all units, as if the run had been killed at the very end), and
+- taking, renewing once and releasing the lease of a DEST (what every real run does; it
+  renews every 30 s while it lives, which is below one renewal per 30 s of migration).
 
 Prints the median of ``--reps`` repetitions of each and their ratio to the migration.
 """
@@ -33,7 +35,7 @@ sys.path.insert(0, str(HERE))
 from make_fixture import bench_images  # noqa: E402
 
 from migrate.api import prepare  # noqa: E402
-from migrate.copy import resume  # noqa: E402
+from migrate.copy import lease, resume  # noqa: E402
 from migrate.example.fixture import write_dataset  # noqa: E402
 from migrate.storage import LocalStore  # noqa: E402
 from migrate.target.plan import PlanOptions  # noqa: E402
@@ -56,7 +58,7 @@ def main() -> int:
     n5 = dataset(args.data, args.gib)
     scratch = Path(tempfile.mkdtemp(prefix="signature-cost-"))
     try:
-        migrations, listings, rereads = [], [], []
+        migrations, listings, rereads, leases = [], [], [], []
         for _ in range(args.reps):
             out = scratch / "out.zarr"
             shutil.rmtree(out, ignore_errors=True)
@@ -91,6 +93,10 @@ def main() -> int:
                 done = resume.done_units(records, fingerprint, image.dest_path, level.name)
                 resume.recorded_signatures(records, fingerprint, image.dest_path, level.name, done)
             rereads.append(time.perf_counter() - started)
+            started = time.perf_counter()
+            with lease.hold(records, notice=lambda _: None) as taken:
+                taken.renew()
+            leases.append(time.perf_counter() - started)
             shutil.rmtree(scratch / "records.zarr")
         units = sum(level.unit_count for _, level in levels)
         blocks = sum(
@@ -99,14 +105,16 @@ def main() -> int:
         migration = statistics.median(migrations)
         listing = statistics.median(listings)
         reread = statistics.median(rereads)
+        leased = statistics.median(leases)
         print(f"{args.gib:g} GiB, {len(levels)} levels, {blocks} source files, {units} work units")
         print(f"convert (subprocess, start-up included): {migration:.3f} s")
         print(
             f"listing + unit signatures (every run):   {listing:.3f} s = {listing / migration:.2%}"
         )
         print(f"reading every unit's record (a resume):  {reread:.3f} s = {reread / migration:.2%}")
-        total = (listing + reread) / migration
-        print(f"both together:                           {total:.2%} of the migration")
+        print(f"lease: take, renew once, release:        {leased:.3f} s = {leased / migration:.2%}")
+        total = (listing + reread + leased) / migration
+        print(f"all together:                            {total:.2%} of the migration")
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
     return 0
