@@ -69,6 +69,12 @@ _CONNECTION_FAILURES = {
     "ConnectionClosedError": "connection closed before the response",
     "ReadTimeoutError": "read timed out",
     "ConnectTimeoutError": "connect timed out",
+    "ResponseStreamingError": "response cut short (connection reset)",
+    "ProtocolError": "response cut short (connection reset)",
+    "IncompleteRead": "response cut short",
+    "IncompleteReadError": "response cut short",
+    "ResponseParserError": "response cut short (unparsable)",
+    "RemoteDisconnected": "connection closed before the response",
 }
 """botocore's connection failures in a few words (their messages repeat the whole URL)."""
 
