@@ -15,6 +15,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -196,15 +197,20 @@ def test_one_corrupt_and_one_refused_dataset_the_others_migrate(tmp_path: Path) 
 def test_fail_fast_starts_no_further_dataset(tmp_path: Path) -> None:
     root = tmp_path / "root"
     write_dataset(root, "jrc_a-1", [ImageSpec(path="em/x", **TINY, unit="furlong")])
-    write_dataset(root, "jrc_b-1", [ImageSpec(path="em/x", **TINY)])
+    for name in ("jrc_b-1", "jrc_c-1", "jrc_d-1", "jrc_e-1"):
+        write_dataset(root, name, [ImageSpec(path="em/x", **TINY)])
     run = run_cli(
         "bulk", "convert", str(root), "--fail-fast", "--summary", str(tmp_path / "s.json"),
         "--workers", "1", "--json",
     )  # fmt: skip
     assert run.exit_code == 1
-    # with one worker two datasets are in flight: b may have started with a; never more
     states = {name: row["state"] for name, row in run.json["datasets"].items()}
     assert states["jrc_a-1"] == "failed"
+    # one worker: two datasets in flight (a and b); a fails while b copies, so the last
+    # ones are never started
+    assert states["jrc_e-1"] == "not run"
+    assert not (root / "jrc_e-1" / "jrc_e-1.zarr").exists()
+    assert "jrc_e-1 (--fail-fast)" in run.stderr
 
 
 # --------------------------------------------------------------------------------------
@@ -434,3 +440,115 @@ def test_units_of_several_datasets_share_one_bounded_pool(
         name = f"jrc_p-{index}"
         spec = ImageSpec(path="em/x", **TINY, seed=index)
         same_as_source(root / name / f"{name}.n5", root / name / f"{name}.zarr", [spec])
+
+
+# --------------------------------------------------------------------------------------
+# In place on S3 (moto's server)
+# --------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def moto() -> Iterator[Any]:
+    from tests.s3server import MotoServer
+
+    server = MotoServer()
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def s3(moto: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Any:
+    """A boto3 client of the test server; fake credentials and the server in the
+    environment (inherited by subprocesses)."""
+    from tests.s3server import CLEARED_AWS_VARIABLES, fake_aws_environment, s3_client
+
+    home = tmp_path / "home"
+    home.mkdir()
+    for name in CLEARED_AWS_VARIABLES:
+        monkeypatch.delenv(name, raising=False)
+    for name, value in fake_aws_environment(moto.url, home).items():
+        monkeypatch.setenv(name, value)
+    return s3_client(moto.url)
+
+
+S3_SET = ("jrc_alpha-1", "aic_gamma-3", "jrc_delta-4")
+
+
+def test_in_place_on_s3(s3: Any, tmp_path: Path) -> None:
+    from tests.s3server import download_prefix, snapshot, upload_tree
+
+    root = write_root(tmp_path / "root", {name: GOOD[name] for name in S3_SET})
+    (root / "jrc_no-n5").mkdir()
+    (root / "jrc_no-n5" / "thumbnail.jpg").write_bytes(b"\xff\xd8\xff\xd9")
+    s3.create_bucket(Bucket="cellmap")
+    upload_tree(s3, root, "cellmap", "")
+    before = snapshot(s3)
+    survey = run_cli("bulk", "convert", "s3://cellmap", "--dry-run", "--json")
+    assert survey.exit_code == 0, survey.stderr
+    assert [row["name"] for row in survey.json["datasets"]] == sorted(S3_SET)
+    assert snapshot(s3) == before  # the dry run wrote nothing
+    run = run_cli("bulk", "convert", "s3://cellmap", "--summary", str(tmp_path / "s.json"))
+    assert run.exit_code == 0, run.stderr
+    after = snapshot(s3)
+    # every object that was there is unchanged (same keys, same ETags), nothing else but
+    # each <dataset>.zarr beside its .n5 was added
+    assert {key: etag for key, etag in after.items() if key in before} == before
+    added = {key for _bucket, key in set(after) - set(before)}
+    assert {key.split("/", 2)[1] for key in added} == {f"{name}.zarr" for name in S3_SET}
+    assert all(key.split("/")[0] + ".zarr" == key.split("/")[1] for key in added)
+    for name in S3_SET:
+        local = tmp_path / "zarr" / name
+        assert download_prefix(s3, "cellmap", f"{name}/{name}.zarr", local) > 0
+        same_as_source(root / name / f"{name}.n5", local, GOOD[name])
+    verify = run_cli("bulk", "verify", "s3://cellmap", "--workers", "2", "--json")
+    assert verify.exit_code == 0, verify.stderr
+    assert set(verify.json["datasets"]) == set(S3_SET)
+    status = run_cli("bulk", "status", "s3://cellmap")
+    assert status.exit_code == 0, status.stderr
+    assert snapshot(s3) == after  # status and verify only read
+
+
+# --------------------------------------------------------------------------------------
+# A real Dask cluster (scheduler and worker processes)
+# --------------------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_on_a_dask_cluster(tmp_path: Path) -> None:
+    from tests.test_distributed import Cluster
+
+    root = write_root(tmp_path / "root", {name: GOOD[name] for name in S3_SET})
+    cluster = Cluster(tmp_path / "dask", workers=2)
+    (tmp_path / "dask").mkdir()
+    try:
+        cluster.start()
+        run = run_cli(
+            "bulk", "convert", str(root), "--scheduler", cluster.address, "--unit-mib", "0.01",
+            "--summary", str(tmp_path / "s.json"),
+        )  # fmt: skip
+    finally:
+        cluster.stop()
+    assert run.exit_code == 0, run.stderr
+    # every dataset's units went to the same scheduler, which ran them on its workers
+    lines = [line for line in run.stderr.splitlines() if "dask: scheduler" in line]
+    assert len(lines) == len(S3_SET)
+    assert all(f"dask: scheduler {cluster.address}, 2 worker(s)" in line for line in lines)
+    for name in S3_SET:
+        same_as_source(root / name / f"{name}.n5", root / name / f"{name}.zarr", GOOD[name])
+
+
+@pytest.mark.slow
+def test_cluster_local_is_one_cluster_for_the_whole_run(tmp_path: Path) -> None:
+    root = write_root(tmp_path / "root", {name: GOOD[name] for name in S3_SET})
+    run = run_cli(
+        "bulk", "convert", str(root), "--cluster", "local", "--workers", "2",
+        "--unit-mib", "0.01", "--summary", str(tmp_path / "s.json"),
+    )  # fmt: skip
+    assert run.exit_code == 0, run.stderr
+    lines = [line for line in run.stderr.splitlines() if "dask: scheduler" in line]
+    assert len(lines) == len(S3_SET)
+    schedulers = {line.split("dask: scheduler ", 1)[1].split(",", 1)[0] for line in lines}
+    assert len(schedulers) == 1, schedulers  # started once, used by every dataset
+    for name in S3_SET:
+        same_as_source(root / name / f"{name}.n5", root / name / f"{name}.zarr", GOOD[name])
