@@ -197,7 +197,7 @@ def test_one_corrupt_and_one_refused_dataset_the_others_migrate(tmp_path: Path) 
 def test_fail_fast_starts_no_further_dataset(tmp_path: Path) -> None:
     root = tmp_path / "root"
     write_dataset(root, "jrc_a-1", [ImageSpec(path="em/x", **TINY, unit="furlong")])
-    for name in ("jrc_b-1", "jrc_c-1", "jrc_d-1", "jrc_e-1"):
+    for name in ("jrc_b-1", "jrc_c-1", "jrc_d-1", "jrc_e-1", "jrc_f-1", "jrc_g-1", "jrc_h-1"):
         write_dataset(root, name, [ImageSpec(path="em/x", **TINY)])
     run = run_cli(
         "bulk", "convert", str(root), "--fail-fast", "--summary", str(tmp_path / "s.json"),
@@ -206,11 +206,11 @@ def test_fail_fast_starts_no_further_dataset(tmp_path: Path) -> None:
     assert run.exit_code == 1
     states = {name: row["state"] for name, row in run.json["datasets"].items()}
     assert states["jrc_a-1"] == "failed"
-    # one worker: two datasets in flight (a and b); a fails while b copies, so the last
-    # ones are never started
-    assert states["jrc_e-1"] == "not run"
-    assert not (root / "jrc_e-1" / "jrc_e-1.zarr").exists()
-    assert "jrc_e-1 (--fail-fast)" in run.stderr
+    # one worker: four datasets in flight (a to d); a fails while the others copy, so the
+    # last ones are never started
+    assert states["jrc_h-1"] == "not run"
+    assert not (root / "jrc_h-1" / "jrc_h-1.zarr").exists()
+    assert "jrc_h-1 (--fail-fast)" in run.stderr
 
 
 # --------------------------------------------------------------------------------------
@@ -552,3 +552,15 @@ def test_cluster_local_is_one_cluster_for_the_whole_run(tmp_path: Path) -> None:
     assert len(schedulers) == 1, schedulers  # started once, used by every dataset
     for name in S3_SET:
         same_as_source(root / name / f"{name}.n5", root / name / f"{name}.zarr", GOOD[name])
+
+
+def test_stores_with_the_same_s3_settings_share_one_client(s3: Any) -> None:
+    """A bulk run opens stores for hundreds of datasets: they share one boto3 client per
+    settings instead of building one each; other settings get their own."""
+    from migrate.storage import S3Options, S3Store
+
+    a = S3Store("s3://cellmap-a/jrc_a-1/jrc_a-1.n5", read_only=True)
+    b = S3Store("s3://cellmap-b/jrc_b-1/jrc_b-1.zarr", read_only=True)
+    other = S3Store("s3://cellmap-a/x", read_only=True, options=S3Options(anon=True))
+    assert a.client is b.client
+    assert other.client is not a.client

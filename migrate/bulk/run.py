@@ -34,14 +34,16 @@ from migrate.errors import ClusterError, ConflictError, MigrationError
 from migrate.storage import S3Options, open_store
 from migrate.target.plan import PlanOptions
 
-MAX_IN_FLIGHT = 8
-"""At most this many datasets are prepared and copying at once (bounded memory)."""
+MAX_IN_FLIGHT = 32
+"""At most this many datasets are prepared and copying at once (bounded memory: a plan, a
+few handles and records each; their units share one bounded window)."""
 
 
 def default_in_flight(workers: int) -> int:
     """Datasets in flight: enough that small datasets keep ``workers`` threads busy while
-    others are planned or finalized, few enough that memory stays small."""
-    return max(2, min(MAX_IN_FLIGHT, workers))
+    others are planned or finalized (on S3 the metadata phases are round-trip bound), few
+    enough that memory stays small."""
+    return max(4, min(MAX_IN_FLIGHT, 4 * workers))
 
 
 @dataclass(frozen=True)
@@ -84,10 +86,15 @@ def _from_result(outcome: DatasetOutcome, result: RunResult) -> None:
 
 
 def convert_dataset(
-    dataset: Dataset, options: BulkOptions, executor: UnitExecutor, progress: Progress
+    dataset: Dataset,
+    options: BulkOptions,
+    executor: UnitExecutor,
+    progress: Progress,
+    stop: threading.Event | None = None,
 ) -> DatasetOutcome:
     """Prepare and run one dataset; a MigrationError is its failure, not the run's
-    (a lost cluster or a closed pool stops the whole run and is raised)."""
+    (a lost cluster or a closed pool stops the whole run and is raised). When ``stop`` is
+    set (Ctrl-C) before DEST is touched, nothing is written."""
     outcome = DatasetOutcome(dataset.name, dataset.source, dataset.dest)
     started = time.monotonic()
     try:
@@ -96,6 +103,8 @@ def convert_dataset(
         )
         if prepared.plan.conflicts:
             raise _conflicts(prepared.plan.conflicts)
+        if stop is not None and stop.is_set():
+            raise PoolClosedError("the bulk run was stopped; run the same command again")
         result = run_plan(
             prepared.plan, prepared.source, prepared.dest, options.engine, progress, executor
         )
@@ -132,6 +141,7 @@ def convert_datasets(
     queue = iter(datasets)
     running: dict[cf.Future[DatasetOutcome], Dataset] = {}
     stopping = False
+    interrupted = threading.Event()
     threads = cf.ThreadPoolExecutor(in_flight, thread_name_prefix="dataset")
 
     def launch() -> None:
@@ -140,7 +150,8 @@ def convert_datasets(
             if dataset is None:
                 return
             progress = progress_for(dataset.name) if progress_for else NullProgress()
-            running[threads.submit(convert_dataset, dataset, options, units, progress)] = dataset
+            future = threads.submit(convert_dataset, dataset, options, units, progress, interrupted)
+            running[future] = dataset
 
     try:
         launch()
@@ -158,15 +169,17 @@ def convert_datasets(
             launch()
     except BaseException:
         stopping = True
+        interrupted.set()
         for future in running:
             future.cancel()
         if own_pool is not None:
             own_pool.close()  # queued units are dropped; running datasets stop at once
+        # not waiting: a cluster's datasets stop when the caller closes its client
+        threads.shutdown(wait=False, cancel_futures=True)
         raise
-    finally:
-        threads.shutdown(wait=True, cancel_futures=True)
-        if own_pool is not None:
-            own_pool.close()
+    threads.shutdown(wait=True)
+    if own_pool is not None:
+        own_pool.close()
     return [
         outcomes.get(d.name)
         or DatasetOutcome(d.name, d.source, d.dest, state="not run", detail="--fail-fast")
