@@ -7,6 +7,7 @@ zarr-python for the output) and compared voxel for voxel.
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import random
@@ -302,12 +303,16 @@ def test_dry_run_predicts_a_refusal(tmp_path: Path) -> None:
     assert snapshot(root) == before
 
 
-def test_mirror_layout_and_prefix(tmp_path: Path) -> None:
+def test_mirror_layout_prefix_and_default_summary(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     root = write_root(tmp_path / "root", {"jrc_alpha-1": GOOD["jrc_alpha-1"]})
     mirror = tmp_path / "mirror"
-    run = run_cli("bulk", "convert", str(root), str(mirror), "--prefix", "recon-1",
-                  "--summary", str(tmp_path / "s.json"))  # fmt: skip
+    monkeypatch.chdir(tmp_path)
+    run = run_cli("bulk", "convert", str(root), str(mirror), "--prefix", "recon-1")
     assert run.exit_code == 0, run.stderr
+    (summary,) = tmp_path.glob("cellmap-bulk-*.json")  # the default: here, timestamped
+    assert summary_of(summary)["datasets"]["jrc_alpha-1"]["state"] == "complete"
     out = mirror / "jrc_alpha-1" / "jrc_alpha-1.zarr" / "recon-1"
     same_as_source(root / "jrc_alpha-1" / "jrc_alpha-1.n5", out, GOOD["jrc_alpha-1"])
     assert not (root / "jrc_alpha-1" / "jrc_alpha-1.zarr").exists()
@@ -377,6 +382,20 @@ def test_sigkill_at_random_instants_then_the_same_command(tmp_path: Path) -> Non
         seen = now
         if summary.exists():  # rewritten atomically: never a torn file
             summary_of(summary)
+    # Ctrl-C: one line, exit 130, and the run can be resumed like the killed ones
+    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=REPO)
+    deadline = time.monotonic() + 60
+    while chunks_written(root) <= seen and proc.poll() is None:
+        assert time.monotonic() < deadline, "bulk convert wrote nothing for a minute"
+        time.sleep(0.01)
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGINT)
+        _, stderr = proc.communicate(timeout=120)
+        assert proc.returncode == 130, stderr
+        assert b"interrupted; run the same command again" in stderr
+        assert b"Traceback" not in stderr
+    else:
+        proc.communicate()
     final = run_subprocess("bulk", "convert", str(root), *KILL_ARGS, "--summary", str(summary))
     assert final.exit_code == 0, final.stderr
     assert outputs(root) == reference, "resumed output differs from an uninterrupted run"
@@ -564,3 +583,42 @@ def test_stores_with_the_same_s3_settings_share_one_client(s3: Any) -> None:
     other = S3Store("s3://cellmap-a/x", read_only=True, options=S3Options(anon=True))
     assert a.client is b.client
     assert other.client is not a.client
+
+
+# --------------------------------------------------------------------------------------
+# Progress across datasets
+# --------------------------------------------------------------------------------------
+
+
+class Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_progress_lines_and_bars_across_datasets() -> None:
+    from migrate.bulk.summary import DatasetOutcome
+    from migrate.cli.bulk_progress import BulkProgress
+
+    def feed(progress: BulkProgress) -> None:
+        for name in ("jrc_a-1", "jrc_b-1"):
+            engine_side = progress.for_dataset(name)
+            engine_side.start("em/x", 4, 4000, 0, 0)
+            engine_side.advance("em/x", 2, 2000)
+            engine_side.close()  # the end of one dataset's copy phase: the display goes on
+            engine_side.advance("em/x", 2, 2000)
+            progress.finished(DatasetOutcome(name, "src", "dest", state="complete"))
+
+    lines = io.StringIO()
+    feed(BulkProgress(2, as_json=True, stream=lines))
+    events = [json.loads(line) for line in lines.getvalue().splitlines()]
+    assert [(e["dataset"], e["datasets_done"], e["datasets"]) for e in events] == [
+        ("jrc_a-1", 1, 2),
+        ("jrc_b-1", 2, 2),
+    ]
+    assert events[-1]["eta_s"] == 0.0  # every byte of the started datasets is copied
+    screen = Terminal()
+    bars = BulkProgress(2, stream=screen)
+    feed(bars)
+    bars.close()
+    assert "all datasets" in screen.getvalue()
+    assert "2/2 datasets" in screen.getvalue()

@@ -53,6 +53,7 @@ class BulkProgress:
         self.lock = threading.Lock()
         self.bars: Any = None
         self.tasks: dict[str, Any] = {}
+        self.dataset_totals: dict[str, int] = {}
         if not as_json and self.stream.isatty():
             self._start_bars()
 
@@ -91,8 +92,10 @@ class BulkProgress:
             if self.bars is not None:
                 if dataset not in self.tasks:
                     self.tasks[dataset] = self.bars.add_task(dataset, total=0, note="")
-                task = self.tasks[dataset]
-                self.bars.update(task, total=self.bars.tasks[task].total + total, advance=done)
+                self.dataset_totals[dataset] = self.dataset_totals.get(dataset, 0) + total
+                self.bars.update(
+                    self.tasks[dataset], total=self.dataset_totals[dataset], advance=done
+                )
                 self.bars.update(
                     self.tasks[""], total=max(self.total_bytes, 1), completed=self.done_bytes
                 )
