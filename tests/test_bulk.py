@@ -573,7 +573,9 @@ def test_cluster_local_is_one_cluster_for_the_whole_run(tmp_path: Path) -> None:
         same_as_source(root / name / f"{name}.n5", root / name / f"{name}.zarr", GOOD[name])
 
 
-def test_stores_with_the_same_s3_settings_share_one_client(s3: Any) -> None:
+def test_stores_with_the_same_s3_settings_share_one_client(
+    s3: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """A bulk run opens stores for hundreds of datasets: they share one boto3 client per
     settings instead of building one each; other settings get their own."""
     from migrate.storage import S3Options, S3Store
@@ -583,6 +585,8 @@ def test_stores_with_the_same_s3_settings_share_one_client(s3: Any) -> None:
     other = S3Store("s3://cellmap-a/x", read_only=True, options=S3Options(anon=True))
     assert a.client is b.client
     assert other.client is not a.client
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "AKIAOTHERKEYID0000000")  # other keys: another
+    assert S3Store("s3://cellmap-a/y", read_only=True).client is not a.client
 
 
 # --------------------------------------------------------------------------------------
