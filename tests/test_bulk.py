@@ -626,3 +626,34 @@ def test_progress_lines_and_bars_across_datasets() -> None:
     bars.close()
     assert "all datasets" in screen.getvalue()
     assert "2/2 datasets" in screen.getvalue()
+
+
+def test_bulk_verify_names_every_doubt(tmp_path: Path) -> None:
+    """A flipped voxel in one dataset and a dataset never migrated: verify exits non-zero
+    naming both, and says what it proved for the good one."""
+    import zarr
+
+    names = {name: GOOD[name] for name in ("jrc_alpha-1", "jrc_beta-2", "jrc_zeta-6")}
+    root = write_root(tmp_path / "root", names)
+    run = run_cli("bulk", "convert", str(root), "--exclude", "jrc_zeta-6",
+                  "--summary", str(tmp_path / "s.json"))  # fmt: skip
+    assert run.exit_code == 0, run.stderr
+    level = zarr.open_array(str(root / "jrc_beta-2/jrc_beta-2.zarr/em/fibsem-uint8/s0"), mode="r+")
+    voxel = np.asarray(level[3:4, 4:5, 5:6])
+    level[3:4, 4:5, 5:6] = voxel ^ np.uint8(0xFF)
+    verify = run_cli("bulk", "verify", str(root), "--json")
+    assert verify.exit_code == 1
+    rows = verify.json["datasets"]
+    assert rows["jrc_alpha-1"]["state"] == "verified"
+    assert "every voxel" in rows["jrc_alpha-1"]["detail"]
+    assert rows["jrc_beta-2"]["state"] == "MISMATCH"
+    assert any("1 voxel(s) differ" in p for p in rows["jrc_beta-2"]["failures"])
+    assert rows["jrc_zeta-6"]["state"] == "NOT PROVEN"
+    error = verify.stderr.strip().splitlines()[-1]
+    assert error.startswith("error: 2 dataset(s) not proven")
+    assert "jrc_beta-2" in error
+    assert "jrc_zeta-6" in error
+    sampled = run_cli("bulk", "verify", str(root), "--include", "jrc_alpha-1", "--sample", "0.5")
+    assert sampled.exit_code == 0, sampled.stderr
+    assert "sampled" in sampled.stdout
+    assert "a random 50% of the chunks" in sampled.stdout
