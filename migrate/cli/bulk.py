@@ -11,7 +11,7 @@ import concurrent.futures as cf
 import json
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
@@ -27,7 +27,13 @@ from migrate.cli.commands import (
     s3_options,
 )
 from migrate.errors import MigrationError
-from migrate.storage import S3Options
+from migrate.storage import S3Options, Store
+
+if TYPE_CHECKING:
+    from migrate.bulk.select import Selection
+    from migrate.bulk.summary import DatasetOutcome
+    from migrate.copy.options import EngineOptions
+    from migrate.target.plan import PlanOptions
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -92,7 +98,7 @@ def bulk() -> None:
 def _select(
     root: str, dest_root: str | None, include: tuple[str, ...], exclude: tuple[str, ...],
     datasets_file: str | None, s3: S3Options, *, writing: bool,
-) -> Any:  # fmt: skip
+) -> tuple[Store, Store, Selection]:  # fmt: skip
     from migrate.bulk.select import read_names_file, select_datasets
     from migrate.storage import open_store
 
@@ -106,7 +112,7 @@ def _select(
     return source, dest, selection
 
 
-def _report_selection(selection: Any, as_json: bool) -> None:
+def _report_selection(selection: Selection, as_json: bool) -> None:
     if as_json:
         return
     for skipped in selection.skipped:
@@ -115,7 +121,7 @@ def _report_selection(selection: Any, as_json: bool) -> None:
         click.echo(f"warning: {warning}", err=True)
 
 
-def _plan_and_engine(values: dict[str, Any]) -> tuple[Any, Any]:
+def _plan_and_engine(values: dict[str, Any]) -> tuple[PlanOptions, EngineOptions]:
     from migrate.copy.options import EngineOptions
     from migrate.target.plan import PlanOptions
 
@@ -210,7 +216,7 @@ def bulk_convert(
     options = BulkOptions(plan_options, engine, s3=s3, fail_fast=fail_fast)
     progress = BulkProgress(len(selection.datasets), as_json=as_json)
 
-    def finished(outcome: Any) -> None:
+    def finished(outcome: DatasetOutcome) -> None:
         summary.add(outcome)
         progress.finished(outcome)
 
@@ -242,14 +248,17 @@ def bulk_convert(
     _fail_on(outcomes, "failed", "fix them and run the same command again")
 
 
-def _fail_on(outcomes: list[Any], what: str, hint: str) -> None:
+def _fail_on(outcomes: list[DatasetOutcome], what: str, hint: str) -> None:
     failed = [o for o in outcomes if o.failures or o.state in ("NOT PROVEN", "not run")]
     if failed:
         named = "; ".join(f"{o.name} ({o.failures[0] if o.failures else o.detail})" for o in failed)
         raise MigrationError(f"{len(failed)} dataset(s) {what}: {named}; {hint}")
 
 
-def _dry_run(selection: Any, plan_options: Any, engine: Any, s3: S3Options, as_json: bool) -> None:
+def _dry_run(
+    selection: Selection, plan_options: PlanOptions, engine: EngineOptions, s3: S3Options,
+    as_json: bool,
+) -> None:  # fmt: skip
     from migrate.bulk.run import default_in_flight
     from migrate.bulk.survey import survey, totals
 
@@ -357,7 +366,8 @@ def bulk_verify(
 
 
 def _print_checks(
-    command: str, root: str, dest_root: str, outcomes: list[Any], selection: Any,
+    command: str, root: str, dest_root: str, outcomes: list[DatasetOutcome],
+    selection: Selection,
     as_json: bool, summary_file: str | None,
 ) -> None:  # fmt: skip
     from migrate.bulk.summary import Summary
