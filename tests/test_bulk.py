@@ -183,8 +183,10 @@ def test_one_corrupt_and_one_refused_dataset_the_others_migrate(tmp_path: Path) 
     assert again.exit_code == 0, again.stderr
     for name in GOOD:  # not one file of the finished datasets was written again
         assert snapshot(root / name / f"{name}.zarr") == before[name], name
-    rows = summary_of(summary)["datasets"]
+    rerun = summary_of(summary)
+    rows = rerun["datasets"]
     copied = {name: entry["units_copied"] for name, entry in rows.items()}
+    assert rerun["storage"]["objects_written"] > 0
     assert {name for name, count in copied.items() if count} == {CORRUPT, REFUSED}
     assert copied[CORRUPT] == 1  # only the unit of the corrupt block was left
     for name, specs in {CORRUPT: [spec], REFUSED: [spec]}.items():
@@ -192,7 +194,7 @@ def test_one_corrupt_and_one_refused_dataset_the_others_migrate(tmp_path: Path) 
     assert run_cli("bulk", "status", str(root)).exit_code == 0
     verify = run_cli("bulk", "verify", str(root))
     assert verify.exit_code == 0, verify.stderr
-    assert "every voxel" in verify.stdout
+    assert "verified 1 image(s), 2 level(s), all" in verify.stdout
 
 
 def test_fail_fast_starts_no_further_dataset(tmp_path: Path) -> None:
@@ -645,7 +647,7 @@ def test_bulk_verify_names_every_doubt(tmp_path: Path) -> None:
     assert verify.exit_code == 1
     rows = verify.json["datasets"]
     assert rows["jrc_alpha-1"]["state"] == "verified"
-    assert "every voxel" in rows["jrc_alpha-1"]["detail"]
+    assert rows["jrc_alpha-1"]["detail"].startswith("verified 1 image(s), 2 level(s), all")
     assert rows["jrc_beta-2"]["state"] == "MISMATCH"
     assert any("1 voxel(s) differ" in p for p in rows["jrc_beta-2"]["failures"])
     assert rows["jrc_zeta-6"]["state"] == "NOT PROVEN"
@@ -656,4 +658,4 @@ def test_bulk_verify_names_every_doubt(tmp_path: Path) -> None:
     sampled = run_cli("bulk", "verify", str(root), "--include", "jrc_alpha-1", "--sample", "0.5")
     assert sampled.exit_code == 0, sampled.stderr
     assert "sampled" in sampled.stdout
-    assert "a random 50% of the chunks" in sampled.stdout
+    assert " chunks sampled (" in sampled.stdout

@@ -81,10 +81,15 @@ class Summary:
         with self.lock:
             self.document["warnings"].append(text)
 
-    def finish(self, outcomes: list[DatasetOutcome]) -> dict[str, Any]:
-        """Totals, the finish time; the file written a last time. Returns the document."""
+    def finish(
+        self, outcomes: list[DatasetOutcome], storage: dict[str, int] | None = None
+    ) -> dict[str, Any]:
+        """Totals, the finish time; the file written a last time. Returns the document.
+        ``storage``: the stored bytes and objects the whole run moved in this process (None
+        when a Dask cluster's workers copied, which this process cannot count)."""
         with self.lock:
             self.document["datasets"] = {o.name: o.to_json() for o in outcomes}
+            self.document["storage"] = storage
             self.document["totals"] = totals(outcomes)
             self.document["finished"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
             self._write()

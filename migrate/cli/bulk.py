@@ -220,6 +220,9 @@ def bulk_convert(
         summary.add(outcome)
         progress.finished(outcome)
 
+    from migrate.storage import iocounts
+
+    counted = iocounts.totals()
     try:
         with _executor(cluster_settings) as executor:
             outcomes = convert_datasets(
@@ -228,7 +231,8 @@ def bulk_convert(
             )  # fmt: skip
     finally:
         progress.close()
-    document = summary.finish(outcomes)
+    moved = iocounts.totals() - counted
+    document = summary.finish(outcomes, None if cluster_settings else moved.to_json())
     if as_json:
         click.echo(json.dumps(document, indent=2))
     else:
@@ -245,6 +249,11 @@ def bulk_convert(
             f"{_mb(sum(o.bytes_read for o in outcomes))} MB of voxels copied; "
             f"summary: {path}"
         )
+        if not cluster_settings:
+            click.echo(
+                f"on storage: {_mb(moved.bytes_read)} MB read, {_mb(moved.bytes_written)} MB "
+                f"written in {moved.objects_written} object(s)"
+            )
     _fail_on(outcomes, "failed", "fix them and run the same command again")
 
 

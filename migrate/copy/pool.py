@@ -15,7 +15,7 @@ import concurrent.futures as cf
 import queue
 import threading
 
-from migrate.copy.engine import Job, Report, UnitOutcome, UnitWorker, WorkUnit
+from migrate.copy.engine import Job, Report, UnitOutcome, UnitWorker, WorkUnit, job_units
 from migrate.errors import MigrationError
 
 
@@ -81,20 +81,18 @@ class SharedPool:
                     raise error
 
         try:
-            for level in job.work:
-                for unit in level.units:
-                    self._take_slot()
-                    task = WorkUnit(level.image, level.level, unit)
-                    try:
-                        future = self._pool.submit(worker.copy, task)
-                    except RuntimeError:  # shut down meanwhile
-                        self._slots.release()
-                        raise PoolClosedError(
-                            "the copy pool was closed; run the same command again"
-                        ) from None
-                    in_flight[future] = task
-                    future.add_done_callback(settle)
-                    collect(block=False)
+            for task in job_units(job):
+                self._take_slot()
+                try:
+                    future = self._pool.submit(worker.copy, task)
+                except RuntimeError:  # shut down meanwhile
+                    self._slots.release()
+                    raise PoolClosedError(
+                        "the copy pool was closed; run the same command again"
+                    ) from None
+                in_flight[future] = task
+                future.add_done_callback(settle)
+                collect(block=False)
             while in_flight:
                 collect(block=True)
         except BaseException:
