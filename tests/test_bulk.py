@@ -659,3 +659,22 @@ def test_bulk_verify_names_every_doubt(tmp_path: Path) -> None:
     assert sampled.exit_code == 0, sampled.stderr
     assert "sampled" in sampled.stdout
     assert " chunks sampled (" in sampled.stdout
+
+
+def test_report_per_dataset_and_an_index(tmp_path: Path) -> None:
+    root = write_root(tmp_path / "root", {n: GOOD[n] for n in ("jrc_alpha-1", "jrc_beta-2")})
+    write_dataset(root, REFUSED, [ImageSpec(path="em/x", **TINY, unit="furlong")])
+    reports = tmp_path / "reports"
+    log = tmp_path / "events.jsonl"
+    run = run_cli("bulk", "convert", str(root), "--report", str(reports), "--log-file", str(log),
+                  "--summary", str(tmp_path / "s.json"))  # fmt: skip
+    assert run.exit_code == 1  # the refused one
+    index = (reports / "index.html").read_text()
+    for name in ("jrc_alpha-1", "jrc_beta-2"):
+        assert (reports / name / "index.html").is_file()
+        assert f'href="{name}/index.html"' in index
+    assert REFUSED in index
+    assert not (reports / REFUSED).exists()
+    events = [json.loads(line) for line in log.read_text().splitlines()]
+    finished = {e["name"]: e["state"] for e in events if e.get("event") == "dataset"}
+    assert finished == {"jrc_alpha-1": "complete", "jrc_beta-2": "complete", REFUSED: "failed"}

@@ -20,8 +20,10 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
 
-from migrate.api import open_for_verify, prepare
+from migrate.api import Prepared, open_for_verify, prepare
 from migrate.bulk.select import Dataset
 from migrate.bulk.summary import DatasetOutcome
 from migrate.check.status import status
@@ -33,6 +35,9 @@ from migrate.copy.pool import PoolClosedError, SharedPool
 from migrate.errors import ClusterError, ConflictError, MigrationError
 from migrate.storage import S3Options, open_store
 from migrate.target.plan import PlanOptions
+
+if TYPE_CHECKING:
+    from migrate.report import RecordingProgress
 
 MAX_IN_FLIGHT = 32
 """At most this many datasets are prepared and copying at once (bounded memory: a plan, a
@@ -53,6 +58,8 @@ class BulkOptions:
     s3: S3Options | None = None
     fail_fast: bool = False
     in_flight: int | None = None
+    report_dir: str | None = None
+    """With a directory: each dataset's HTML report in ``<report_dir>/<dataset>/``."""
 
 
 ProgressFor = Callable[[str], Progress]
@@ -105,9 +112,21 @@ def convert_dataset(
             raise _conflicts(prepared.plan.conflicts)
         if stop is not None and stop.is_set():
             raise PoolClosedError("the bulk run was stopped; run the same command again")
+        recording = None
+        diff: list[str] = []
+        if options.report_dir is not None:
+            from migrate.report import RecordingProgress
+            from migrate.target.diff import metadata_diff
+
+            diff = metadata_diff(prepared.plan, prepared.dest)
+            progress = recording = RecordingProgress(progress)
         result = run_plan(
             prepared.plan, prepared.source, prepared.dest, options.engine, progress, executor
         )
+        if options.report_dir is not None and recording is not None:
+            outcome.report = write_report(
+                options.report_dir, dataset.name, prepared, diff, result, recording, options
+            )
     except (ClusterError, PoolClosedError):
         raise
     except MigrationError as exc:
@@ -118,6 +137,34 @@ def convert_dataset(
         _from_result(outcome, result)
     outcome.seconds = time.monotonic() - started
     return outcome
+
+
+_reports = threading.Lock()
+"""Reports are drawn one at a time (previews and figures are CPU work, not I/O)."""
+
+
+def write_report(
+    directory: str,
+    name: str,
+    prepared: Prepared,
+    diff: list[str],
+    result: RunResult,
+    recording: RecordingProgress,
+    options: BulkOptions,
+) -> str:
+    """A dataset's report in ``directory/name`` (as ``convert --report`` writes it); returns
+    its path relative to ``directory``."""
+    from migrate.report.write import write_convert_report
+    from migrate.target.diff import render_plan
+
+    fast = options.engine.transplant
+    text = render_plan(prepared.plan, fast=fast)
+    with _reports:
+        write_convert_report(
+            str(Path(directory) / name), prepared.plan, prepared.source, prepared.dest, diff,
+            text, result.to_json(), recording.timeline, fast=fast,
+        )  # fmt: skip
+    return f"{name}/index.html"
 
 
 def convert_datasets(

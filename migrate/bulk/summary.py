@@ -43,6 +43,8 @@ class DatasetOutcome:
     failures: list[str] = field(default_factory=list)
     detail: str = ""
     """What was proven (verify) or where it stands (status), in words."""
+    report: str | None = None
+    """Its HTML report (``--report DIR``), relative to DIR."""
 
     def to_json(self) -> dict[str, Any]:
         data = dict(vars(self))

@@ -26,6 +26,7 @@ from migrate.cli.commands import (
     reports_errors,
     s3_options,
 )
+from migrate.cli.progress import current_watch, watched
 from migrate.errors import MigrationError
 from migrate.storage import S3Options, Store
 
@@ -42,7 +43,7 @@ OWN = {"src", "dest", "dry_run", "as_json"}
 HANDLED = {
     "ngff_version", "prefix", "codec", "chunks", "shard", "downsampling", "trust",
     "allow_unknown_units", "labels", "workers", "unit_mib", "overwrite", "no_transplant",
-    "skip_decode_check",
+    "skip_decode_check", "report",
 }  # fmt: skip
 """The single-dataset options that bulk passes on (s3 and cluster options come as groups)."""
 CLUSTER = {
@@ -181,6 +182,7 @@ def _mb(nbytes: int) -> str:
 @cluster_options
 @s3_options
 @reports_errors
+@watched
 def bulk_convert(
     root: str, dest_root: str | None, include: tuple[str, ...], exclude: tuple[str, ...],
     datasets_file: str | None, as_json: bool, dry_run: bool, fail_fast: bool,
@@ -194,7 +196,12 @@ def bulk_convert(
     and skipped, partial ones continue, failed ones are tried again.
     """
     cluster = {name: values.pop(name) for name in CLUSTER}
+    report_dir = values.pop("report")
     plan_options, engine = _plan_and_engine(values)
+    if report_dir:
+        from migrate.report import require_extra
+
+        require_extra()
     cluster_settings = _cluster_settings(cluster, values["workers"])
     _source, _dest, selection = _select(
         root, dest_root, include, exclude, datasets_file, s3, writing=not dry_run
@@ -213,12 +220,17 @@ def bulk_convert(
         summary.skip(skipped.name, skipped.reason)
     for warning in selection.warnings:
         summary.warn(warning)
-    options = BulkOptions(plan_options, engine, s3=s3, fail_fast=fail_fast)
+    options = BulkOptions(plan_options, engine, s3=s3, fail_fast=fail_fast, report_dir=report_dir)
     progress = BulkProgress(len(selection.datasets), as_json=as_json)
+    done: dict[str, DatasetOutcome] = {}
 
     def finished(outcome: DatasetOutcome) -> None:
         summary.add(outcome)
         progress.finished(outcome)
+        current_watch().record("dataset", **outcome.to_json())
+        if report_dir:
+            done[outcome.name] = outcome
+            _write_index(report_dir, _dest.url, selection, done)
 
     from migrate.storage import iocounts
 
@@ -243,11 +255,11 @@ def bulk_convert(
                          str(o.units_skipped), str(o.units_total), _mb(o.bytes_read),
                          f"{o.seconds:.1f}"])  # fmt: skip
         click.echo(render_table(rows), nl=False)
-        done = sum(1 for o in outcomes if o.state == "complete")
+        complete = sum(1 for o in outcomes if o.state == "complete")
         click.echo(
-            f"{done}/{len(outcomes)} dataset(s) complete, "
+            f"{complete}/{len(outcomes)} dataset(s) complete, "
             f"{_mb(sum(o.bytes_read for o in outcomes))} MB of voxels copied; "
-            f"summary: {path}"
+            f"summary: {path}" + (f"; reports: {report_dir}/index.html" if report_dir else "")
         )
         if not cluster_settings:
             click.echo(
@@ -255,6 +267,26 @@ def bulk_convert(
                 f"written in {moved.objects_written} object(s)"
             )
     _fail_on(outcomes, "failed", "fix them and run the same command again")
+
+
+def _write_index(
+    directory: str, dest_root: str, selection: Selection, done: dict[str, DatasetOutcome]
+) -> None:
+    """The index of the datasets' reports: every selected dataset, the finished ones linked."""
+    from migrate.report.html import IndexEntry
+    from migrate.report.write import write_index
+
+    entries = [
+        IndexEntry(d.name, done[d.name].report, done[d.name].state, _first_line(done[d.name]))
+        if d.name in done
+        else IndexEntry(d.name, None, "not finished")
+        for d in selection.datasets
+    ] + [IndexEntry(s.name, None, "skipped", s.reason) for s in selection.skipped]
+    write_index(directory, f"cellmap-migrate bulk: {dest_root}", entries)
+
+
+def _first_line(outcome: DatasetOutcome) -> str:
+    return outcome.failures[0] if outcome.failures else outcome.detail
 
 
 def _fail_on(outcomes: list[DatasetOutcome], what: str, hint: str) -> None:
