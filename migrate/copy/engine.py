@@ -569,10 +569,16 @@ def job_units(job: Job) -> Iterator[WorkUnit]:
     )
 
 
+def job_worker(job: Job) -> UnitWorker:
+    """The :class:`UnitWorker` that copies and records ``job``'s units in this process
+    (every in-process executor makes its worker here, so they record units alike)."""
+    return UnitWorker(job.plan, job.source, job.dest, job.options, job.generations)
+
+
 def run_local(job: Job, report: Report) -> None:
     """The embedded engine: ``options.workers`` threads, at most twice that many units in
     flight, in plan order (image by image, level by level)."""
-    worker = UnitWorker(job.plan, job.source, job.dest, job.options, job.generations)
+    worker = job_worker(job)
     queue = job_units(job)
     window = max(1, 2 * job.options.workers)
     with cf.ThreadPoolExecutor(max_workers=job.options.workers, thread_name_prefix="copy") as pool:

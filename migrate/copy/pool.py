@@ -15,7 +15,7 @@ import concurrent.futures as cf
 import queue
 import threading
 
-from migrate.copy.engine import Job, Report, UnitOutcome, UnitWorker, WorkUnit, job_units
+from migrate.copy.engine import Job, Report, UnitOutcome, WorkUnit, job_units, job_worker
 from migrate.errors import MigrationError
 
 
@@ -54,7 +54,7 @@ class SharedPool:
 
     def __call__(self, job: Job, report: Report) -> None:
         """Run ``job``'s units on the shared threads; ``report`` is called in this thread."""
-        worker = UnitWorker(job.plan, job.source, job.dest, job.options)
+        worker = job_worker(job)
         finished: queue.SimpleQueue[cf.Future[int]] = queue.SimpleQueue()
         in_flight: dict[cf.Future[int], WorkUnit] = {}
 
