@@ -678,3 +678,33 @@ def test_report_per_dataset_and_an_index(tmp_path: Path) -> None:
     events = [json.loads(line) for line in log.read_text().splitlines()]
     finished = {e["name"]: e["state"] for e in events if e.get("event") == "dataset"}
     assert finished == {"jrc_alpha-1": "complete", "jrc_beta-2": "complete", REFUSED: "failed"}
+
+
+def test_a_dataset_another_run_is_writing_is_refused_the_others_go_on(tmp_path: Path) -> None:
+    """The lease of each dataset's DEST is taken as `convert` takes it: a dataset whose DEST
+    another live run holds fails with the holder named; the dry run says so; the others
+    migrate; once the other run is gone, the same command finishes it."""
+    from migrate.copy import lease
+    from migrate.storage import open_store
+
+    names = {n: GOOD[n] for n in ("jrc_alpha-1", "jrc_beta-2")}
+    root = write_root(tmp_path / "root", names)
+    busy = root / "jrc_beta-2" / "jrc_beta-2.zarr"
+    held = lease.acquire(open_store(str(busy), read_only=False), notice=lambda _text: None)
+    try:
+        survey = run_cli("bulk", "convert", str(root), "--dry-run", "--json")
+        rows = {row["name"]: row for row in survey.json["datasets"]}
+        assert any("being written right now" in p for p in rows["jrc_beta-2"]["problems"])
+        run = run_subprocess("bulk", "convert", str(root), "--summary", str(tmp_path / "s.json"))
+        assert run.exit_code == 1
+        error = run.stderr.strip().splitlines()[-1]
+        assert "1 dataset(s) failed: jrc_beta-2" in error
+        assert "is being written by another run" in error
+        alpha = root / "jrc_alpha-1"
+        same_as_source(alpha / "jrc_alpha-1.n5", alpha / "jrc_alpha-1.zarr", names["jrc_alpha-1"])
+    finally:
+        held.release()
+    again = run_subprocess("bulk", "convert", str(root), "--summary", str(tmp_path / "s.json"))
+    assert again.exit_code == 0, again.stderr
+    beta = root / "jrc_beta-2"
+    same_as_source(beta / "jrc_beta-2.n5", busy, names["jrc_beta-2"])

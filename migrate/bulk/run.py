@@ -23,13 +23,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from migrate.api import Prepared, open_for_verify, prepare
+from migrate.api import Prepared, check_dest_root, open_for_verify, prepare
 from migrate.bulk.select import Dataset
 from migrate.bulk.summary import DatasetOutcome
 from migrate.check.status import status
 from migrate.check.verify import verify
+from migrate.copy import lease, resume
 from migrate.copy.engine import RunResult, UnitExecutor, run_plan
 from migrate.copy.events import NullProgress, Progress
+from migrate.copy.lease import DEFAULT_EXPIRY
 from migrate.copy.options import EngineOptions
 from migrate.copy.pool import PoolClosedError, SharedPool
 from migrate.errors import ClusterError, ConflictError, MigrationError
@@ -60,6 +62,9 @@ class BulkOptions:
     in_flight: int | None = None
     report_dir: str | None = None
     """With a directory: each dataset's HTML report in ``<report_dir>/<dataset>/``."""
+    into_existing: bool = False
+    break_lease: bool = False
+    lease_timeout: float = DEFAULT_EXPIRY
 
 
 ProgressFor = Callable[[str], Progress]
@@ -110,6 +115,7 @@ def convert_dataset(
         )
         if prepared.plan.conflicts:
             raise _conflicts(prepared.plan.conflicts)
+        check_dest_root(prepared.dest, prepared.plan, into_existing=options.into_existing)
         if stop is not None and stop.is_set():
             raise PoolClosedError("the bulk run was stopped; run the same command again")
         recording = None
@@ -120,9 +126,24 @@ def convert_dataset(
 
             diff = metadata_diff(prepared.plan, prepared.dest)
             progress = recording = RecordingProgress(progress)
-        result = run_plan(
-            prepared.plan, prepared.source, prepared.dest, options.engine, progress, executor
-        )
+        with lease.hold(
+            prepared.dest,
+            expiry=options.lease_timeout,
+            break_lease=options.break_lease,
+            notice=progress.message,
+        ) as held:
+            # as convert does: DEST read again once no other run can change it
+            prepared.plan = resume.plan_at_dest(prepared.plan, prepared.dest)
+            result = run_plan(
+                prepared.plan,
+                prepared.source,
+                prepared.dest,
+                options.engine,
+                progress,
+                executor,
+                guard=held.check,
+                run_id=held.run_id,
+            )
         if options.report_dir is not None and recording is not None:
             outcome.report = write_report(
                 options.report_dir, dataset.name, prepared, diff, result, recording, options

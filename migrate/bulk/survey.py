@@ -13,9 +13,10 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
-from migrate.api import prepare
+from migrate.api import check_dest_root, prepare
 from migrate.bulk.select import Dataset
-from migrate.copy import resume
+from migrate.copy import lease, resume
+from migrate.copy.engine import check_images
 from migrate.errors import MigrationError
 from migrate.storage import S3Options, Store
 from migrate.target.layout import all_documents
@@ -105,7 +106,9 @@ def dest_state(states: list[resume.ImageState]) -> str:
     return "partial"
 
 
-def survey_plan(name: str, plan: Plan, dest: Store, *, overwrite: bool = False) -> SurveyRow:
+def survey_plan(
+    name: str, plan: Plan, dest: Store, *, overwrite: bool = False, into_existing: bool = False
+) -> SurveyRow:
     """The survey row of one planned dataset; reads DEST's metadata and unit records only."""
     row = SurveyRow(name, plan.source, plan.dest, images=len(plan.images))
     found: set[str] = set()
@@ -142,13 +145,24 @@ def survey_plan(name: str, plan: Plan, dest: Store, *, overwrite: bool = False) 
             f"{len(plan.conflicts)} metadata conflict(s) (first: {plan.conflicts[0]}); "
             "pick one with --trust cosem|neuroglancer"
         )
-    elif row.state in ("different", "foreign") and not overwrite:
-        row.refusal = f"DEST {plan.dest} is {row.state}: convert refuses it without --overwrite"
+        return row
+    try:  # the refusals convert would meet, with its own messages (nothing is written)
+        check_dest_root(dest, plan, into_existing=into_existing)
+        check_images(dest, plan, overwrite)
+    except MigrationError as exc:
+        row.refusal = str(exc)
+    holder = lease.held_by_other(dest)
+    if holder is not None:
+        row.problems.append(f"DEST is being written right now ({holder.describe()})")
     return row
 
 
 def survey(
-    dataset: Dataset, options: PlanOptions, s3: S3Options | None, overwrite: bool = False
+    dataset: Dataset,
+    options: PlanOptions,
+    s3: S3Options | None,
+    overwrite: bool = False,
+    into_existing: bool = False,
 ) -> SurveyRow:
     """The survey row of one dataset; a plan that cannot be made is a refused row."""
     try:
@@ -157,7 +171,9 @@ def survey(
         return SurveyRow(
             dataset.name, dataset.source, dataset.dest, state="refused", refusal=str(exc)
         )
-    return survey_plan(dataset.name, prepared.plan, prepared.dest, overwrite=overwrite)
+    return survey_plan(
+        dataset.name, prepared.plan, prepared.dest, overwrite=overwrite, into_existing=into_existing
+    )
 
 
 TOTALS = ("images", "levels", "voxels", "bytes", "source_blocks", "objects_to_write", "requests")

@@ -18,7 +18,6 @@ import click
 from migrate.cli.commands import (
     _cluster_settings,
     _executor,
-    _shape_option,
     cli,
     cluster_options,
     convert,
@@ -43,7 +42,7 @@ OWN = {"src", "dest", "dry_run", "as_json"}
 HANDLED = {
     "ngff_version", "prefix", "codec", "chunks", "shard", "downsampling", "trust",
     "allow_unknown_units", "labels", "workers", "unit_mib", "overwrite", "no_transplant",
-    "skip_decode_check", "report",
+    "skip_decode_check", "report", "into_existing", "break_lease", "lease_timeout",
 }  # fmt: skip
 """The single-dataset options that bulk passes on (s3 and cluster options come as groups)."""
 CLUSTER = {
@@ -135,8 +134,8 @@ def _plan_and_engine(values: dict[str, Any]) -> tuple[PlanOptions, EngineOptions
     plan = PlanOptions(
         ngff_version=values["ngff_version"],
         codec=values["codec"],
-        chunks=_shape_option(values["chunks"], "--chunks"),
-        shard=_shape_option(values["shard"], "--shard"),
+        chunks=values["chunks"],
+        shard=values["shard"],
         prefix=values["prefix"].strip("/"),
         downsampling=values["downsampling"],
         trust=values["trust"],
@@ -208,7 +207,7 @@ def bulk_convert(
     )
     _report_selection(selection, as_json)
     if dry_run:
-        _dry_run(selection, plan_options, engine, s3, as_json)
+        _dry_run(selection, plan_options, engine, s3, as_json, values)
         return
     from migrate.bulk.run import BulkOptions, convert_datasets
     from migrate.bulk.summary import Summary, default_summary_path
@@ -220,7 +219,11 @@ def bulk_convert(
         summary.skip(skipped.name, skipped.reason)
     for warning in selection.warnings:
         summary.warn(warning)
-    options = BulkOptions(plan_options, engine, s3=s3, fail_fast=fail_fast, report_dir=report_dir)
+    options = BulkOptions(
+        plan_options, engine, s3=s3, fail_fast=fail_fast, report_dir=report_dir,
+        into_existing=values["into_existing"], break_lease=values["break_lease"],
+        lease_timeout=values["lease_timeout"],
+    )  # fmt: skip
     progress = BulkProgress(len(selection.datasets), as_json=as_json)
     done: dict[str, DatasetOutcome] = {}
 
@@ -298,14 +301,17 @@ def _fail_on(outcomes: list[DatasetOutcome], what: str, hint: str) -> None:
 
 def _dry_run(
     selection: Selection, plan_options: PlanOptions, engine: EngineOptions, s3: S3Options,
-    as_json: bool,
+    as_json: bool, values: dict[str, Any],
 ) -> None:  # fmt: skip
     from migrate.bulk.run import default_in_flight
     from migrate.bulk.survey import survey, totals
 
     with cf.ThreadPoolExecutor(default_in_flight(engine.workers), "survey") as pool:
         rows = list(
-            pool.map(lambda d: survey(d, plan_options, s3, engine.overwrite), selection.datasets)
+            pool.map(
+                lambda d: survey(d, plan_options, s3, engine.overwrite, values["into_existing"]),
+                selection.datasets,
+            )
         )
     total = totals(rows)
     if as_json:
