@@ -102,3 +102,20 @@ def test_s3_latency_script_runs(tmp_path: Path) -> None:
     assert set(report["seconds"]) == {"dry_run", "migration", "re_run", "status"}
     assert all(seconds > 0 for seconds in report["seconds"].values())
     assert report["source_objects"] > 0
+
+
+def test_bulk_bench_tiny() -> None:
+    """scripts/bulk_bench.py runs end to end in its tiny mode (3 datasets, no latency);
+    times are not judged."""
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "bulk_bench.py"), "--tiny", "--workers", "2"],
+        capture_output=True, text=True, timeout=300, cwd=ROOT,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout)
+    assert set(report["seconds"]) == {
+        "local_single", "local_bulk", "local_bulk_rerun", "s3_single", "s3_bulk",
+        "s3_bulk_rerun",
+    }  # fmt: skip
+    assert all(seconds > 0 for seconds in report["seconds"].values())
+    assert set(report["bulk_over_single"]) == {"local", "s3"}

@@ -6,6 +6,7 @@ reports; ``report`` words a run's result; ``view`` opens an output in Neuroglanc
 import every room below it; nothing imports it.
 """
 
+from migrate.cli import bulk as bulk  # registers the ``bulk`` group on the group
 from migrate.cli import view as view  # registers `view` on the group
 from migrate.cli.commands import cli, main
 from migrate.cli.info import info_command

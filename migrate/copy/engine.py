@@ -17,7 +17,7 @@ import json
 import math
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -559,15 +559,27 @@ def _mark_finished_images(dest: Store, plan: Plan, results: list[ImageResult]) -
     _write_if_changed(dest, group_documents(plan, "", attributes))
 
 
-def run_local(job: Job, report: Report) -> None:
-    """The embedded engine: ``options.workers`` threads, at most twice that many units in
-    flight, in plan order (image by image, level by level)."""
-    worker = UnitWorker(job.plan, job.source, job.dest, job.options, job.generations)
-    queue = (
+def job_units(job: Job) -> Iterator[WorkUnit]:
+    """Every unit of ``job`` in plan order (image by image, level by level), each with the
+    signature of its source blocks that its record will carry."""
+    return (
         WorkUnit(w.image, w.level, unit, w.signature(position))
         for w in job.work
         for position, unit in enumerate(w.units)
     )
+
+
+def job_worker(job: Job) -> UnitWorker:
+    """The :class:`UnitWorker` that copies and records ``job``'s units in this process
+    (every in-process executor makes its worker here, so they record units alike)."""
+    return UnitWorker(job.plan, job.source, job.dest, job.options, job.generations)
+
+
+def run_local(job: Job, report: Report) -> None:
+    """The embedded engine: ``options.workers`` threads, at most twice that many units in
+    flight, in plan order (image by image, level by level)."""
+    worker = job_worker(job)
+    queue = job_units(job)
     window = max(1, 2 * job.options.workers)
     with cf.ThreadPoolExecutor(max_workers=job.options.workers, thread_name_prefix="copy") as pool:
         in_flight: dict[cf.Future[int], WorkUnit] = {}

@@ -1,0 +1,186 @@
+"""The dry run of a bulk migration: one survey row per dataset, then totals. Writes nothing.
+
+Each row comes from the single-dataset plan (:func:`migrate.api.prepare` with a read-only
+DEST), so the survey sees exactly what ``convert`` would do: the images and levels found,
+their metadata conventions and problems, the state at DEST, and what would be written.
+Counts of source blocks and of output chunks are of the block (chunk, shard) grids: empty
+blocks are absent on disk and all-zero chunks are not written, so they are upper bounds.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+from migrate.api import check_dest_root, prepare
+from migrate.bulk.select import Dataset
+from migrate.copy import lease, resume
+from migrate.copy.engine import check_images
+from migrate.errors import MigrationError
+from migrate.storage import S3Options, Store
+from migrate.target.layout import all_documents
+from migrate.target.plan import PlanOptions
+from schemas.plan import ImagePlan, LevelPlan, Plan
+
+S3_DELETE_BATCH = 1000
+"""Objects one S3 DeleteObjects request removes (the unit records, after each image)."""
+
+
+@dataclass
+class SurveyRow:
+    """What a dataset holds and what migrating it would write (all counts are totals)."""
+
+    name: str
+    source: str
+    dest: str
+    images: int = 0
+    levels: int = 0
+    voxels: int = 0
+    bytes: int = 0
+    """Uncompressed voxel bytes at the source."""
+    source_blocks: int = 0
+    """Blocks in the source grids (an upper bound on the objects: empty blocks are absent)."""
+    conventions: list[str] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)
+    state: str = "new"
+    """At DEST: new, partial, complete, different, foreign; ``refused`` when the plan fails."""
+    objects_to_write: int = 0
+    """Chunk (or shard) objects at most, metadata documents and unit records."""
+    requests: int = 0
+    """Write requests at most: the objects, plus the batched deletes of the unit records."""
+    refusal: str | None = None
+    """Why ``convert`` would refuse this dataset (None: it would migrate)."""
+
+    def to_json(self) -> dict[str, Any]:
+        return dict(vars(self))
+
+
+def _grid_count(shape: tuple[int, ...], block: tuple[int, ...]) -> int:
+    return math.prod(-(-n // b) for n, b in zip(shape, block, strict=True))
+
+
+def conventions(image: ImagePlan) -> set[str]:
+    """The source metadata conventions an image's values came from or were checked against."""
+    found: set[str] = set()
+    for text in image.sources.values():
+        if "COSEM" in text:
+            found.add("cosem")
+        if "Neuroglancer" in text:
+            found.add("neuroglancer")
+    return found
+
+
+def problems(plan: Plan) -> list[str]:
+    """Conflicts, warnings, translations that follow a rule rather than the source, and
+    arrays that belong to no multiscale image."""
+    found: list[str] = []
+    for image in plan.images:
+        found += [f"{image.source_path}: CONFLICT: {c}" for c in image.conflicts]
+        found += [f"{image.source_path}: {w}" for w in image.warnings]
+        translation = image.sources.get("translation", "")
+        if "rule" in translation and "no downsampling rule used" not in translation:
+            found.append(f"{image.source_path}: translation is a guess ({translation})")
+    found += [
+        f"{orphan}: array outside any multiscale group (skipped)" for orphan in plan.orphan_arrays
+    ]
+    return found
+
+
+def _level_writes(level: LevelPlan, remaining_units: int) -> int:
+    """Chunk (or shard) objects the remaining units of a level write, at most."""
+    objects = _grid_count(level.shape, level.shard or level.chunks)
+    return -(-objects * remaining_units // max(level.unit_count, 1))
+
+
+def dest_state(states: list[resume.ImageState]) -> str:
+    """One word for a dataset from its images' states at DEST."""
+    values = {state.value for state in states}
+    for word in ("foreign", "different"):
+        if word in values:
+            return word
+    if values <= {"complete"} and values:
+        return "complete"
+    if values <= {"new"}:
+        return "new"
+    return "partial"
+
+
+def survey_plan(
+    name: str, plan: Plan, dest: Store, *, overwrite: bool = False, into_existing: bool = False
+) -> SurveyRow:
+    """The survey row of one planned dataset; reads DEST's metadata and unit records only."""
+    row = SurveyRow(name, plan.source, plan.dest, images=len(plan.images))
+    found: set[str] = set()
+    for image in plan.images:
+        found |= conventions(image)
+        for level in image.levels:
+            row.levels += 1
+            row.voxels += math.prod(level.shape)
+            row.bytes += level.nbytes
+            row.source_blocks += _grid_count(level.shape, level.source_blocks)
+    row.conventions = sorted(found)
+    row.problems = problems(plan)
+    states = dest.map(lambda image: resume.image_state(dest, plan, image), plan.images)
+    row.state = dest_state(states)
+    records = 0
+    for image, state in zip(plan.images, states, strict=True):
+        if state is resume.ImageState.COMPLETE:
+            continue
+        fingerprint = plan.image_fingerprint(image)
+        for level in image.levels:
+            done = (
+                len(resume.done_units(dest, fingerprint, image.dest_path, level.name))
+                if state is resume.ImageState.PARTIAL
+                else 0
+            )
+            remaining = level.unit_count - done
+            row.objects_to_write += _level_writes(level, remaining)
+            records += remaining
+    if row.state != "complete":
+        row.objects_to_write += len(all_documents(plan)) + records
+    row.requests = row.objects_to_write + -(-records // S3_DELETE_BATCH)
+    if plan.conflicts:
+        row.refusal = (
+            f"{len(plan.conflicts)} metadata conflict(s) (first: {plan.conflicts[0]}); "
+            "pick one with --trust cosem|neuroglancer"
+        )
+        return row
+    try:  # the refusals convert would meet, with its own messages (nothing is written)
+        check_dest_root(dest, plan, into_existing=into_existing)
+        check_images(dest, plan, overwrite)
+    except MigrationError as exc:
+        row.refusal = str(exc)
+    holder = lease.held_by_other(dest)
+    if holder is not None:
+        row.problems.append(f"DEST is being written right now ({holder.describe()})")
+    return row
+
+
+def survey(
+    dataset: Dataset,
+    options: PlanOptions,
+    s3: S3Options | None,
+    overwrite: bool = False,
+    into_existing: bool = False,
+) -> SurveyRow:
+    """The survey row of one dataset; a plan that cannot be made is a refused row."""
+    try:
+        prepared = prepare(dataset.source, dataset.dest, options, read_only_dest=True, s3=s3)
+    except MigrationError as exc:
+        return SurveyRow(
+            dataset.name, dataset.source, dataset.dest, state="refused", refusal=str(exc)
+        )
+    return survey_plan(
+        dataset.name, prepared.plan, prepared.dest, overwrite=overwrite, into_existing=into_existing
+    )
+
+
+TOTALS = ("images", "levels", "voxels", "bytes", "source_blocks", "objects_to_write", "requests")
+
+
+def totals(rows: list[SurveyRow]) -> dict[str, int]:
+    return {name: sum(int(getattr(row, name)) for row in rows) for name in TOTALS} | {
+        "datasets": len(rows),
+        "refused": sum(1 for row in rows if row.refusal),
+    }
