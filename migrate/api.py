@@ -8,7 +8,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from migrate.copy import resume, safety
+from migrate.copy import lease, resume, safety
+from migrate.copy.engine import RunResult, UnitExecutor, run_plan
+from migrate.copy.events import Progress
+from migrate.copy.lease import Notice
+from migrate.copy.options import EngineOptions
 from migrate.errors import MigrationError, PlanMismatchError
 from migrate.source.discover import discover, normalize_url, split_n5_url
 from migrate.storage import S3Options, Store, open_store
@@ -114,3 +118,34 @@ def check_dest_root(dest: Store, plan: Plan, *, into_existing: bool) -> None:
         f"({shown}); give a new or empty DEST, or --into-existing to write the Zarr output "
         "beside them"
     )
+
+
+def run_prepared(
+    prepared: Prepared,
+    engine: EngineOptions,
+    progress: Progress,
+    executor: UnitExecutor | None,
+    *,
+    lease_timeout: float,
+    break_lease: bool,
+    notice: Notice,
+) -> RunResult:
+    """Migrate a prepared plan the one way every writer does (``convert`` and each dataset of
+    ``bulk convert``): take DEST's lease, plan again against what DEST holds now that no
+    other run can change it (labels other runs listed, images other runs finished), run the
+    plan under the lease (a lost lease stops it before any metadata is finalized), release
+    the lease. ``prepared.plan`` is the plan that ran."""
+    with lease.hold(
+        prepared.dest, expiry=lease_timeout, break_lease=break_lease, notice=notice
+    ) as held:
+        prepared.plan = resume.plan_at_dest(prepared.plan, prepared.dest)
+        return run_plan(
+            prepared.plan,
+            prepared.source,
+            prepared.dest,
+            engine,
+            progress,
+            executor,
+            guard=held.check,
+            run_id=held.run_id,
+        )

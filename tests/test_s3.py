@@ -716,7 +716,8 @@ def test_convert_status_verify_ride_out_truncated_responses(
                 # both clients met cut bodies and retried them
                 assert proxy.truncated["boto3"] > 0, proxy.truncated
                 # and each boto3 retry was shown as it happened, in a few words
-                assert "retrying s3://" in err and "response cut short" in err, err
+                assert "retrying s3://" in err, err
+                assert "response cut short" in err, err
                 assert proxy.truncated["tensorstore"] > 0, proxy.truncated
                 cut_in_convert = sum(proxy.truncated.values())
         # status and verify met some too (about 30 of the 200 responses they read)

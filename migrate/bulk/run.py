@@ -23,13 +23,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from migrate.api import Prepared, check_dest_root, open_for_verify, prepare
+from migrate.api import Prepared, check_dest_root, open_for_verify, prepare, run_prepared
 from migrate.bulk.select import Dataset
 from migrate.bulk.summary import DatasetOutcome
 from migrate.check.status import status
 from migrate.check.verify import verify
-from migrate.copy import lease, resume
-from migrate.copy.engine import RunResult, UnitExecutor, run_plan
+from migrate.copy.engine import RunResult, UnitExecutor
 from migrate.copy.events import NullProgress, Progress
 from migrate.copy.lease import DEFAULT_EXPIRY
 from migrate.copy.options import EngineOptions
@@ -126,24 +125,15 @@ def convert_dataset(
 
             diff = metadata_diff(prepared.plan, prepared.dest)
             progress = recording = RecordingProgress(progress)
-        with lease.hold(
-            prepared.dest,
-            expiry=options.lease_timeout,
+        result = run_prepared(
+            prepared,
+            options.engine,
+            progress,
+            executor,
+            lease_timeout=options.lease_timeout,
             break_lease=options.break_lease,
             notice=progress.message,
-        ) as held:
-            # as convert does: DEST read again once no other run can change it
-            prepared.plan = resume.plan_at_dest(prepared.plan, prepared.dest)
-            result = run_plan(
-                prepared.plan,
-                prepared.source,
-                prepared.dest,
-                options.engine,
-                progress,
-                executor,
-                guard=held.check,
-                run_id=held.run_id,
-            )
+        )
         if options.report_dir is not None and recording is not None:
             outcome.report = write_report(
                 options.report_dir, dataset.name, prepared, diff, result, recording, options

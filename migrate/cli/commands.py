@@ -325,8 +325,8 @@ def convert(
         from migrate.report import require_extra
 
         require_extra()
-    from migrate.api import check_dest_root, prepare
-    from migrate.copy import lease, resume
+    from migrate.api import check_dest_root, prepare, run_prepared
+    from migrate.copy import lease
     from migrate.copy.engine import check_images
     from migrate.target.diff import metadata_diff, plan_json, render_plan
     from migrate.target.plan import PlanOptions
@@ -369,7 +369,6 @@ def convert(
             _convert_report(report, prepared, diff, None, None, fast=not no_transplant)
         return
     from migrate.cli.report import render_run
-    from migrate.copy.engine import run_plan
     from migrate.copy.options import EngineOptions
 
     if not as_json:
@@ -384,30 +383,23 @@ def convert(
         transplant=not no_transplant,
         decode_check=not skip_decode_check,
     )
-    notice = functools.partial(click.echo, err=True)
-    with lease.hold(
-        prepared.dest, expiry=lease_timeout, break_lease=break_lease, notice=notice
-    ) as held:
-        # read DEST again now that no other run can change it: labels other runs listed,
-        # images other runs finished
-        plan = resume.plan_at_dest(plan, prepared.dest)
-        prepared.plan = plan
-        progress = current_watch().progress()
-        if report:
-            from migrate.report import RecordingProgress
+    progress = current_watch().progress()
+    if report:
+        from migrate.report import RecordingProgress
 
-            progress = recording = RecordingProgress(progress)
-        with _executor(cluster_settings) as executor:
-            result = run_plan(
-                plan,
-                prepared.source,
-                prepared.dest,
-                engine,
-                progress,
-                executor,
-                guard=held.check,
-                run_id=held.run_id,
-            )
+        progress = recording = RecordingProgress(progress)
+    notice = functools.partial(click.echo, err=True)
+    with _executor(cluster_settings) as executor:
+        result = run_prepared(
+            prepared,
+            engine,
+            progress,
+            executor,
+            lease_timeout=lease_timeout,
+            break_lease=break_lease,
+            notice=notice,
+        )
+    plan = prepared.plan
     current_watch().record("summary", fingerprint=plan.fingerprint, **result.to_json())
     if as_json:
         click.echo(json.dumps({"fingerprint": plan.fingerprint, **result.to_json()}, indent=2))
