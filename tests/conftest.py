@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -44,3 +45,34 @@ def hela_group() -> dict[str, Any]:
 @pytest.fixture
 def hela_s0() -> dict[str, Any]:
     return load_reference(HELA_S0)
+
+
+# --------------------------------------------------------------------------------------
+# S3: moto's standalone server on 127.0.0.1, one per test module
+# --------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def moto() -> Iterator[Any]:
+    """A real S3 server (``python -m moto.server``) on 127.0.0.1, stopped after the module."""
+    from tests.s3server import MotoServer
+
+    server = MotoServer()
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def aws(moto: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Any:
+    """Fake credentials and the test server in the environment (inherited by subprocesses);
+    no other AWS setting of the machine leaks in, and no client looks for an instance role."""
+    from tests.s3server import CLEARED_AWS_VARIABLES, fake_aws_environment
+
+    home = tmp_path / "home"
+    home.mkdir()
+    for name in CLEARED_AWS_VARIABLES:
+        monkeypatch.delenv(name, raising=False)
+    for name, value in fake_aws_environment(moto.url, home).items():
+        monkeypatch.setenv(name, value)
+    return moto

@@ -16,7 +16,6 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -468,29 +467,13 @@ def test_units_of_several_datasets_share_one_bounded_pool(
 # --------------------------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def moto() -> Iterator[Any]:
-    from tests.s3server import MotoServer
-
-    server = MotoServer()
-    server.start()
-    yield server
-    server.stop()
-
-
 @pytest.fixture
-def s3(moto: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Any:
-    """A boto3 client of the test server; fake credentials and the server in the
-    environment (inherited by subprocesses)."""
-    from tests.s3server import CLEARED_AWS_VARIABLES, fake_aws_environment, s3_client
+def s3(aws: Any) -> Any:
+    """A boto3 client of the test server (``aws`` puts fake credentials and the server in
+    the environment, inherited by subprocesses)."""
+    from tests.s3server import s3_client
 
-    home = tmp_path / "home"
-    home.mkdir()
-    for name in CLEARED_AWS_VARIABLES:
-        monkeypatch.delenv(name, raising=False)
-    for name, value in fake_aws_environment(moto.url, home).items():
-        monkeypatch.setenv(name, value)
-    return s3_client(moto.url)
+    return s3_client(aws.url)
 
 
 S3_SET = ("jrc_alpha-1", "aic_gamma-3", "jrc_delta-4")

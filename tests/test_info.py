@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -27,9 +26,7 @@ from migrate.example.fixture import (
 )
 from tests.helpers import run_cli, snapshot
 from tests.s3server import (
-    CLEARED_AWS_VARIABLES,
     MotoServer,
-    fake_aws_environment,
     keys,
     s3_client,
     upload_tree,
@@ -244,25 +241,6 @@ def test_missing_path(tmp_path: Path) -> None:
 # --------------------------------------------------------------------------------------
 # S3 (moto's standalone server)
 # --------------------------------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def moto() -> Iterator[MotoServer]:
-    server = MotoServer()
-    server.start()
-    yield server
-    server.stop()
-
-
-@pytest.fixture
-def aws(moto: MotoServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> MotoServer:
-    home = tmp_path / "home"
-    home.mkdir()
-    for name in CLEARED_AWS_VARIABLES:
-        monkeypatch.delenv(name, raising=False)
-    for name, value in fake_aws_environment(moto.url, home).items():
-        monkeypatch.setenv(name, value)
-    return moto
 
 
 @pytest.mark.parametrize("version", ["0.4", "0.5"])

@@ -19,7 +19,6 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -35,10 +34,8 @@ from migrate.storage import LocalStore, S3Options, Store, open_store
 from migrate.target.plan import PlanOptions
 from tests.helpers import REPO, chunk_files, popen_convert, run_cli, run_subprocess
 from tests.s3server import (
-    CLEARED_AWS_VARIABLES,
     MotoServer,
     TcpProxy,
-    fake_aws_environment,
     keys,
     s3_client,
     upload_tree,
@@ -355,25 +352,6 @@ def test_local_create_if_absent_has_one_winner_among_processes(tmp_path: Path) -
 # --------------------------------------------------------------------------------------
 # S3 (a real moto server)
 # --------------------------------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def moto() -> Iterator[MotoServer]:
-    server = MotoServer()
-    server.start()
-    yield server
-    server.stop()
-
-
-@pytest.fixture
-def aws(moto: MotoServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> MotoServer:
-    home = tmp_path / "home"
-    home.mkdir()
-    for name in CLEARED_AWS_VARIABLES:
-        monkeypatch.delenv(name, raising=False)
-    for name, value in fake_aws_environment(moto.url, home).items():
-        monkeypatch.setenv(name, value)
-    return moto
 
 
 def new_bucket(client: Any) -> str:

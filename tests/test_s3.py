@@ -33,13 +33,11 @@ from migrate.example.fixture import ImageSpec, example_images, write_dataset
 from migrate.storage import S3Options, S3Store, open_store, resolve_s3
 from tests.n5_reader import read_n5_array
 from tests.s3server import (
-    CLEARED_AWS_VARIABLES,
     REGION,
     SECRETS,
     MotoServer,
     TcpProxy,
     download_prefix,
-    fake_aws_environment,
     keys,
     s3_client,
     snapshot,
@@ -57,26 +55,6 @@ ABSL_LOG_LINE = re.compile(r"^[IWEF]\d{4} \d\d:\d\d:\d\d", re.MULTILINE)
 # --------------------------------------------------------------------------------------
 # Fixtures
 # --------------------------------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def moto() -> Iterator[MotoServer]:
-    server = MotoServer()
-    server.start()
-    yield server
-    server.stop()
-
-
-@pytest.fixture
-def aws(moto: MotoServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> MotoServer:
-    """Fake credentials and the test server in the environment (inherited by subprocesses)."""
-    home = tmp_path / "home"
-    home.mkdir()
-    for name in CLEARED_AWS_VARIABLES:
-        monkeypatch.delenv(name, raising=False)
-    for name, value in fake_aws_environment(moto.url, home).items():
-        monkeypatch.setenv(name, value)
-    return moto
 
 
 @pytest.fixture

@@ -18,7 +18,6 @@ import subprocess
 import sys
 import termios
 import threading
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -29,10 +28,8 @@ from migrate.example.fixture import example_images, write_dataset
 from migrate.storage import S3Options, open_store
 from tests.helpers import REPO, run_cli, run_subprocess
 from tests.s3server import (
-    CLEARED_AWS_VARIABLES,
     MotoServer,
     TcpProxy,
-    fake_aws_environment,
     keys,
     s3_client,
 )
@@ -143,25 +140,6 @@ def test_summary_counts_stored_bytes_and_objects(n5: Path, tmp_path: Path, copy:
 # --------------------------------------------------------------------------------------
 # Retries, through a proxy that refuses connections
 # --------------------------------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def moto() -> Iterator[MotoServer]:
-    server = MotoServer()
-    server.start()
-    yield server
-    server.stop()
-
-
-@pytest.fixture
-def aws(moto: MotoServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> MotoServer:
-    home = tmp_path / "home"
-    home.mkdir()
-    for name in CLEARED_AWS_VARIABLES:
-        monkeypatch.delenv(name, raising=False)
-    for name, value in fake_aws_environment(moto.url, home).items():
-        monkeypatch.setenv(name, value)
-    return moto
 
 
 def test_a_retry_is_shown_as_it_happens(aws: MotoServer, n5: Path, tmp_path: Path) -> None:

@@ -10,13 +10,12 @@ written. Shapes, chunks, voxel sizes and translations are in **C order** (z, y, 
 from __future__ import annotations
 
 import dataclasses
-import json
 from dataclasses import dataclass, field
 from typing import Any
 
 from migrate.copy import resume
 from migrate.errors import MetadataError, MigrationError
-from migrate.source.discover import ATTRIBUTES, discover, split_n5_url
+from migrate.source.discover import ATTRIBUTES, discover, read_json_object, split_n5_url
 from migrate.source.mapping import SourceImage
 from migrate.source.units import KNOWN_UNITS
 from migrate.storage import S3Options, Store, join_key, open_store
@@ -281,19 +280,6 @@ def n5_info(store: Store, inner: str, *, sizes: bool = False) -> TreeInfo:
 # --------------------------------------------------------------------------------------
 
 
-def _json(store: Store, key: str) -> dict[str, Any] | None:
-    raw = store.read(key)
-    if raw is None:
-        return None
-    try:
-        value = json.loads(raw)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise MetadataError(store.display(key), None, f"malformed JSON: {exc}") from exc
-    if not isinstance(value, dict):
-        raise MetadataError(store.display(key), None, "expected a JSON object")
-    return value
-
-
 @dataclass(frozen=True)
 class _Node:
     """A Zarr node: its format (2 or 3), type, user attributes, the array metadata, and the
@@ -307,18 +293,18 @@ class _Node:
 
 
 def _zarr_node(store: Store, path: str) -> _Node | None:
-    v3 = _json(store, join_key(path, "zarr.json"))
+    v3 = read_json_object(store, join_key(path, "zarr.json"))
     if v3 is not None:
         kind = str(v3.get("node_type"))
         return _Node(
             3, kind, dict(v3.get("attributes") or {}), v3 if kind == "array" else {},
             join_key(path, "zarr.json"),
         )  # fmt: skip
-    zarray = _json(store, join_key(path, ".zarray"))
+    zarray = read_json_object(store, join_key(path, ".zarray"))
     attrs_key = join_key(path, ".zattrs")
     if zarray is not None:
-        return _Node(2, "array", _json(store, attrs_key) or {}, zarray, attrs_key)
-    attrs = _json(store, attrs_key)
+        return _Node(2, "array", read_json_object(store, attrs_key) or {}, zarray, attrs_key)
+    attrs = read_json_object(store, attrs_key)
     if attrs is not None or store.read(join_key(path, ".zgroup")) is not None:
         return _Node(2, "group", attrs or {}, {}, attrs_key)
     return None

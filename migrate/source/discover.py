@@ -59,9 +59,9 @@ def split_n5_url(url: str) -> tuple[str, str]:
     return url.rstrip("/"), ""
 
 
-def read_attributes(store: Store, path: str) -> dict[str, Any] | None:
-    """The parsed ``attributes.json`` of ``path``, or None when there is none."""
-    key = join_key(path, ATTRIBUTES)
+def read_json_object(store: Store, key: str) -> dict[str, Any] | None:
+    """The JSON object stored at ``key``, or None when there is none; malformed JSON or
+    anything but an object is a MetadataError naming the file."""
     raw = store.read(key)
     if raw is None:
         return None
@@ -71,6 +71,16 @@ def read_attributes(store: Store, path: str) -> dict[str, Any] | None:
         raise MetadataError(store.display(key), None, f"malformed JSON: {exc}") from exc
     if not isinstance(value, dict):
         raise MetadataError(store.display(key), None, "expected a JSON object")
+    return value
+
+
+def read_attributes(store: Store, path: str) -> dict[str, Any] | None:
+    """The parsed ``attributes.json`` of ``path``, or None when there is none. Read
+    strictly: NaN and Infinity are refused (they could not be kept exactly)."""
+    key = join_key(path, ATTRIBUTES)
+    value = read_json_object(store, key)
+    if value is None:
+        return None
     bad = non_finite_number(value)
     if bad is not None:
         field, number = bad
