@@ -566,41 +566,21 @@ def test_bulk_index_links_each_dataset_report(
             assert browser.evaluate("document.querySelectorAll('tr').length") == 3
 
 
-def test_report_of_an_s3_to_s3_migration(
-    scene: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_report_of_an_s3_to_s3_migration(scene: Path, tmp_path: Path, aws: Any) -> None:
     """SRC and DEST on S3 (moto's server on 127.0.0.1): the previews are read through the
     same S3 access as the copy, show the box, and reading them writes nothing to S3."""
-    from tests.s3server import (
-        CLEARED_AWS_VARIABLES,
-        MotoServer,
-        fake_aws_environment,
-        s3_client,
-        snapshot,
-        upload_tree,
-    )
+    from tests.s3server import s3_client, snapshot, upload_tree
 
-    server = MotoServer()
-    server.start()
-    try:
-        home = tmp_path / "home"
-        home.mkdir()
-        for name in CLEARED_AWS_VARIABLES:
-            monkeypatch.delenv(name, raising=False)
-        for name, value in fake_aws_environment(server.url, home).items():
-            monkeypatch.setenv(name, value)
-        client = s3_client(server.url)
-        client.create_bucket(Bucket="cubes")
-        upload_tree(client, scene.parent, "cubes", "jrc_cube-1")
-        src, dest = "s3://cubes/jrc_cube-1/jrc_cube-1.n5", "s3://cubes/jrc_cube-1/jrc_cube-1.zarr"
-        report = tmp_path / "report"
-        assert run_cli("convert", src, "--report", str(report)).exit_code == 0
-        converted = snapshot(client)
-        run = run_cli("verify", src, dest, "--report", str(report))
-        assert run.exit_code == 0, run.stderr
-        assert snapshot(client) == converted
-    finally:
-        server.stop()
+    client = s3_client(aws.url)
+    client.create_bucket(Bucket="cubes")
+    upload_tree(client, scene.parent, "cubes", "jrc_cube-1")
+    src, dest = "s3://cubes/jrc_cube-1/jrc_cube-1.n5", "s3://cubes/jrc_cube-1/jrc_cube-1.zarr"
+    report = tmp_path / "report"
+    assert run_cli("convert", src, "--report", str(report)).exit_code == 0
+    converted = snapshot(client)
+    run = run_cli("verify", src, dest, "--report", str(report))
+    assert run.exit_code == 0, run.stderr
+    assert snapshot(client) == converted
     for side in ("source", "dest"):
         pixels = picture(report, EM.path, "yz", side)
         shape, rows, columns = EM_PLANES["yz"]

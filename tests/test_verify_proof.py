@@ -26,9 +26,6 @@ import pytest
 from migrate.example.fixture import example_images, level_shape, write_dataset
 from tests.helpers import REPO, run_cli
 from tests.s3server import (
-    CLEARED_AWS_VARIABLES,
-    MotoServer,
-    fake_aws_environment,
     s3_client,
     upload_tree,
 )
@@ -485,42 +482,27 @@ def test_progress_is_drawn_on_a_terminal(source: Path, finished: dict[str, Path]
 # --------------------------------------------------------------------------------------
 
 
-def test_a_broken_migration_in_a_bucket_is_found(
-    source: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    server = MotoServer()
-    server.start()
-    try:
-        home = tmp_path / "home"
-        home.mkdir()
-        for name in CLEARED_AWS_VARIABLES:
-            monkeypatch.delenv(name, raising=False)
-        for name, value in fake_aws_environment(server.url, home).items():
-            monkeypatch.setenv(name, value)
-        client = s3_client(server.url)
-        client.create_bucket(Bucket="data")
-        upload_tree(client, source.parent, "data", NAME)
-        src, dest = f"s3://data/{NAME}/{NAME}.n5", f"s3://data/{NAME}/{NAME}.zarr"
-        run = run_cli("convert", src, "--ngff-version", "0.5", "--shard", "32,32,32")
-        assert run.exit_code == 0, run.stderr
-        code, out, err = verify(src, dest)
-        assert code == 0, [*out, err]
-        assert out[-1].startswith("verified 5 image(s), 13 level(s), all ")
-        key = f"{NAME}/{NAME}.zarr/em/fibsem-uint16/zarr.json"
-        document = json.loads(client.get_object(Bucket="data", Key=key)["Body"].read())
-        multiscale(document, "0.5")["datasets"][0]["coordinateTransformations"][0]["scale"][0] = (
-            5.25
-        )
-        client.put_object(Bucket="data", Key=key, Body=json.dumps(document).encode())
-        stray = f"{NAME}/{NAME}.zarr/labels/mito_seg/s1/c/0/0/7"
-        client.put_object(Bucket="data", Key=stray, Body=b"x")
-        code, out, _err = verify(src, dest)
-        assert code == 1
-        assert mismatches(out) == [
-            f"s3://data/{key}: attributes.ome.multiscales[0].datasets[0]"
-            ".coordinateTransformations[0].scale[0] is 5.25, the plan says 5.24",
-            f"{dest}/labels/mito_seg/s1: 1 key(s) that are not chunks of the plan's grid "
-            "(first: c/0/0/7)",
-        ]
-    finally:
-        server.stop()
+def test_a_broken_migration_in_a_bucket_is_found(source: Path, aws: Any) -> None:
+    client = s3_client(aws.url)
+    client.create_bucket(Bucket="data")
+    upload_tree(client, source.parent, "data", NAME)
+    src, dest = f"s3://data/{NAME}/{NAME}.n5", f"s3://data/{NAME}/{NAME}.zarr"
+    run = run_cli("convert", src, "--ngff-version", "0.5", "--shard", "32,32,32")
+    assert run.exit_code == 0, run.stderr
+    code, out, err = verify(src, dest)
+    assert code == 0, [*out, err]
+    assert out[-1].startswith("verified 5 image(s), 13 level(s), all ")
+    key = f"{NAME}/{NAME}.zarr/em/fibsem-uint16/zarr.json"
+    document = json.loads(client.get_object(Bucket="data", Key=key)["Body"].read())
+    multiscale(document, "0.5")["datasets"][0]["coordinateTransformations"][0]["scale"][0] = 5.25
+    client.put_object(Bucket="data", Key=key, Body=json.dumps(document).encode())
+    stray = f"{NAME}/{NAME}.zarr/labels/mito_seg/s1/c/0/0/7"
+    client.put_object(Bucket="data", Key=stray, Body=b"x")
+    code, out, _err = verify(src, dest)
+    assert code == 1
+    assert mismatches(out) == [
+        f"s3://data/{key}: attributes.ome.multiscales[0].datasets[0]"
+        ".coordinateTransformations[0].scale[0] is 5.25, the plan says 5.24",
+        f"{dest}/labels/mito_seg/s1: 1 key(s) that are not chunks of the plan's grid "
+        "(first: c/0/0/7)",
+    ]
