@@ -691,3 +691,18 @@ def test_a_dataset_another_run_is_writing_is_refused_the_others_go_on(tmp_path: 
     assert again.exit_code == 0, again.stderr
     beta = root / "jrc_beta-2"
     same_as_source(beta / "jrc_beta-2.n5", busy, names["jrc_beta-2"])
+
+
+def test_a_root_without_datasets_is_an_error(tmp_path: Path) -> None:
+    """A wrong ROOT (or a filter that matches nothing) is one error line and exit 1, for
+    convert, status and verify alike, and nothing is written."""
+    root = tmp_path / "root"
+    (root / "notes").mkdir(parents=True)
+    for command in ("convert", "status", "verify"):
+        run = run_cli("bulk", command, str(root))
+        assert run.exit_code == 1, (command, run.stdout, run.stderr)
+        assert (
+            f"error: {root}: no dataset selected (a dataset is <dataset>/<dataset>.n5); "
+            "skipped for want of an N5 root: notes"
+        ) in run.stderr
+    assert sorted(p.name for p in root.iterdir()) == ["notes"]

@@ -109,6 +109,13 @@ def _select(
     if not source.url.startswith("s3://") and not Path(source.url).is_dir():
         raise MigrationError(f"{source.url}: ROOT is not a directory")
     selection = select_datasets(source, dest, include=include, exclude=exclude, names=names)
+    if not selection.datasets:  # a wrong ROOT or a filter that matches nothing: not a success
+        skipped = ", ".join(s.name for s in selection.skipped[:3])
+        more = ", …" if len(selection.skipped) > 3 else ""
+        raise MigrationError(
+            f"{source.url}: no dataset selected (a dataset is <dataset>/<dataset>.n5)"
+            + (f"; skipped for want of an N5 root: {skipped}{more}" if skipped else "")
+        )
     return source, dest, selection
 
 
