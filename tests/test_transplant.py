@@ -387,7 +387,7 @@ def test_shard_layout() -> None:
 
 
 def test_isal_levels() -> None:
-    assert [isal_level(level) for level in range(10)] == [0, 1, 1, 1, 2, 2, 2, 3, 3, 3]
+    assert [isal_level(level) for level in range(7)] == [0, 1, 1, 1, 2, 2, 2]
     assert level_block_size(specs()[0], 1) == BLOCK
 
 

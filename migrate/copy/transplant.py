@@ -118,8 +118,11 @@ def encode(codec: CodecPlan, values: npt.NDArray[Any]) -> bytes | memoryview:
     if name == "raw":
         return data
     if name in ("gzip", "zlib"):
-        wbits = 31 if name == "gzip" else 15
-        return isal_zlib.compress(data, isal_level(_level(codec, 6)), wbits)
+        level = _level(codec, 6)
+        if level > ISAL_TOP_LEVEL:  # ISA-L's level 3 writes different bytes per CPU
+            compress = deflate.gzip_compress if name == "gzip" else deflate.zlib_compress
+            return memoryview(compress(data, level))
+        return isal_zlib.compress(data, isal_level(level), 31 if name == "gzip" else 15)
     if name == "bz2":
         return bz2.compress(data, _level(codec, 9) or 9)
     if name == "blosc":
@@ -189,14 +192,28 @@ def _level(codec: CodecPlan, default: int) -> int:
     return codec.level if codec.level is not None else default
 
 
+ISAL_TOP_LEVEL = 6
+"""The highest zlib level (0–9) re-encoded with ISA-L; above it, libdeflate at that level.
+
+The output must be the same bytes on every machine (a resumed run on another host, Dask
+workers on mixed nodes, two migrations compared by checksum). ISA-L picks its deflate code
+by the CPU's instruction set at run time: its levels 0–2 wrote the same bytes on the SSE,
+AVX, AVX2 and AVX-512 paths for every chunk we tried, but its level 3 writes different
+bytes (and lengths) on each. libdeflate's output depends only on the input and the level
+(about half ISA-L 3's speed on edge chunks, a few percent smaller).
+``tests/test_encoder_determinism.py`` runs the encoder on emulated CPUs to hold this."""
+
+
 def isal_level(level: int) -> int:
-    """ISA-L's deflate level (0–3) for a zlib level (0–9): 0 → 0, 1–3 → 1, 4–6 → 2, 7–9 → 3.
+    """ISA-L's deflate level (0–2) for a zlib level up to :data:`ISAL_TOP_LEVEL`:
+    0 → 0, 1–3 → 1, 4–6 → 2.
 
     Edge chunks are re-encoded with ISA-L rather than zlib: the same gzip / zlib stream
     format (every reader decodes it; the level is an encoder setting, not part of the
     format), 5–15× faster; on the benchmark's EM-like data at the same ratio as zlib level 6
     (smoother data may compress a few percent less)."""
-    return 0 if level <= 0 else min(3, (level + 2) // 3)
+    assert level <= ISAL_TOP_LEVEL, "levels above ISAL_TOP_LEVEL go to libdeflate"
+    return 0 if level <= 0 else (level + 2) // 3
 
 
 def _context(workers: int) -> ts.Context:
