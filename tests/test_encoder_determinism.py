@@ -3,12 +3,12 @@
 ISA-L picks its deflate code by the CPU's instruction set when it starts, so the same
 migration could write different bytes on two machines: a resumed run on another host, Dask
 workers on mixed nodes, or two migrations compared by checksum would disagree even though
-every chunk decodes to the same values. Here the encoder, and a whole sharded migration,
-run in this process (the host's instruction set, AVX-512 on the CI machines) and again in a
-child interpreter under ``qemu-x86_64`` emulating an AVX-without-AVX2 CPU (ISA-L's SSE/AVX
-code) and an AVX2 CPU. Every gzip and zlib level 0–9 must give the same bytes on all of
-them, and each stream must decode (with the standard library's zlib, an independent
-decoder) to the chunk it encodes.
+every chunk decodes to the same values. Here the encoder, and whole sharded migrations
+(block by block, and through TensorStore), run in this process (the host's instruction set,
+AVX-512 on the CI machines) and again in a child interpreter under ``qemu-x86_64``
+emulating an AVX-without-AVX2 CPU (ISA-L's SSE/AVX code) or an AVX2 CPU. Every gzip and zlib
+level 0–9 must give the same bytes on all of them, and each stream must decode (with the
+standard library's zlib, an independent decoder) to the chunk it encodes.
 
 Chunks are C order (z, y, x): truncated edge blocks zero-padded to the full chunk, as the
 block-by-block path encodes them.
@@ -140,13 +140,18 @@ def tree_digests(root: Path) -> dict[str, str]:
     }
 
 
+@pytest.mark.parametrize("path", ["block by block", "--no-transplant"])
 def test_a_sharded_migration_writes_the_same_tree_on_another_instruction_set(
-    qemu: str, tmp_path: Path
+    qemu: str, path: str, tmp_path: Path
 ) -> None:
+    """Through the block-by-block path (ISA-L and libdeflate) and through TensorStore."""
     n5 = tmp_path / "jrc_cpu-1" / "jrc_cpu-1.n5"
-    for path, dtype, level in (("em/fibsem-uint16", "uint16", 9), ("em/fibsem-uint8", "uint8", -1)):
+    for image, dtype, level in (
+        ("em/fibsem-uint16", "uint16", 9),
+        ("em/fibsem-uint8", "uint8", -1),
+    ):
         spec = ImageSpec(
-            path=path,
+            path=image,
             shape=(40, 70, 90),  # truncated edge blocks on every axis
             block_size=(32, 32, 32),
             levels=2,
@@ -156,6 +161,8 @@ def test_a_sharded_migration_writes_the_same_tree_on_another_instruction_set(
         )
         write_image(n5, spec)
     args = ["convert", str(n5), "--ngff-version", "0.5", "--shard", "64,64,64"]
+    if path == "--no-transplant":
+        args.append(path)
     trees = {}
     for cpu in ("host", "Haswell"):
         dest = tmp_path / f"{cpu}.zarr"
