@@ -706,3 +706,33 @@ def test_a_root_without_datasets_is_an_error(tmp_path: Path) -> None:
             "skipped for want of an N5 root: notes"
         ) in run.stderr
     assert sorted(p.name for p in root.iterdir()) == ["notes"]
+
+
+STARTUP_PROBE = """
+import atexit, runpy, sys
+heavy = ("zarr", "tensorstore", "numcodecs", "ome_zarr_models", "dask")
+atexit.register(lambda: print(sorted(m for m in heavy if m in sys.modules), file=sys.stderr))
+sys.argv = ["cellmap-migrate", *sys.argv[1:]]
+runpy.run_module("migrate", run_name="__main__")
+"""
+
+
+def test_bulk_convert_loads_no_more_libraries_than_convert(tmp_path: Path) -> None:
+    """A bulk run pays the CLI's start-up once, but it must not be a heavier start-up than
+    one ``convert``'s: zarr-python alone (which only ``verify`` uses) costs ~0.4 s."""
+    loaded = {}
+    for name in ("convert", "bulk"):
+        root = write_root(tmp_path / name, {"jrc_probe-1": GOOD["jrc_alpha-1"]})
+        args = ["bulk", "convert", str(root), "--summary", str(tmp_path / "summary.json")]
+        if name == "convert":
+            args = ["convert", str(root / "jrc_probe-1" / "jrc_probe-1.n5")]
+        done = subprocess.run(
+            [sys.executable, "-c", STARTUP_PROBE, *args],
+            cwd=REPO, capture_output=True, text=True, timeout=120,
+        )  # fmt: skip
+        assert done.returncode == 0, done.stderr
+        assert (root / "jrc_probe-1" / "jrc_probe-1.zarr" / "zarr.json").exists() or (
+            root / "jrc_probe-1" / "jrc_probe-1.zarr" / ".zgroup"
+        ).exists()
+        loaded[name] = done.stderr.strip().splitlines()[-1]
+    assert loaded["bulk"] == loaded["convert"] == "[]"

@@ -27,7 +27,6 @@ from migrate.api import Prepared, check_dest_root, open_for_verify, prepare, run
 from migrate.bulk.select import Dataset
 from migrate.bulk.summary import DatasetOutcome
 from migrate.check.status import status
-from migrate.check.verify import verify
 from migrate.copy.engine import RunResult, UnitExecutor
 from migrate.copy.events import NullProgress, Progress
 from migrate.copy.lease import DEFAULT_EXPIRY
@@ -276,6 +275,8 @@ def verify_dataset(
     """Prove a dataset's DEST against its source (:func:`migrate.check.verify.verify`: the
     migration planned again from SRC, metadata compared file by file, voxels compared); the
     outcome's detail is verify's own line of what was proven."""
+    from migrate.check.verify import verify  # imports zarr-python: only bulk verify needs it
+
     outcome = DatasetOutcome(dataset.name, dataset.source, dataset.dest)
     started = time.monotonic()
     try:
