@@ -62,12 +62,20 @@ def read_json(store: Store, key: str) -> dict[str, Any] | None:
 
 
 def group_attributes(store: Store, path: str) -> dict[str, Any] | None:
-    """A Zarr group's user attributes (v2 ``.zattrs`` or v3 ``zarr.json``), None if absent."""
-    v3 = read_json(store, join_key(path, "zarr.json"))
+    """A Zarr group's user attributes (v2 ``.zattrs`` or v3 ``zarr.json``), None if absent.
+
+    On a store that takes calls in parallel (S3) both documents are asked for at once, one
+    round trip instead of two when the group is v2 (or absent); locally, one at a time."""
+    keys = [join_key(path, "zarr.json"), join_key(path, ".zattrs")]
+    if store.concurrency > 1:
+        v3, v2 = store.map(lambda key: read_json(store, key), keys)
+    else:
+        v3 = read_json(store, keys[0])
+        v2 = None if v3 is not None else read_json(store, keys[1])
     if v3 is not None:
         attributes = v3.get("attributes", {})
         return attributes if isinstance(attributes, dict) else {}
-    return read_json(store, join_key(path, ".zattrs"))
+    return v2
 
 
 def completion_mark(store: Store, path: str) -> dict[str, Any] | None:
@@ -212,8 +220,12 @@ def done_units(
 def dest_completion_mark(dest: Store) -> dict[str, str]:
     """The images DEST's completion mark lists as finished (dest path → image fingerprint);
     empty when there is no mark."""
-    attributes = group_attributes(dest, "") or {}
-    provenance = attributes.get(PROVENANCE_KEY)
+    return completion_of(group_attributes(dest, ""))
+
+
+def completion_of(root_attributes: dict[str, Any] | None) -> dict[str, str]:
+    """The completion mark in the root group's attributes (see :func:`dest_completion_mark`)."""
+    provenance = (root_attributes or {}).get(PROVENANCE_KEY)
     complete = provenance.get(COMPLETE_KEY) if isinstance(provenance, dict) else None
     if not isinstance(complete, dict):
         return {}
@@ -222,11 +234,18 @@ def dest_completion_mark(dest: Store) -> dict[str, str]:
 
 def listed_labels(dest: Store, group_paths: list[str]) -> dict[str, tuple[str, ...]]:
     """The label names the ``labels`` groups at ``group_paths`` already list at DEST
-    (groups that list none are left out)."""
+    (groups that list none are left out); the groups are read in parallel where the store
+    allows."""
+    found = dest.map(lambda path: group_attributes(dest, path), group_paths)
+    return labels_of(dict(zip(group_paths, found, strict=True)))
+
+
+def labels_of(attributes: dict[str, dict[str, Any] | None]) -> dict[str, tuple[str, ...]]:
+    """The label names each group (path → its attributes) lists (see :func:`listed_labels`)."""
     found: dict[str, tuple[str, ...]] = {}
-    for path in group_paths:
-        attrs: Any = group_attributes(dest, path) or {}
-        labels = attrs.get("labels") or attrs.get("ome", {}).get("labels") or []
+    for path, attrs in attributes.items():
+        group: Any = attrs or {}
+        labels = group.get("labels") or group.get("ome", {}).get("labels") or []
         if isinstance(labels, list) and labels:
             found[path] = tuple(str(name) for name in labels)
     return found
@@ -235,13 +254,19 @@ def listed_labels(dest: Store, group_paths: list[str]) -> dict[str, tuple[str, .
 def plan_at_dest(plan: Plan, dest: Store) -> Plan:
     """``plan`` as it applies to what DEST already holds: its ``labels`` groups keep listing
     the label images other runs listed, and the completion mark keeps listing the images
-    other runs finished there. ``convert`` writes this; ``verify`` compares DEST with it."""
-    existing = listed_labels(dest, [group.path for group in plan.groups if group.attributes])
+    other runs finished there. ``convert`` writes this; ``verify`` compares DEST with it.
+    The groups and the root are read in one batch (one round trip on S3)."""
+    paths = [group.path for group in plan.groups if group.attributes]
+    wanted = list(dict.fromkeys(["", *paths]))
+    found = dict(
+        zip(wanted, dest.map(lambda path: group_attributes(dest, path), wanted), strict=True)
+    )
+    existing = labels_of({path: found[path] for path in paths})
     if existing:
         plan = plan.model_copy(
             update={"groups": plan_groups(plan.images, plan.ngff_version, existing)}
         )
-    return with_completion_mark(plan, dest_completion_mark(dest))
+    return with_completion_mark(plan, completion_of(found[""]))
 
 
 def forget_image(dest: Store, image_dest_path: str) -> None:
