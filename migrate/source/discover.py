@@ -125,7 +125,14 @@ def discover(store: Store, inner: str = "") -> Discovery:
     """Walk the N5 tree under ``inner`` and collect multiscale images and orphan arrays."""
     images: list[SourceImage] = []
     orphans: list[str] = []
-    root_attrs = read_attributes(store, inner)
+    listing: Listing | None = None
+    if store.concurrency > 1:  # S3: the root's listing in the same round trip
+        found, listing = _attributes_and_listing(store, inner)
+        if isinstance(found, MetadataError):
+            raise found
+        root_attrs = found
+    else:
+        root_attrs = read_attributes(store, inner)
     if root_attrs is None and not store.exists_prefix(inner):
         raise StoreError(f"{store.display(inner)}: no such N5 group")
     if root_attrs is not None and is_array_attributes(root_attrs):
@@ -134,36 +141,82 @@ def discover(store: Store, inner: str = "") -> Discovery:
             None,
             "this is an array, not a group: give the multiscale group that holds it",
         )
-    tree = read_tree(store, inner)
+    tree = read_tree(store, inner, listing)
     _walk(store, inner, root_attrs or {}, tree, images, orphans)
     return Discovery(tuple(images), tuple(orphans))
 
 
-Children = list[tuple[str, dict[str, Any] | MetadataError | None]]
+Children = list[tuple[str, "Attributes"]]
 """A group's sub-directories, sorted: (name, its attributes, None when it has none, or the
 error reading them raised)."""
 
 
-def read_tree(store: Store, inner: str) -> dict[str, Children]:
-    """Every group under ``inner`` (``inner`` included) with its children, read one depth
-    at a time. A child is listed in turn unless it is an array or a level directory."""
+def read_tree(store: Store, inner: str, listing: Listing | None = None) -> dict[str, Children]:
+    """Every group under ``inner`` (``inner`` included; ``listing``: its listing when already
+    read) with its children, read one depth at a time. A child is listed in turn unless it is
+    an array or a level directory.
+
+    On a store that takes calls in parallel (S3), a child that is not named like a level
+    (``s0``, ``s1``, …) is listed at the same time as its attributes are read, so each depth
+    costs one round trip rather than two (a listing of what turns out to be an array is
+    dropped); a listing's error is raised where the child would have been listed."""
+    speculate = store.concurrency > 1
     tree: dict[str, Children] = {}
-    frontier = [inner]
+    frontier: dict[str, Listing | None] = {inner: listing}
     while frontier:
-        listings = store.map(lambda path: store.list_dir(path)[0], frontier)
-        children = [
-            (path, name) for path, names in zip(frontier, listings, strict=True) for name in names
-        ]
-        found = store.map(lambda child: _attributes_or_error(store, join_key(*child)), children)
+        unknown = [path for path, known in frontier.items() if known is None]
+        listed = store.map(lambda path: _listing(store, path), unknown)
+        frontier.update(zip(unknown, listed, strict=True))
+        children = [(path, name) for path, known in frontier.items() for name in _names(known)]
+
+        def read(child: tuple[str, str]) -> tuple[Attributes, Listing | None]:
+            path = join_key(*child)
+            if not speculate or LEVEL_NAME.match(child[1]):
+                return _attributes_or_error(store, path), None
+            return _attributes_and_listing(store, path)
+
+        found = store.map(read, children)
         for path in frontier:
             tree[path] = []
-        frontier = []
-        for (path, name), attrs in zip(children, found, strict=True):
+        frontier = {}
+        for (path, name), (attrs, known) in zip(children, found, strict=True):
             tree[path].append((name, attrs))
             is_array = isinstance(attrs, dict) and is_array_attributes(attrs)
             if not is_array and not (attrs is None and LEVEL_NAME.match(name)):
-                frontier.append(join_key(path, name))
+                frontier[join_key(path, name)] = known
     return tree
+
+
+Attributes = dict[str, Any] | MetadataError | None
+"""A group's or array's attributes, None when it has none, or the error reading them raised."""
+
+Listing = list[str] | StoreError
+"""A directory's sub-directory names, or the error listing it raised."""
+
+
+def _listing(store: Store, path: str) -> Listing:
+    try:
+        return store.list_dir(path)[0]
+    except StoreError as exc:
+        return exc
+
+
+def _names(listing: Listing | None) -> list[str]:
+    if isinstance(listing, StoreError):
+        raise listing
+    return listing or []
+
+
+def _attributes_and_listing(store: Store, path: str) -> tuple[Attributes, Listing]:
+    """``path``'s attributes and its listing, asked for at once."""
+    attributes: list[Attributes] = []
+    listing: list[Listing] = []
+    tasks = [
+        lambda: attributes.append(_attributes_or_error(store, path)),
+        lambda: listing.append(_listing(store, path)),
+    ]
+    store.map(lambda task: task(), tasks)
+    return attributes[0], listing[0]
 
 
 def _attributes_or_error(store: Store, path: str) -> dict[str, Any] | MetadataError | None:
