@@ -3,6 +3,7 @@ same total size in one ``convert``, locally and on S3 behind a simulated round t
 
     python scripts/bulk_bench.py                     # 40 datasets, local and S3 at 30 ms
     python scripts/bulk_bench.py --tiny              # 3 tiny datasets, no latency (a smoke run)
+    python scripts/bulk_bench.py --no-s3 --reps 5    # local only, five alternating pairs
 
 The single dataset holds the same images as the many (one ``em/fibsem-uint16`` image each,
 same shape, blocks and voxels), so both runs read and write the same blocks and work units:
@@ -18,6 +19,8 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -58,6 +61,7 @@ def make_data(work: Path, count: int, shape: tuple[int, int, int], block: int) -
 
 
 def timed(argv: list[str], env: dict[str, str], cwd: Path) -> float:
+    os.sync()  # the previous step's written pages are not this step's cost
     started = time.perf_counter()
     done = subprocess.run(argv, env=env, cwd=cwd, capture_output=True, text=True, timeout=3600)
     seconds = time.perf_counter() - started
@@ -75,6 +79,11 @@ def main() -> int:
     parser.add_argument("--workers", type=int, default=4)
     parser.add_argument("--no-s3", action="store_true", help="local runs only")
     parser.add_argument("--tiny", action="store_true", help="3 tiny datasets, no latency")
+    parser.add_argument(
+        "--reps", type=int, default=1,
+        help="local single and bulk runs this many times, alternating which goes first; "
+        "reports each and the median ratio (the seconds shown are the last repetition's)",
+    )  # fmt: skip
     args = parser.parse_args()
     if args.tiny:
         args.datasets, args.shape, args.block, args.rtt_ms = 3, "12,16,20", 8, 0.0
@@ -94,15 +103,25 @@ def main() -> int:
         env = {**os.environ, "PYTHONPATH": str(HERE.parent)}
         many, one = work / "data" / "many", work / "data" / "one"
         summary = ["--summary", str(work / "summary.json")]
-        seconds["local_single"] = timed(
-            [*py, "convert", str(one / "jrc_single-1" / "jrc_single-1.n5"), *opts], env, work
-        )
-        seconds["local_bulk"] = timed(
-            [*py, "bulk", "convert", str(many), *opts, *summary], env, work
-        )
-        seconds["local_bulk_rerun"] = timed(
-            [*py, "bulk", "convert", str(many), *opts, *summary], env, work
-        )
+        single = [*py, "convert", str(one / "jrc_single-1" / "jrc_single-1.n5"), *opts]
+        bulk = [*py, "bulk", "convert", str(many), *opts, *summary]
+        ratios: list[float] = []
+        reps: list[dict[str, float]] = []
+        for rep in range(args.reps):
+            if rep:
+                for output in [*many.glob("*/*.zarr"), *one.glob("*/*.zarr")]:
+                    shutil.rmtree(output)
+            # alternate which goes first, so a drift in the machine's speed favours neither
+            order = ("single", "bulk") if rep % 2 == 0 else ("bulk", "single")
+            for step in order:
+                seconds[f"local_{step}"] = timed(single if step == "single" else bulk, env, work)
+            ratios.append(seconds["local_single"] / seconds["local_bulk"])
+            reps.append({step: round(seconds[f"local_{step}"], 2) for step in order})
+        seconds["local_bulk_rerun"] = timed(bulk, env, work)
+        if args.reps > 1:
+            report["local_reps"] = reps
+            report["local_ratio_median"] = round(statistics.median(ratios), 2)
+            report["local_ratio_range"] = [round(min(ratios), 2), round(max(ratios), 2)]
         if not args.no_s3:
             moto = MotoServer()
             moto.start()
