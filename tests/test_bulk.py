@@ -736,3 +736,30 @@ def test_bulk_convert_loads_no_more_libraries_than_convert(tmp_path: Path) -> No
         ).exists()
         loaded[name] = done.stderr.strip().splitlines()[-1]
     assert loaded["bulk"] == loaded["convert"] == "[]"
+
+
+def test_summary_file_is_json_a_dataset_a_line_and_current_after_each(tmp_path: Path) -> None:
+    """The summary is rewritten as each dataset finishes; whatever the names and failure
+    texts hold, the file parses (with the standard library's decoder) to the document, one
+    dataset per line."""
+    from migrate.bulk.summary import DatasetOutcome, Summary
+
+    path = tmp_path / "summary.json"
+    summary = Summary("convert", "/data", "/data", path)
+    names = ['jrc_quote"d-1', "jrc_ünïcode-2", "jrc_plain-3"]
+    outcomes = []
+    for i, name in enumerate(names):
+        outcome = DatasetOutcome(name, f"/data/{name}", f"/data/{name}.zarr", state="complete")
+        if i == 1:
+            outcome.state, outcome.failures = "failed", ["bad block\nline two: \\ \t end"]
+        outcomes.append(outcome)
+        summary.add(outcome)
+        on_disk = json.loads(path.read_text())
+        assert list(on_disk["datasets"]) == names[: i + 1]
+        assert on_disk["datasets"][name]["failures"] == outcome.failures
+        lines = path.read_text().splitlines()
+        assert sum(1 for line in lines if line.startswith("    ")) == i + 1
+    assert json.loads(path.read_text())["totals"]["failed"] == ["jrc_ünïcode-2"]
+    document = summary.finish(outcomes, storage={"bytes_read": 1})
+    assert json.loads(path.read_text()) == document
+    assert document["totals"]["by_state"] == {"complete": 2, "failed": 1}

@@ -26,7 +26,6 @@ from typing import TYPE_CHECKING
 from migrate.api import Prepared, check_dest_root, open_for_verify, prepare, run_prepared
 from migrate.bulk.select import Dataset
 from migrate.bulk.summary import DatasetOutcome
-from migrate.check.status import status
 from migrate.copy.engine import RunResult, UnitExecutor
 from migrate.copy.events import NullProgress, Progress
 from migrate.copy.lease import DEFAULT_EXPIRY
@@ -246,6 +245,8 @@ def convert_datasets(
 
 def status_dataset(dataset: Dataset, s3: S3Options | None) -> DatasetOutcome:
     """Where a dataset stands, from its DEST alone (:func:`migrate.check.status.status`)."""
+    from migrate.check.status import status  # only bulk status needs the DEST inventory
+
     outcome = DatasetOutcome(dataset.name, dataset.source, dataset.dest)
     dest = open_store(dataset.dest, read_only=True, s3=s3)
     if not dest.exists_prefix(""):

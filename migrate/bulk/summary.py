@@ -68,11 +68,15 @@ class Summary:
             "skipped": {},
             "warnings": [],
         }
+        self._rows: dict[str, str] = {}
+        """Each dataset's entry, already encoded (only the finished one changes per write)."""
 
     def add(self, outcome: DatasetOutcome) -> None:
         """Record (or replace) a dataset's outcome and rewrite the file."""
         with self.lock:
-            self.document["datasets"][outcome.name] = outcome.to_json()
+            row = outcome.to_json()
+            self.document["datasets"][outcome.name] = row
+            self._rows[outcome.name] = json.dumps(row)
             self._write()
 
     def skip(self, name: str, reason: str) -> None:
@@ -91,6 +95,7 @@ class Summary:
         when a Dask cluster's workers copied, which this process cannot count)."""
         with self.lock:
             self.document["datasets"] = {o.name: o.to_json() for o in outcomes}
+            self._rows = {name: json.dumps(row) for name, row in self.document["datasets"].items()}
             self.document["storage"] = storage
             self.document["totals"] = totals(outcomes)
             self.document["finished"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
@@ -101,22 +106,47 @@ class Summary:
     def _write(self) -> None:
         if self.path is None:
             return
-        self.document["totals"] = totals(
-            [DatasetOutcome(**value) for value in self.document["datasets"].values()]
-        )
+        self.document["totals"] = _totals(list(self.document["datasets"].values()))
         temporary = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
-        temporary.write_text(json.dumps(self.document, indent=2) + "\n")
+        temporary.write_text(render(self.document, self._rows))
         os.replace(temporary, self.path)
 
 
+def render(document: dict[str, Any], rows: dict[str, str] | None = None) -> str:
+    """The summary as JSON text: one line per top-level key and one per dataset (``rows``:
+    each dataset's entry already encoded, by name).
+
+    The file is rewritten as each dataset finishes, so with hundreds of datasets encoding the
+    whole document each time, indented (which only the pure-Python JSON encoder can do),
+    would cost the run CPU growing with the square of their number; here each dataset's line
+    is encoded once, by the C encoder, and the file still reads a dataset a line."""
+    lines: list[str] = []
+    for key, value in document.items():
+        if key == "datasets" and value:
+            encoded = rows or {}
+            entries = [
+                f"    {json.dumps(name)}: {encoded.get(name) or json.dumps(row)}"
+                for name, row in value.items()
+            ]
+            lines.append(f"  {json.dumps(key)}: {{\n" + ",\n".join(entries) + "\n  }")
+        else:
+            lines.append(f"  {json.dumps(key)}: {json.dumps(value)}")
+    return "{\n" + ",\n".join(lines) + "\n}\n"
+
+
 def totals(outcomes: list[DatasetOutcome]) -> dict[str, Any]:
+    """The run's totals: datasets by state, units copied, bytes read, the failed ones."""
+    return _totals([outcome.to_json() for outcome in outcomes])
+
+
+def _totals(rows: list[dict[str, Any]]) -> dict[str, Any]:
     by_state: dict[str, int] = {}
-    for outcome in outcomes:
-        by_state[outcome.state] = by_state.get(outcome.state, 0) + 1
+    for row in rows:
+        by_state[row["state"]] = by_state.get(row["state"], 0) + 1
     return {
-        "datasets": len(outcomes),
+        "datasets": len(rows),
         "by_state": dict(sorted(by_state.items())),
-        "units_copied": sum(o.units_copied for o in outcomes),
-        "bytes_read": sum(o.bytes_read for o in outcomes),
-        "failed": [o.name for o in outcomes if o.failures],
+        "units_copied": sum(row["units_copied"] for row in rows),
+        "bytes_read": sum(row["bytes_read"] for row in rows),
+        "failed": [row["name"] for row in rows if row["failures"]],
     }
