@@ -108,7 +108,8 @@ def test_bulk_bench_tiny() -> None:
     """scripts/bulk_bench.py runs end to end in its tiny mode (3 datasets, no latency);
     times are not judged."""
     done = subprocess.run(
-        [sys.executable, str(ROOT / "scripts" / "bulk_bench.py"), "--tiny", "--workers", "2"],
+        [sys.executable, str(ROOT / "scripts" / "bulk_bench.py"), "--tiny", "--workers", "2",
+         "--reps", "2"],
         capture_output=True, text=True, timeout=300, cwd=ROOT,
     )  # fmt: skip
     assert done.returncode == 0, done.stderr
@@ -119,3 +120,19 @@ def test_bulk_bench_tiny() -> None:
     }  # fmt: skip
     assert all(seconds > 0 for seconds in report["seconds"].values())
     assert set(report["bulk_over_single"]) == {"local", "s3"}
+    # two local pairs, the second with bulk first
+    assert [list(pair) for pair in report["local_reps"]] == [["single", "bulk"], ["bulk", "single"]]
+    low, high = report["local_ratio_range"]
+    assert low <= report["local_ratio_median"] <= high
+
+
+def test_summary_cost_script() -> None:
+    """scripts/summary_cost.py times both ways of rewriting the summary; times not judged."""
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "summary_cost.py"), "--datasets", "5"],
+        capture_output=True, text=True, timeout=120, cwd=ROOT,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout)
+    assert report["datasets"] == 5
+    assert set(report["cpu_seconds"]) == {"a_line_each", "indented_whole"}
