@@ -89,3 +89,19 @@ def read_zarr(path: Path) -> np.ndarray[Any, Any]:
     array = zarr.open_array(str(path), mode="r")
     data = np.asarray(array[...])
     return data.astype(data.dtype.newbyteorder("="))
+
+
+def unit_records(dest: Path) -> int:
+    """How many work-unit records (files named by unit number) DEST's state folder holds."""
+    state = dest / ".cellmap-migrate"
+    return sum(1 for p in state.rglob("*") if p.is_file() and p.name.isdigit())
+
+
+def corrupt(block: Path) -> bytes:
+    """Flip bytes 20–59 of a block file (its compressed payload); returns the original."""
+    original = block.read_bytes()
+    broken = bytearray(original)
+    for i in range(20, min(len(broken), 60)):
+        broken[i] ^= 0x5A
+    block.write_bytes(bytes(broken))
+    return original

@@ -23,7 +23,7 @@ import numpy as np
 import pytest
 
 from migrate.example.fixture import ImageSpec, write_dataset
-from tests.helpers import REPO, chunk_files, read_zarr, run_cli, run_subprocess, snapshot
+from tests.helpers import REPO, chunk_files, corrupt, read_zarr, run_cli, run_subprocess, snapshot
 from tests.n5_reader import read_n5_array
 
 TINY: dict[str, Any] = {"shape": (20, 23, 26), "block_size": (8, 8, 8), "levels": 2}
@@ -117,15 +117,6 @@ def same_as_source(n5: Path, zarr_root: Path, specs: list[ImageSpec]) -> None:
             got = read_zarr(zarr_root / spec.path / f"s{level}")
             assert got.dtype == expected.dtype, f"{zarr_root}/{spec.path}/s{level}"
             np.testing.assert_array_equal(got, expected, err_msg=f"{zarr_root}/{spec.path}")
-
-
-def corrupt(block: Path) -> bytes:
-    original = block.read_bytes()
-    broken = bytearray(original)
-    for i in range(20, min(len(broken), 60)):
-        broken[i] ^= 0x5A
-    block.write_bytes(bytes(broken))
-    return original
 
 
 def summary_of(path: Path) -> dict[str, Any]:

@@ -20,7 +20,7 @@ from migrate.example.fixture import (
     write_dataset,
     write_image,
 )
-from tests.helpers import chunk_files, read_zarr, run_cli, snapshot
+from tests.helpers import chunk_files, corrupt, read_zarr, run_cli, snapshot
 from tests.n5_reader import read_n5_array
 
 VERSIONS = [
@@ -295,15 +295,6 @@ def test_verify_sample(tmp_path: Path) -> None:
     assert full.exit_code == sample.exit_code == 0
     assert sample.json["units_checked"] > 0
     assert 0 < sample.json["bytes_compared"] < 0.5 * full.json["bytes_compared"]
-
-
-def corrupt(block: Path) -> bytes:
-    original = block.read_bytes()
-    broken = bytearray(original)
-    for i in range(20, min(len(broken), 60)):
-        broken[i] ^= 0x5A
-    block.write_bytes(bytes(broken))
-    return original
 
 
 def test_corrupt_block_is_reported_and_the_rest_completes(tmp_path: Path) -> None:

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from migrate.example.fixture import ImageSpec, write_image
-from tests.helpers import chunk_files, popen_convert, run_subprocess
+from tests.helpers import chunk_files, popen_convert, run_subprocess, unit_records
 
 SPEC = ImageSpec(
     path="em/fibsem-uint16",
@@ -42,18 +42,12 @@ def reference(source: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[st
     return {key: digest for key, (digest, _) in chunk_files(dest).items()}
 
 
-def records(dest: Path) -> int:
-    return sum(
-        1 for p in (dest / ".cellmap-migrate").rglob("*") if p.is_file() and p.name.isdigit()
-    )
-
-
 def start_and_wait(source: Path, dest: Path, at_least: int) -> tuple[subprocess.Popen[str], int]:
     proc = popen_convert(str(source), str(dest), *ARGS)
     deadline = time.monotonic() + 60
-    while records(dest) < at_least and proc.poll() is None and time.monotonic() < deadline:
+    while unit_records(dest) < at_least and proc.poll() is None and time.monotonic() < deadline:
         time.sleep(0.01)
-    return proc, records(dest)
+    return proc, unit_records(dest)
 
 
 @pytest.mark.slow
@@ -71,7 +65,7 @@ def test_sigkill_at_random_moments_then_resume(
             pytest.fail("the run finished before it could be killed: make the fixture bigger")
         proc.send_signal(signal.SIGKILL)
         proc.communicate()
-        now = records(dest)
+        now = unit_records(dest)
         assert now >= seen, "records were lost"
         seen = now
         # killed mid-run: the image is not advertised as complete

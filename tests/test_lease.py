@@ -32,7 +32,7 @@ from migrate.copy.options import EngineOptions
 from migrate.example.fixture import ImageSpec, write_dataset, write_image
 from migrate.storage import LocalStore, S3Options, Store, open_store
 from migrate.target.plan import PlanOptions
-from tests.helpers import REPO, chunk_files, popen_convert, run_cli, run_subprocess
+from tests.helpers import REPO, chunk_files, popen_convert, run_cli, run_subprocess, unit_records
 from tests.s3server import (
     MotoServer,
     TcpProxy,
@@ -70,17 +70,11 @@ def reference(source: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[st
     return {key: digest for key, (digest, _) in chunk_files(dest).items()}
 
 
-def records(dest: Path) -> int:
-    return sum(
-        1 for p in (dest / ".cellmap-migrate").rglob("*") if p.is_file() and p.name.isdigit()
-    )
-
-
 def start_and_wait(dest: Path, *args: str, at_least: int = 5) -> subprocess.Popen[str]:
     """Start ``convert *args``; return once it has recorded ``at_least`` units."""
     proc = popen_convert(*args)
     deadline = time.monotonic() + 60
-    while records(dest) < at_least and proc.poll() is None and time.monotonic() < deadline:
+    while unit_records(dest) < at_least and proc.poll() is None and time.monotonic() < deadline:
         time.sleep(0.01)
     if proc.poll() is not None:
         _, err = proc.communicate()
@@ -180,7 +174,7 @@ def test_ctrl_c_releases_the_lease(source: Path, tmp_path: Path) -> None:
     _, err = first.communicate(timeout=60)
     assert first.returncode == 130, err
     assert not (dest / LEASE).exists()
-    assert records(dest) > 0  # the records stay for the resume
+    assert unit_records(dest) > 0  # the records stay for the resume
 
 
 @pytest.mark.slow
@@ -673,5 +667,5 @@ def test_dask_workers_of_a_run_that_lost_its_lease_stop(tmp_path: Path, small: P
                 )
     finally:
         cluster.stop()
-    assert records(dest) == 0
+    assert unit_records(dest) == 0
     assert json.loads((dest / LEASE).read_text())["run_id"] == "the-run-that-broke-the-lease"

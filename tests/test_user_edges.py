@@ -18,7 +18,7 @@ import zarr
 
 from migrate.example.fixture import ImageSpec, write_image
 from migrate.source.discover import split_n5_url
-from tests.helpers import REPO, popen_convert, run_cli, run_subprocess
+from tests.helpers import REPO, popen_convert, run_cli, run_subprocess, unit_records
 from tests.n5_reader import read_n5_array
 
 SMALL = ImageSpec(
@@ -154,11 +154,6 @@ ONE_BLOCK_UNITS = ("--workers", "1", "--unit-mib", "0.0078125", "--no-transplant
 """One 16³ uint16 block per work unit: 384 units."""
 
 
-def done_records(dest: Path) -> int:
-    state = dest / ".cellmap-migrate"
-    return sum(1 for p in state.rglob("*") if p.is_file() and p.name.isdigit())
-
-
 def test_sigterm_stops_like_ctrl_c_and_resumes(tmp_path: Path) -> None:
     """What a batch scheduler sends at a time limit: one line, exit 143 (128 + SIGTERM), the
     finished units recorded; the same command finishes the job and the output equals the
@@ -169,7 +164,7 @@ def test_sigterm_stops_like_ctrl_c_and_resumes(tmp_path: Path) -> None:
     proc = popen_convert(str(n5), str(dest), *ONE_BLOCK_UNITS)
     try:
         deadline = time.monotonic() + 60
-        while proc.poll() is None and time.monotonic() < deadline and done_records(dest) < 5:
+        while proc.poll() is None and time.monotonic() < deadline and unit_records(dest) < 5:
             time.sleep(0.01)
         if proc.poll() is not None:
             pytest.fail("the run finished before it could be terminated: make the fixture bigger")
@@ -184,7 +179,7 @@ def test_sigterm_stops_like_ctrl_c_and_resumes(tmp_path: Path) -> None:
     (line,) = error_lines(err)
     assert "terminated (SIGTERM)" in line
     assert "run the same command again" in line
-    recorded = done_records(dest)
+    recorded = unit_records(dest)
     assert recorded >= 5
     assert not (dest / MANY_UNITS.path / ".zattrs").exists()  # not advertised as complete
     status = run_subprocess("status", str(dest))
