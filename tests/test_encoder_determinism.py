@@ -40,21 +40,13 @@ NAMES: tuple[Literal["gzip"], Literal["zlib"]] = ("gzip", "zlib")
 LEVELS = range(10)
 
 CHILD = """
-import hashlib, json, sys
+import json, sys
 import numpy as np
-from migrate.copy.transplant import encode
-from migrate.example.fixture import ImageSpec, write_image
-from schemas.plan import CodecPlan
+from tests.test_encoder_determinism import digests
 chunks = np.load(sys.argv[1])
-digests = {}
-for i in range(len(chunks.files)):
-    values = chunks[f"arr_{i}"]
-    for name in ("gzip", "zlib"):
-        for level in range(10):
-            plan = CodecPlan(name=name, level=level, endian="little", transplant=False, reason="")
-            digests[f"{i} {name} {level}"] = hashlib.sha256(encode(plan, values)).hexdigest()
-print(json.dumps(digests))
+print(json.dumps(digests([chunks[f"arr_{i}"] for i in range(len(chunks.files))])))
 """
+"""Run in the emulated CPU: the same :func:`digests` as the host's, on the host's chunks."""
 
 
 def edge_chunks() -> list[npt.NDArray[Any]]:
@@ -84,21 +76,32 @@ def edge_chunks() -> list[npt.NDArray[Any]]:
     return chunks
 
 
-def native_digests(chunks: list[npt.NDArray[Any]]) -> dict[str, str]:
-    """Encode every chunk at every level in this process; each stream is decoded with the
-    standard library's zlib and must give the chunk's bytes back."""
-    digests: dict[str, str] = {}
+def digests(chunks: list[npt.NDArray[Any]]) -> dict[str, str]:
+    """The sha256 of every chunk encoded at every gzip and zlib level, by ``chunk name level``."""
+    found: dict[str, str] = {}
     for i, values in enumerate(chunks):
         for name in NAMES:
             for level in LEVELS:
                 plan = CodecPlan(
                     name=name, level=level, endian="little", transplant=False, reason=""
                 )
-                payload = bytes(encode(plan, values))
+                found[f"{i} {name} {level}"] = hashlib.sha256(encode(plan, values)).hexdigest()
+    return found
+
+
+def native_digests(chunks: list[npt.NDArray[Any]]) -> dict[str, str]:
+    """:func:`digests` in this process; each stream is also decoded with the standard
+    library's zlib and must give the chunk's bytes back."""
+    for values in chunks:
+        for name in NAMES:
+            for level in LEVELS:
+                plan = CodecPlan(
+                    name=name, level=level, endian="little", transplant=False, reason=""
+                )
                 wbits = 31 if name == "gzip" else 15
-                assert zlib.decompress(payload, wbits) == values.tobytes(), (i, name, level)
-                digests[f"{i} {name} {level}"] = hashlib.sha256(payload).hexdigest()
-    return digests
+                payload = bytes(encode(plan, values))
+                assert zlib.decompress(payload, wbits) == values.tobytes(), (name, level)
+    return digests(chunks)
 
 
 @pytest.fixture(scope="module")

@@ -14,8 +14,9 @@ import json
 import math
 import posixpath
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 from migrate.errors import MetadataError, StoreError
 from migrate.source.mapping import SourceImage, SourceLevel, sort_level_names
@@ -209,14 +210,12 @@ def _names(listing: Listing | None) -> list[str]:
 
 def _attributes_and_listing(store: Store, path: str) -> tuple[Attributes, Listing]:
     """``path``'s attributes and its listing, asked for at once."""
-    attributes: list[Attributes] = []
-    listing: list[Listing] = []
-    tasks = [
-        lambda: attributes.append(_attributes_or_error(store, path)),
-        lambda: listing.append(_listing(store, path)),
+    reads: list[Callable[[], Attributes | Listing]] = [
+        lambda: _attributes_or_error(store, path),
+        lambda: _listing(store, path),
     ]
-    store.map(lambda task: task(), tasks)
-    return attributes[0], listing[0]
+    attributes, listing = store.map(lambda read: read(), reads)
+    return cast(Attributes, attributes), cast(Listing, listing)
 
 
 def _attributes_or_error(store: Store, path: str) -> dict[str, Any] | MetadataError | None:
