@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -18,13 +17,12 @@ settings.register_profile(
 settings.load_profile("cellmap")
 
 
-def shared_dir() -> Path:
-    """The project's shared folder (beside the repository, or $CELLMAP_SHARED)."""
-    env = os.environ.get("CELLMAP_SHARED")
-    return Path(env) if env else Path(__file__).resolve().parents[2] / "shared"
+DATA = Path(__file__).resolve().parent / "data"
+"""Real Cellmap metadata carried by the repository (``tests/data/README.md`` says where each
+file came from); the tests read nothing outside the repository."""
 
-
-REFERENCE = shared_dir() / "reference"
+REFERENCE = DATA / "reference"
+REGISTRY = DATA / "registry"
 
 
 def load_reference(name: str) -> dict[str, Any]:

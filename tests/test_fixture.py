@@ -335,7 +335,7 @@ def test_hela_like_metadata(tmp_path: Path) -> None:
 def test_matches_published_hela_metadata(
     tmp_path: Path, hela_group: dict[str, Any], hela_s0: dict[str, Any]
 ) -> None:
-    """The hela-like defaults reproduce the published jrc_hela-2 attributes (shared/reference)."""
+    """The hela-like defaults reproduce the published jrc_hela-2 attributes (tests/data)."""
     spec = ImageSpec(path="em/fibsem-uint16", shape=(20, 30, 40), levels=5)
     write_image(tmp_path, spec)
     assert load(tmp_path / "em" / "fibsem-uint16" / "attributes.json") == hela_group

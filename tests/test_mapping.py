@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import copy
-import json
 import math
-import os
 import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
@@ -30,28 +28,15 @@ from migrate.source.mapping import (
     sort_level_names,
 )
 from schemas.ngff import MultiscaleV04, MultiscaleV05
+from tests import conftest
+from tests.conftest import load_reference
 
 # ----------------------------------------------------------------------- reference data
 
 
-def _reference_dir() -> Path:
-    beside_repo = Path(__file__).resolve().parents[2] / "shared" / "reference"
-    if beside_repo.is_dir():
-        return beside_repo
-    return Path(os.environ["CELLMAP_SHARED"]) / "reference"
-
-
-REFERENCE = _reference_dir()
-
-
-def _load(name: str) -> dict[str, Any]:
-    value: dict[str, Any] = json.loads((REFERENCE / name).read_text())
-    return value
-
-
-HELA_GROUP = _load("cosem-group-jrc_hela-2-em-fibsem-uint16.attributes.json")
-HELA_S0 = _load("cosem-array-jrc_hela-2-em-fibsem-uint16-s0.attributes.json")
-NGFF_PUBLISHED = _load("ngff-v04-cellmap-published.zattrs.json")
+HELA_GROUP = load_reference(conftest.HELA_GROUP)
+HELA_S0 = load_reference(conftest.HELA_S0)
+NGFF_PUBLISHED = load_reference(conftest.NGFF_PUBLISHED)
 
 GROUP_AT = "jrc_hela-2.n5/em/fibsem-uint16/attributes.json"
 
