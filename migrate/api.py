@@ -1,7 +1,7 @@
 """The library entry points the CLI calls: each builds stores, plans, and acts.
 
 This is the I/O layer's front: the pure parts (discovery results → plan → documents) live
-in ``plan``, ``layout`` and ``mapping``.
+in ``plan``, ``layout`` and ``reconcile``.
 """
 
 from __future__ import annotations

@@ -16,7 +16,7 @@ from typing import Any
 from migrate.copy import resume
 from migrate.errors import MetadataError, MigrationError
 from migrate.source.discover import ATTRIBUTES, discover, read_json_object, split_n5_url
-from migrate.source.mapping import SourceImage
+from migrate.source.image import SourceImage
 from migrate.source.units import KNOWN_UNITS
 from migrate.storage import S3Options, Store, join_key, open_store
 from migrate.target.layout import PROVENANCE_KEY

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from typing import Any, cast
 
 from migrate.errors import MetadataError, StoreError
-from migrate.source.mapping import SourceImage, SourceLevel, sort_level_names
+from migrate.source.image import SourceImage, SourceLevel, sort_level_names
 from migrate.storage import Store, join_key
 from schemas.n5 import is_array_attributes
 

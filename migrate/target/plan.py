@@ -15,8 +15,9 @@ from migrate import __version__
 from migrate.errors import MetadataError, MigrationError
 from migrate.source.axes import f_to_c
 from migrate.source.discover import Discovery
-from migrate.source.mapping import MappedImage, MappingOptions, SourceImage, map_image
+from migrate.source.image import SourceImage
 from migrate.source.parse import parse_attrs
+from migrate.source.reconcile import MappedImage, MappingOptions, map_image
 from migrate.storage import join_key
 from migrate.target.codecs import CodecChoice, choose_codec
 from migrate.target.layout import PROVENANCE_KEY
