@@ -13,7 +13,7 @@ from migrate.copy.engine import RunResult, UnitExecutor, run_plan
 from migrate.copy.events import Progress
 from migrate.copy.lease import Notice
 from migrate.copy.options import EngineOptions
-from migrate.errors import MigrationError, PlanMismatchError
+from migrate.errors import ConflictError, MigrationError, PlanMismatchError
 from migrate.source.discover import discover, normalize_url, split_n5_url
 from migrate.storage import S3Options, Store, open_store
 from migrate.target.plan import PlanOptions, build_plan
@@ -86,6 +86,16 @@ def open_for_verify(src: str, dest: str, s3: S3Options | None = None) -> tuple[S
         inner,
         open_store(_normalize(dest), read_only=True, s3=s3),
     )
+
+
+def check_conflicts(plan: Plan) -> None:
+    """Refuse a plan whose source metadata disagrees (between COSEM and Neuroglancer, or
+    inside one of them: each conflict says which) until ``--trust`` is given."""
+    if plan.conflicts:
+        raise ConflictError(
+            f"{len(plan.conflicts)} metadata conflict(s) (first: {plan.conflicts[0]}); "
+            "say which metadata to use with --trust cosem|neuroglancer"
+        )
 
 
 def check_dest_root(dest: Store, plan: Plan, *, into_existing: bool) -> None:

@@ -277,6 +277,29 @@ def test_conflicting_conventions_need_trust(tmp_path: Path) -> None:
     assert scale["coordinateTransformations"][0]["scale"] == [6.0, 4.0, 4.0]
 
 
+def test_cosem_levels_disagreeing_on_units_is_worded_as_inside_cosem(tmp_path: Path) -> None:
+    """A COSEM-only image whose s1 says micrometers: the refusal names both levels' fields and
+    values, and does not blame a Neuroglancer convention the source does not have."""
+    n5 = hela_tree(tmp_path)
+    image = n5 / "em" / "fibsem-uint16"
+    group = {"multiscales": load_reference(HELA_GROUP)["multiscales"]}
+    group["multiscales"][0]["datasets"][1]["transform"]["units"] = ["um", "um", "um"]
+    (image / "attributes.json").write_text(json.dumps(group))
+    for level, dataset in enumerate(group["multiscales"][0]["datasets"]):
+        path = image / f"s{level}" / "attributes.json"
+        attrs = json.loads(path.read_text())
+        del attrs["pixelResolution"]  # COSEM only: no Neuroglancer metadata anywhere
+        attrs["transform"] = dataset["transform"]  # the array agrees with the group entry
+        path.write_text(json.dumps(attrs))
+    line = one_error_line(tmp_path, "convert", str(n5))
+    assert "Neuroglancer" not in line
+    assert "inside the COSEM metadata" in line
+    where = "em/fibsem-uint16/attributes.json multiscales[0].datasets"
+    assert f"{where}[1].transform.units is ['micrometer', 'micrometer', 'micrometer']" in line
+    assert f"{where}[0].transform.units is ['nanometer', 'nanometer', 'nanometer']" in line
+    assert "--trust" in line
+
+
 def test_dest_inside_source_is_refused(dataset: Path) -> None:
     line = one_error_line(dataset.parent, "convert", str(dataset), str(dataset / "out.zarr"))
     assert "inside the source" in line

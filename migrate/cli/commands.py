@@ -17,7 +17,7 @@ import click
 
 from migrate import __version__
 from migrate.cli.progress import current_watch, log_plan, watched
-from migrate.errors import ConflictError, MigrationError
+from migrate.errors import MigrationError
 from migrate.storage import S3Options
 from migrate.target.plan import DEFAULT_UNIT_BYTES
 
@@ -325,7 +325,7 @@ def convert(
         from migrate.report import require_extra
 
         require_extra()
-    from migrate.api import check_dest_root, prepare, run_prepared
+    from migrate.api import check_conflicts, check_dest_root, prepare, run_prepared
     from migrate.copy import lease
     from migrate.copy.engine import check_images
     from migrate.target.diff import metadata_diff, plan_json, render_plan
@@ -354,11 +354,7 @@ def convert(
             click.echo(render_plan(plan, fast=not no_transplant), nl=False)
             click.echo("\nmetadata changes:" if diff else "\nmetadata: no changes")
             click.echo("".join(diff), nl=False)
-    if plan.conflicts:
-        raise ConflictError(
-            f"{len(plan.conflicts)} metadata conflict(s) between COSEM and Neuroglancer "
-            f"metadata (first: {plan.conflicts[0]}); pick one with --trust cosem|neuroglancer"
-        )
+    check_conflicts(plan)
     check_dest_root(prepared.dest, plan, into_existing=into_existing)
     if dry_run:  # the refusals a real run would meet, with the same message; no lease
         check_images(prepared.dest, plan, overwrite)

@@ -222,16 +222,18 @@ def _differences_from_s0(
         if entry.axes != s0.axes:
             conflicts.append(
                 Conflict(
-                    f"COSEM axes of {level.name}: {entry.ref}.axes is {list(entry.axes)} but "
-                    f"s0's {s0.ref}.axes is {list(s0.axes)} (C order)",
+                    f"inside the COSEM metadata, the axes of {level.name} differ from s0's: "
+                    f"{entry.ref}.axes is {list(entry.axes)} but {s0.ref}.axes is "
+                    f"{list(s0.axes)} (C order)",
                     used="s0's axes names",
                 )
             )
         if entry.units != s0.units:
             conflicts.append(
                 Conflict(
-                    f"COSEM units of {level.name}: {entry.ref}.units is {list(entry.units)} but "
-                    f"s0's {s0.ref}.units is {list(s0.units)} (C order, normalised)",
+                    f"inside the COSEM metadata, the units of {level.name} differ from s0's: "
+                    f"{entry.ref}.units is {list(entry.units)} but {s0.ref}.units is "
+                    f"{list(s0.units)} (C order, normalised)",
                     used="s0's units",
                 )
             )
