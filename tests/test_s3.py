@@ -345,6 +345,41 @@ def test_an_endpoint_that_never_answered_gets_a_few_quiet_attempts(
     assert [(r.attempt, r.max_attempts) for r in heard] == [(1, 4), (2, 4), (3, 4)]
 
 
+WORKER = """
+import pickle, sys
+from migrate.errors import StoreError
+store = pickle.loads(sys.stdin.buffer.read())
+try:
+    store.read("k")
+except StoreError as exc:
+    print(exc)
+"""
+
+
+def test_a_worker_process_knows_the_endpoint_answered(aws: MotoServer, client: Any) -> None:
+    """A store shipped to another process (a Dask worker) after the endpoint answered the
+    coordinator retries an outage on the whole schedule; shipped before any answer, it
+    gets the few attempts of an endpoint that never answered."""
+    bucket = new_bucket(client, "inherit")
+    client.put_object(Bucket=bucket, Key="p/k", Body=b"value")
+    proxy = TcpProxy(aws.port)
+    try:
+        store = open_store(f"s3://{bucket}/p", read_only=True, s3=S3Options(endpoint_url=proxy.url))
+        before = pickle.dumps(store)
+        assert store.read("k") == b"value"
+        after = pickle.dumps(store)
+        proxy.cut()
+        for shipped, expected in ((before, "no answer from the S3 endpoint"),
+                                  (after, "gave up after 2 attempts")):  # fmt: skip
+            worker = subprocess.run(
+                [sys.executable, "-c", WORKER], input=shipped, capture_output=True, cwd=REPO,
+                env={**os.environ, "AWS_MAX_ATTEMPTS": "2"}, timeout=120, check=False,
+            )  # fmt: skip
+            assert expected in worker.stdout.decode(), worker.stdout + worker.stderr
+    finally:
+        proxy.cut()
+
+
 @pytest.mark.parametrize("command", ["convert", "status"])
 def test_a_closed_port_is_one_error_line_within_seconds(
     aws: MotoServer, dataset: Path, command: str

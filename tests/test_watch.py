@@ -172,7 +172,7 @@ def test_a_retry_is_shown_as_it_happens(aws: MotoServer, n5: Path, tmp_path: Pat
     try:
         deadline = time.monotonic() + 120
         while done_records(client, "watch-retry", "out.zarr") == 0:
-            assert proc.poll() is None, proc.communicate()  # a tiny run still has 100 units
+            assert proc.poll() is None, proc.communicate()  # the tiny run has over 100 units
             assert time.monotonic() < deadline, "no finished unit recorded at DEST"
             time.sleep(0.05)
         os.kill(proc.pid, signal.SIGSTOP)  # mid-run, the storage has answered
