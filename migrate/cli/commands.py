@@ -214,8 +214,17 @@ def cli(debug: bool) -> None:
 @click.option(
     "--dry-run", is_flag=True, help="Print the plan and the metadata diff; write nothing."
 )
+@click.option(
+    "--plan-only",
+    is_flag=True,
+    help="A dry run that prints the plan only, one line per level (image, level, shape, "
+    "chunks/shards, dtype, codec, copy path, scale, translation), without the metadata "
+    "diff; writes nothing.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the plan (or results) as JSON.")
-@click.option("--ngff-version", type=click.Choice(["0.4", "0.5"]), default="0.4", show_default=True)
+@click.option("--ngff-version", type=click.Choice(["0.4", "0.5"]), default="0.4", show_default=True,
+              help="OME-NGFF version of the output: 0.4 is Zarr v2 (what the Cellmap bucket "
+              "publishes), 0.5 is Zarr v3 (needed for --shard).")  # fmt: skip
 @click.option("--prefix", default="", help="Nest the output under this path, e.g. recon-1.")
 @click.option(
     "--codec",
@@ -291,6 +300,7 @@ def convert(
     src: str,
     dest: str | None,
     dry_run: bool,
+    plan_only: bool,
     as_json: bool,
     ngff_version: str,
     prefix: str,
@@ -320,6 +330,7 @@ def convert(
     --scheduler or --cluster, the chunks are copied by the workers of a Dask cluster (they
     must reach SRC and DEST at the same paths or URLs).
     """
+    dry_run = dry_run or plan_only
     cluster_settings = _cluster_settings(cluster, workers)
     if report:
         from migrate.report import require_extra
@@ -328,7 +339,13 @@ def convert(
     from migrate.api import check_conflicts, check_dest_root, prepare, run_prepared
     from migrate.copy import lease
     from migrate.copy.engine import check_images
-    from migrate.target.diff import metadata_diff, plan_json, render_plan
+    from migrate.target.diff import (
+        metadata_diff,
+        plan_json,
+        plan_levels,
+        render_plan,
+        render_plan_levels,
+    )
     from migrate.target.plan import PlanOptions
 
     options = PlanOptions(
@@ -346,8 +363,15 @@ def convert(
     prepared = prepare(src, dest, options, read_only_dest=dry_run, s3=s3)
     plan = prepared.plan
     log_plan(current_watch(), plan)
-    diff = metadata_diff(plan, prepared.dest) if dry_run or report else []
-    if dry_run:
+    diff = metadata_diff(plan, prepared.dest) if (dry_run and not plan_only) or report else []
+    if plan_only:
+        fast = not no_transplant
+        if as_json:
+            levels = plan_levels(plan, fast=fast)
+            click.echo(json.dumps({"fingerprint": plan.fingerprint, "levels": levels}, indent=2))
+        else:
+            click.echo(render_plan_levels(plan, fast=fast), nl=False)
+    elif dry_run:
         if as_json:
             click.echo(json.dumps(plan_json(plan, diff), indent=2))
         else:
@@ -486,7 +510,8 @@ def main() -> None:
 @s3_options
 @reports_errors
 def status_command(dest: str, as_json: bool, s3: S3Options) -> None:
-    """Per image and level of DEST: work units done / total; exit 0 only when all complete."""
+    """Per image and level of DEST: complete, or work units done / total, and MB of voxels
+    done / total (uncompressed); exit 0 only when all complete."""
     from migrate.check.status import render_status, status
     from migrate.storage import open_store
 
