@@ -53,6 +53,46 @@ def _check_not_inside(source_root: str, dest: str) -> None:
         raise MigrationError(f"{dest}: DEST is inside the source {source_root}; choose another")
 
 
+def _within(inner: str, outer: str) -> bool:
+    """True when the location ``inner`` is ``outer`` or lies under it (lexically, and for
+    local paths also with their symbolic links resolved)."""
+    if (inner.rstrip("/") + "/").startswith(outer.rstrip("/") + "/"):
+        return True
+    if "://" in inner or "://" in outer:
+        return False
+    import os.path
+
+    real_inner, real_outer = os.path.realpath(inner), os.path.realpath(outer)
+    return (real_inner.rstrip("/") + "/").startswith(real_outer.rstrip("/") + "/")
+
+
+def check_output_paths(plan: Plan, source_root: str) -> None:
+    """Refuse a plan that would write where it must not: an image (with ``--prefix``) inside
+    the N5 source or around it (``--overwrite`` would delete the source with it), or in the
+    folder where DEST keeps the state of its runs. Every image path is already made of plain
+    segments (discovery and ``--prefix`` are checked), so it stays under DEST."""
+    for image in plan.images:
+        if image.dest_path.split("/")[0] == resume.STATE_DIR:
+            raise MigrationError(
+                f"{plan.dest}/{image.dest_path}: an image would be written into "
+                f"{resume.STATE_DIR}, where DEST keeps the state of its runs; choose another "
+                "--prefix"
+            )
+        where = f"{plan.dest.rstrip('/')}/{image.dest_path}".rstrip("/")
+        if _within(where, source_root):
+            raise MigrationError(
+                f"{where}: the image {image.source_path or '(SRC)'} would be written inside "
+                f"the source {source_root}, which is only ever read; choose another DEST or "
+                "--prefix"
+            )
+        if _within(source_root, where):
+            raise MigrationError(
+                f"{where}: the image {image.source_path or '(SRC)'} would be written around "
+                f"the source {source_root} (it holds it), which is only ever read; choose "
+                "another DEST or --prefix"
+            )
+
+
 def prepare(
     src: str,
     dest: str | None,
@@ -73,6 +113,7 @@ def prepare(
     dest_store = open_store(dest_url, read_only=read_only_dest, s3=dest_s3)
     discovery = discover(source, inner)
     plan = build_plan(discovery, source.url, inner, dest_store.url, options)
+    check_output_paths(plan, source.url)
     plan = resume.plan_at_dest(plan, dest_store)
     return Prepared(plan, source, dest_store)
 

@@ -95,6 +95,27 @@ class ShapeParam(click.ParamType[tuple[int, ...]]):
 SHAPE = ShapeParam()
 
 
+class PrefixParam(click.ParamType[str]):
+    """A relative path of plain segments (``recon-1``, ``a/b``; a trailing '/' is dropped);
+    an absolute path, ``..``, ``.``, an empty segment, a backslash or a control character
+    is a usage error (exit 2) naming the option."""
+
+    name = "PATH"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> str:
+        from migrate.storage import path_problem
+
+        prefix = str(value)
+        prefix = prefix[:-1] if prefix.endswith("/") and prefix != "/" else prefix
+        problem = path_problem(prefix)
+        if problem is not None:
+            self.fail(f"{problem}: a prefix is a relative path of plain names", param, ctx)
+        return prefix
+
+
+PREFIX = PrefixParam()
+
+
 def reports_errors(command: F) -> F:
     """Turn MigrationError (and anything unexpected) into one ``error:`` line and an exit code.
 
@@ -216,7 +237,9 @@ def cli(debug: bool) -> None:
 )
 @click.option("--json", "as_json", is_flag=True, help="Print the plan (or results) as JSON.")
 @click.option("--ngff-version", type=click.Choice(["0.4", "0.5"]), default="0.4", show_default=True)
-@click.option("--prefix", default="", help="Nest the output under this path, e.g. recon-1.")
+@click.option(
+    "--prefix", default="", type=PREFIX, help="Nest the output under this path, e.g. recon-1."
+)
 @click.option(
     "--codec",
     type=click.Choice(["keep", "gzip", "zstd", "blosc"]),

@@ -412,7 +412,7 @@ class ObjectStores:
             if (which, path) not in self._objects:
                 objects: Objects
                 if isinstance(store, LocalStore):
-                    objects = LocalObjects(store.root / path if path else store.root)
+                    objects = LocalObjects(store.path(path))
                 else:
                     if self._context is None:
                         self._context = _context(self.workers)

@@ -20,7 +20,7 @@ from typing import Any, cast
 
 from migrate.errors import MetadataError, StoreError
 from migrate.source.mapping import SourceImage, SourceLevel, sort_level_names
-from migrate.storage import Store, join_key
+from migrate.storage import Store, check_segment, join_key
 from schemas.n5 import is_array_attributes
 
 ATTRIBUTES = "attributes.json"
@@ -196,8 +196,12 @@ Listing = list[str] | StoreError
 
 
 def _listing(store: Store, path: str) -> Listing:
+    """``path``'s sub-directory names, each a plain path segment (a name such as ``..``,
+    which S3 allows, would lead the migration outside the source and DEST)."""
     try:
-        return store.list_dir(path)[0]
+        names = store.list_dir(path)[0]
+        where = f"{store.display(path)} (a name in its listing)"
+        return [check_segment(name, where) for name in names]
     except StoreError as exc:
         return exc
 
