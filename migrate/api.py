@@ -6,6 +6,7 @@ in ``plan``, ``layout`` and ``mapping``.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from migrate.copy import lease, resume, safety
@@ -170,12 +171,14 @@ def run_prepared(
     lease_timeout: float,
     break_lease: bool,
     notice: Notice,
+    finishing: Callable[[], None] | None = None,
 ) -> RunResult:
     """Migrate a prepared plan the one way every writer does (``convert`` and each dataset of
     ``bulk convert``): take DEST's lease, plan again against what DEST holds now that no
     other run can change it (labels other runs listed, images other runs finished), run the
     plan under the lease (a lost lease stops it before any metadata is finalized), release
-    the lease. ``prepared.plan`` is the plan that ran."""
+    the lease. ``prepared.plan`` is the plan that ran; ``finishing`` is called just before
+    the completion mark that lists all of it is written (see ``run_plan``)."""
     with lease.hold(
         prepared.dest, expiry=lease_timeout, break_lease=break_lease, notice=notice
     ) as held:
@@ -189,4 +192,5 @@ def run_prepared(
             executor,
             guard=held.check,
             run_id=held.run_id,
+            finishing=finishing,
         )

@@ -1,16 +1,20 @@
 """Hostile input: names from a source, options and requests never lead outside their root.
 
 A source's listing entries and metadata paths, ``--prefix``, every key a store is asked for
-and every path ``view`` serves are made of plain segments and stay inside their root. Run
-through the CLI against real storage: local directories, moto's S3 server, a real HTTP
-server on 127.0.0.1.
+and every path ``view`` serves are made of plain segments and stay inside their root; what
+cannot be read (a JSON document nested 100,000 deep, a directory or FIFO in place of a
+block) is one ``error:`` line naming it. Run through the CLI against real storage: local
+directories, moto's S3 server, a real HTTP server on 127.0.0.1.
 """
 
 from __future__ import annotations
 
+import fcntl
 import http.client
 import json
 import os
+import signal
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -20,7 +24,7 @@ import pytest
 from migrate.example.fixture import ImageSpec, write_image
 from migrate.storage import LocalStore, S3Options, S3Store, UnsafeKeyError
 from migrate.view.serve import make_server, serve_in_background
-from tests.helpers import run_cli, run_subprocess, snapshot
+from tests.helpers import popen_convert, run_cli, run_subprocess, snapshot
 from tests.s3server import MotoServer, s3_client, upload_tree
 from tests.s3server import snapshot as bucket_snapshot
 
@@ -374,3 +378,122 @@ def test_view_serves_only_regular_files_inside_its_root(tmp_path: Path) -> None:
     finally:
         server.shutdown()
         server.server_close()
+
+
+# --------------------------------------------------------------------------------------
+# 9. Messages
+# --------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("depth", [100_000, 500])
+def test_deeply_nested_attributes_are_one_error_line(n5: Path, depth: int) -> None:
+    attributes = n5 / IMAGE.path / "s1" / "attributes.json"
+    text = attributes.read_text().rstrip()
+    assert text.endswith("}")
+    attributes.write_text(text[:-1] + ', "deep": ' + "[" * depth + "]" * depth + "}")
+    for dry in (["--dry-run"], []):
+        run = run_subprocess("convert", str(n5), *dry)
+        assert run.exit_code == 1, run.stderr[-2000:]
+        (line,) = error_lines(run.stderr)
+        assert str(attributes) in line
+        assert "nested deeper than" in line
+        assert "internal error" not in run.stderr
+
+
+def test_a_level_without_dimensions_names_the_file_and_field(n5: Path) -> None:
+    attributes = n5 / IMAGE.path / "s1" / "attributes.json"
+    attrs = json.loads(attributes.read_text())
+    del attrs["dimensions"]
+    attributes.write_text(json.dumps(attrs))
+    run = run_cli("convert", str(n5), "--dry-run")
+    assert run.exit_code == 1
+    (line,) = error_lines(run.stderr)
+    assert f"{attributes}: dimensions: required but missing" in line
+
+
+@pytest.mark.parametrize("kind", ["directory", "fifo"])
+@pytest.mark.parametrize(
+    "flags",
+    [(), ("--no-transplant",), ("--skip-decode-check",)],
+    ids=["transplant", "tensorstore", "file-to-file"],
+)
+def test_a_block_that_is_not_a_file_fails_its_image_only(
+    n5: Path, tmp_path: Path, kind: str, flags: tuple[str, ...]
+) -> None:
+    """A directory or a FIFO in place of a block (unreadable whoever runs the test, root
+    included): the block is named, its image fails, the other image is finished."""
+    block = n5 / IMAGE.path / "s0" / "1" / "1" / "1"
+    block.unlink()
+    if kind == "directory":
+        block.mkdir()
+    else:
+        os.mkfifo(block)
+    dest = tmp_path / "out.zarr"
+    run = run_subprocess("convert", str(n5), str(dest), "--workers", "1", *flags, timeout=120)
+    assert run.exit_code == 1, run.stderr
+    (line,) = error_lines(run.stderr)
+    assert str(block) in line
+    assert "in place of a block file" in line
+    assert "resume" not in line
+    status = run_cli("status", str(dest), "--json")
+    complete = {image["image"]: image["complete"] for image in status.json}
+    assert complete == {IMAGE.path: False, OTHER.path: True}
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_a_signal_after_the_completion_mark_says_the_run_had_finished(
+    n5: Path, tmp_path: Path, signum: int
+) -> None:
+    """The run is held after it wrote its completion mark (its lease's lock file is held by
+    the test, so releasing the lease waits); the signal arrives then: the run says it had
+    finished and exits 0."""
+    dest = tmp_path / "out.zarr"
+    lock_path = dest / ".cellmap-migrate" / "lease.json.lock"
+    proc = popen_convert(str(n5), str(dest), "--workers", "1", "--unit-mib", "0.001",
+                         "--no-transplant", "--lease-timeout", "10")  # fmt: skip
+    lock_fd = -1
+    try:
+        # event 1: the first unit is recorded; stop the run, take the lease's lock, go on
+        deadline = time.monotonic() + 120
+        while proc.poll() is None and time.monotonic() < deadline:
+            if any(p.name.isdigit() for p in (dest / ".cellmap-migrate").rglob("*")):
+                break
+            time.sleep(0.01)
+        assert proc.poll() is None, "the run ended before its first unit was seen"
+        os.kill(proc.pid, signal.SIGSTOP)
+        lock_fd = os.open(lock_path, os.O_RDWR)
+        while True:
+            try:
+                fcntl.flock(lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:  # stopped while renewing its lease: let it finish
+                os.kill(proc.pid, signal.SIGCONT)
+                time.sleep(0.05)
+                os.kill(proc.pid, signal.SIGSTOP)
+        os.kill(proc.pid, signal.SIGCONT)
+        # event 2: the completion mark is at DEST (the run cannot release its lease)
+        root_attrs = dest / ".zattrs"
+        while time.monotonic() < deadline:
+            if root_attrs.exists():
+                mark = json.loads(root_attrs.read_text()).get("cellmap-migrate", {})
+                if set(mark.get("complete", {})) == {IMAGE.path, OTHER.path}:
+                    break
+            time.sleep(0.01)
+        else:
+            pytest.fail("no completion mark")
+        proc.send_signal(signum)
+        fcntl.flock(lock_fd, fcntl.LOCK_UN)
+        _out, err = proc.communicate(timeout=120)
+    finally:
+        if lock_fd >= 0:
+            os.close(lock_fd)
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert proc.returncode == 0, err
+    assert not error_lines(err), err
+    name = "SIGTERM" if signum == signal.SIGTERM else "SIGINT"
+    assert f"note: {name}" in err
+    assert "arrived after the run had finished" in err
+    assert run_cli("status", str(dest)).exit_code == 0
+    assert not (dest / ".cellmap-migrate" / "lease.json").exists()
