@@ -385,6 +385,9 @@ def test_s3_second_convert_is_refused_while_the_first_runs(aws: MotoServer, tmp_
                     break
                 time.sleep(0.05)
             assert first.poll() is None, first.communicate()[1]
+            # held still until the Ctrl-C below, so that it comes while the run copies (a
+            # signal after the completion mark no longer stops a run: it says it finished)
+            os.kill(first.pid, signal.SIGSTOP)
             lease = json.loads(
                 client.get_object(Bucket=bucket, Key="out.zarr/.cellmap-migrate/lease.json")[
                     "Body"
@@ -398,6 +401,7 @@ def test_s3_second_convert_is_refused_while_the_first_runs(aws: MotoServer, tmp_
             assert f"pid {first.pid}" in line
             assert first.poll() is None, "the first run ended before the second was refused"
             first.send_signal(signal.SIGINT)
+            os.kill(first.pid, signal.SIGCONT)
             _, err = first.communicate(timeout=180)
         finally:
             if first.poll() is None:

@@ -16,6 +16,7 @@ from typing import Any, TypeVar
 import click
 
 from migrate import __version__
+from migrate.cli import signals
 from migrate.cli.progress import current_watch, log_plan, watched
 from migrate.errors import MigrationError
 from migrate.storage import S3Options
@@ -29,33 +30,6 @@ EXIT_INTERRUPTED = 130
 """Ctrl-C (SIGINT): 128 + 2, as shells report it."""
 EXIT_TERMINATED = 143
 """SIGTERM (what batch schedulers send at a time limit or on a cancel): 128 + 15."""
-
-
-class Terminated(KeyboardInterrupt):
-    """SIGTERM, raised in the main thread like Ctrl-C's KeyboardInterrupt, so that a run
-    stops the same way: work in flight is cancelled, every finished unit stays recorded."""
-
-
-@contextlib.contextmanager
-def _sigterm_raises() -> Iterator[None]:
-    """While the command runs, SIGTERM raises :class:`Terminated` (once; a repeated SIGTERM
-    during the shutdown is ignored). Only the main thread can install handlers."""
-    import signal
-    import threading
-
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-
-    def terminate(signum: int, frame: Any) -> None:
-        signal.signal(signal.SIGTERM, signal.SIG_IGN)
-        raise Terminated
-
-    previous = signal.signal(signal.SIGTERM, terminate)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
 
 
 def _shape_option(value: str | None, name: str) -> tuple[int, ...] | None:
@@ -95,6 +69,27 @@ class ShapeParam(click.ParamType[tuple[int, ...]]):
 SHAPE = ShapeParam()
 
 
+class PrefixParam(click.ParamType[str]):
+    """A relative path of plain segments (``recon-1``, ``a/b``; a trailing '/' is dropped);
+    an absolute path, ``..``, ``.``, an empty segment, a backslash or a control character
+    is a usage error (exit 2) naming the option."""
+
+    name = "PATH"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> str:
+        from migrate.storage import path_problem
+
+        prefix = str(value)
+        prefix = prefix[:-1] if prefix.endswith("/") and prefix != "/" else prefix
+        problem = path_problem(prefix)
+        if problem is not None:
+            self.fail(f"{problem}: a prefix is a relative path of plain names", param, ctx)
+        return prefix
+
+
+PREFIX = PrefixParam()
+
+
 def reports_errors(command: F) -> F:
     """Turn MigrationError (and anything unexpected) into one ``error:`` line and an exit code.
 
@@ -105,14 +100,18 @@ def reports_errors(command: F) -> F:
     def wrapper(*args: Any, debug: bool = False, **kwargs: Any) -> Any:
         debug = debug or bool(click.get_current_context().find_root().params.get("debug"))
         try:
-            with _sigterm_raises():
-                return command(*args, **kwargs)
+            with signals.handled():
+                result = command(*args, **kwargs)
+            held = signals.held_signal()
+            if held is not None:
+                click.echo(signals.late_note(held), err=True)
+            return result
         except MigrationError as exc:
             if debug:
                 raise
             click.echo(f"error: {exc}", err=True)
             sys.exit(EXIT_ERROR)
-        except Terminated:
+        except signals.Terminated:
             click.echo(
                 "error: terminated (SIGTERM); every finished work unit is recorded: "
                 "run the same command again to resume",
@@ -225,7 +224,9 @@ def cli(debug: bool) -> None:
 @click.option("--ngff-version", type=click.Choice(["0.4", "0.5"]), default="0.4", show_default=True,
               help="OME-NGFF version of the output: 0.4 is Zarr v2 (what the Cellmap bucket "
               "publishes), 0.5 is Zarr v3 (needed for --shard).")  # fmt: skip
-@click.option("--prefix", default="", help="Nest the output under this path, e.g. recon-1.")
+@click.option(
+    "--prefix", default="", type=PREFIX, help="Nest the output under this path, e.g. recon-1."
+)
 @click.option(
     "--codec",
     type=click.Choice(["keep", "gzip", "zstd", "blosc"]),
@@ -418,6 +419,7 @@ def convert(
             lease_timeout=lease_timeout,
             break_lease=break_lease,
             notice=notice,
+            finishing=signals.finishing,
         )
     plan = prepared.plan
     current_watch().record("summary", fingerprint=plan.fingerprint, **result.to_json())
@@ -433,6 +435,8 @@ def convert(
             f"{len(result.failures)} work unit(s) failed (first: {result.failures[0]}); "
             "fix the source and run the same command again to finish"
         )
+    if signals.held_signal() is not None:
+        return  # asked to stop as the run finished: no more than the summary
     from migrate.view.scan import convert_hint
 
     hint = convert_hint(prepared.dest)  # --json: stderr carries JSON lines only
@@ -501,6 +505,7 @@ def main() -> None:
     from migrate.copy.memory import limit_malloc_arenas
 
     limit_malloc_arenas()
+    signals.own_process()
     cli(prog_name="cellmap-migrate")
 
 

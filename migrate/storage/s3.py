@@ -13,6 +13,7 @@ from typing import Any, TypeVar
 from migrate.errors import StoreError
 from migrate.storage import iocounts, retries, s3_reach
 from migrate.storage.base import ConditionalWritesUnsupportedError, Store, join_key
+from migrate.storage.keys import check_key
 from migrate.storage.s3_settings import (
     _ENV_KEYS,
     _NOT_FOUND,
@@ -287,7 +288,10 @@ class S3Store(Store):
         return self._requests.client
 
     def _key(self, key: str) -> str:
-        return join_key(self.prefix, key)
+        """The full object key of ``key``, which must be made of plain segments
+        (:func:`~migrate.storage.keys.check_key`): S3 stores ``..`` literally, but a file
+        system or an HTTP client that normalizes URL paths would climb out of the prefix."""
+        return join_key(self.prefix, check_key(key, self.url))
 
     def _dir(self, key: str) -> str:
         """The S3 prefix of the "directory" ``key``: '' or 'a/b/'."""

@@ -18,7 +18,7 @@ from migrate.source.discover import Discovery
 from migrate.source.image import SourceImage
 from migrate.source.parse import parse_attrs
 from migrate.source.reconcile import MappedImage, MappingOptions, map_image
-from migrate.storage import join_key
+from migrate.storage import join_key, path_problem
 from migrate.target.codecs import CodecChoice, choose_codec
 from migrate.target.layout import PROVENANCE_KEY
 from schemas.n5 import ITEMSIZE, N5ArrayAttributes
@@ -330,6 +330,9 @@ def build_plan(
     """The whole plan. Raises MetadataError / MigrationError on input that cannot be mapped."""
     if options.shard is not None and options.ngff_version != "0.5":
         raise MigrationError("--shard needs --ngff-version 0.5 (Zarr v3); 0.4 has no sharding")
+    problem = path_problem(options.prefix)
+    if problem is not None:
+        raise MigrationError(f"--prefix: {problem}: a prefix is a relative path of plain names")
     if not discovery.images:
         # not join_key: a URL keeps its leading "/" (or its "s3://")
         where = f"{source_url.rstrip('/')}/{source_inner}" if source_inner else source_url
