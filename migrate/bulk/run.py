@@ -23,14 +23,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from migrate.api import Prepared, check_dest_root, open_for_verify, prepare, run_prepared
+from migrate.api import Prepared, inspect_dest, open_for_verify, prepare, run_prepared
 from migrate.bulk.select import Dataset
 from migrate.bulk.summary import DatasetOutcome
 from migrate.copy.engine import RunResult, UnitExecutor
 from migrate.copy.events import NullProgress, Progress
-from migrate.copy.lease import DEFAULT_EXPIRY
 from migrate.copy.options import EngineOptions
 from migrate.copy.pool import PoolClosedError, SharedPool
+from migrate.dest.lease import DEFAULT_EXPIRY
 from migrate.errors import ClusterError, ConflictError, MigrationError
 from migrate.storage import S3Options, open_store
 from migrate.target.plan import PlanOptions
@@ -112,7 +112,6 @@ def convert_dataset(
         )
         if prepared.plan.conflicts:
             raise _conflicts(prepared.plan.conflicts)
-        check_dest_root(prepared.dest, prepared.plan, into_existing=options.into_existing)
         if stop is not None and stop.is_set():
             raise PoolClosedError("the bulk run was stopped; run the same command again")
         recording = None
@@ -121,6 +120,7 @@ def convert_dataset(
             from migrate.report import RecordingProgress
             from migrate.target.diff import metadata_diff
 
+            inspect_dest(prepared)  # the plan at DEST, for the report's diff
             diff = metadata_diff(prepared.plan, prepared.dest)
             progress = recording = RecordingProgress(progress)
         result = run_prepared(
@@ -131,6 +131,7 @@ def convert_dataset(
             lease_timeout=options.lease_timeout,
             break_lease=options.break_lease,
             notice=progress.message,
+            into_existing=options.into_existing,
         )
         if options.report_dir is not None and recording is not None:
             outcome.report = write_report(

@@ -325,9 +325,9 @@ def convert(
         from migrate.report import require_extra
 
         require_extra()
-    from migrate.api import check_dest_root, prepare, run_prepared
-    from migrate.copy import lease
+    from migrate.api import check_datasets, check_dest_root, inspect_dest, prepare, run_prepared
     from migrate.copy.engine import check_images
+    from migrate.dest import lease
     from migrate.target.diff import metadata_diff, plan_json, render_plan
     from migrate.target.plan import PlanOptions
 
@@ -344,6 +344,7 @@ def convert(
         unit_bytes=int(unit_mib * 2**20),
     )
     prepared = prepare(src, dest, options, read_only_dest=dry_run, s3=s3)
+    found = inspect_dest(prepared) if dry_run or report else None  # DEST's state, read once
     plan = prepared.plan
     log_plan(current_watch(), plan)
     diff = metadata_diff(plan, prepared.dest) if dry_run or report else []
@@ -359,10 +360,12 @@ def convert(
             f"{len(plan.conflicts)} metadata conflict(s) between COSEM and Neuroglancer "
             f"metadata (first: {plan.conflicts[0]}); pick one with --trust cosem|neuroglancer"
         )
-    check_dest_root(prepared.dest, plan, into_existing=into_existing)
-    if dry_run:  # the refusals a real run would meet, with the same message; no lease
-        check_images(prepared.dest, plan, overwrite)
-        holder = lease.held_by_other(prepared.dest)
+    if dry_run and found is not None:  # the refusals a real run meets, with its messages
+        root, state = found
+        check_dest_root(prepared.dest, plan, into_existing=into_existing, root=root)
+        check_datasets(prepared.dest, plan, state, into_existing=into_existing)
+        check_images(prepared.dest, plan, overwrite, state)
+        holder = lease.live_holder(state.lease)
         if holder is not None:
             click.echo(f"note: DEST is being written right now ({holder.describe()})", err=True)
         if report:
@@ -398,6 +401,7 @@ def convert(
             lease_timeout=lease_timeout,
             break_lease=break_lease,
             notice=notice,
+            into_existing=into_existing,
         )
     plan = prepared.plan
     current_watch().record("summary", fingerprint=plan.fingerprint, **result.to_json())
