@@ -189,14 +189,17 @@ def run_prepared(
     break_lease: bool,
     notice: Notice,
     into_existing: bool = False,
+    root_checked: bool = False,
 ) -> RunResult:
     """Migrate a prepared plan the one way every writer does (``convert`` and each dataset of
     ``bulk convert``): check DEST's root (a refused DEST is never written, not even a
     lease), take DEST's lease, read DEST's state once now that no other run can change it,
     plan against it (labels other runs listed, images other runs finished), run the plan
     under the lease (a lost lease stops it before any metadata is finalized), release the
-    lease. ``prepared.plan`` is the plan that ran."""
-    check_dest_root(prepared.dest, prepared.plan, into_existing=into_existing)
+    lease. ``prepared.plan`` is the plan that ran. ``root_checked``: the caller has just
+    called :func:`check_dest_root` (the CLI does, before it prints the plan)."""
+    if not root_checked:
+        check_dest_root(prepared.dest, prepared.plan, into_existing=into_existing)
     with lease.hold(
         prepared.dest, expiry=lease_timeout, break_lease=break_lease, notice=notice
     ) as held:

@@ -788,3 +788,39 @@ def test_a_held_lock_file_is_reported_not_waited_on(small: Path) -> None:
     (line,) = error_lines(run.stderr)
     assert f"{lock}: held by pid {os.getpid()} for more than" in line
     assert not (dest / "em").exists()
+
+
+def test_records_of_a_broken_lease_on_another_host_do_not_count(small: Path) -> None:
+    """``--break-lease`` of a live lease held on another host: that run cannot be watched
+    and may still write, so the units it recorded are not counted; the images start
+    again."""
+    dest = small.with_suffix(".zarr")
+    first = prepare(str(small), str(dest), PlanOptions(unit_bytes=4096), read_only_dest=False)
+
+    class StopError(Exception):
+        pass
+
+    class StopAfterOne:
+        def start(self, *args: Any) -> None: ...
+        def advance(self, *args: Any) -> None:
+            raise StopError
+
+        def message(self, text: str) -> None: ...
+        def close(self) -> None: ...
+
+    with pytest.raises(StopError):  # one unit recorded, then the run is gone
+        run_plan(
+            first.plan, first.source, first.dest, EngineOptions(workers=1), StopAfterOne(),
+            run_id="the-other-hosts-run",
+        )  # fmt: skip
+    assert unit_records(dest) >= 1
+    write_lease(dest, run_id="the-other-hosts-run")  # live, on another host
+    run = run_cli(
+        "convert", str(small), str(dest), "--unit-mib", str(4096 / 2**20), "--break-lease",
+        "--json",
+    )  # fmt: skip
+    assert run.exit_code == 0, run.stderr
+    assert "the records of the run whose lease was broken (host other-host.example" in run.stderr
+    document = json.loads(run.stdout[run.stdout.index("{\n") :])
+    assert document["images"][0]["units_skipped"] == 0
+    assert run_cli("verify", str(small), str(dest)).exit_code == 0

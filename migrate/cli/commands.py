@@ -374,6 +374,7 @@ def convert(
     from migrate.cli.report import render_run
     from migrate.copy.options import EngineOptions
 
+    check_dest_root(prepared.dest, plan, into_existing=into_existing)  # a refusal: one line
     if not as_json:
         click.echo(render_plan(plan, detailed=False), nl=False, err=True)  # with its warnings
     for image in plan.images if as_json else ():
@@ -402,6 +403,7 @@ def convert(
             break_lease=break_lease,
             notice=notice,
             into_existing=into_existing,
+            root_checked=True,
         )
     plan = prepared.plan
     current_watch().record("summary", fingerprint=plan.fingerprint, **result.to_json())
