@@ -479,14 +479,17 @@ def run_plan(
     called before and after every unit), and ``confirm`` reads the lease again and raises
     unless it is still this run's: it is called before every finalize step (an image's
     metadata, the groups, the completion mark), so a superseded run stops without
-    finalizing anything. ``found`` is DEST's state, read under the lease (read here when
-    not given); ``restart``: see :func:`prepare_dest`."""
+    finalizing anything. ``found`` is DEST's state, read under the lease, against which
+    ``plan`` was made (:meth:`~migrate.dest.state.DestState.plan_at_dest`); when not given
+    it is read here and the plan made against it. ``restart``: see :func:`prepare_dest`."""
     progress = progress or NullProgress()
     check = guard or (lambda: None)
     confirmed = confirm or check
     started = time.monotonic()
     counted = iocounts.totals()
-    found = found if found is not None else read_state(dest, plan)
+    if found is None:  # a library call: read DEST's state here, and plan against it
+        found = read_state(dest, plan)
+        plan = found.plan_at_dest(plan)
     writer = DestWriter(dest, found)
     results, todo, generations, states = prepare_dest(
         dest, plan, options, run_id or uuid.uuid4().hex, found, writer, restart

@@ -67,10 +67,13 @@ class RootListing:
 
 
 def read_root(store: Store) -> RootListing:
-    """Whether DEST is a file, and its top-level listing (one batch)."""
-    calls: list[Callable[[], Any]] = [store.root_is_object, lambda: store.list_dir("")]
-    is_file, (dirs, files) = store.map(lambda call: call(), calls)
-    return RootListing(bool(is_file), tuple(dirs), tuple(files))
+    """Whether DEST is a file, and its top-level listing. One request after the other: it
+    is a run's first contact with DEST, and storage that cannot be reached is then retried
+    (and shown) once, not twice at the same time."""
+    if store.root_is_object():
+        return RootListing(is_file=True)
+    dirs, files = store.list_dir("")
+    return RootListing(False, tuple(dirs), tuple(files))
 
 
 @dataclass(frozen=True)
