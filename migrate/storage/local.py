@@ -43,10 +43,13 @@ def _host() -> str:
 
 def _process_start(pid: int) -> int | None:
     """When process ``pid`` started (clock ticks since boot, Linux ``/proc``): 0 where the
-    system does not say, None when there is no such process."""
+    system does not say, None when there is no such process (or only a zombie: it has
+    exited, its parent has not yet noticed)."""
     try:
         with open(f"/proc/{pid}/stat", "rb") as f:
             fields = f.read().rsplit(b")", 1)[1].split()
+        if fields[0] in (b"Z", b"X"):
+            return None
         return int(fields[19])  # field 22 of proc(5); the first two end at ")"
     except FileNotFoundError:
         return None if os.path.isdir("/proc/self") else _signal_probe(pid)
