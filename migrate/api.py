@@ -9,11 +9,12 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from migrate.copy import lease, resume, safety
 from migrate.copy.engine import RunResult, UnitExecutor, run_plan
 from migrate.copy.events import Progress
-from migrate.copy.lease import Notice
 from migrate.copy.options import EngineOptions
+from migrate.dest import lease, marks, ours, records
+from migrate.dest.lease import Notice
+from migrate.dest.state import DestState, RootListing, read_root, read_state
 from migrate.errors import ConflictError, MigrationError, PlanMismatchError
 from migrate.source.discover import discover, normalize_url, split_n5_url
 from migrate.storage import S3Options, Store, open_store
@@ -23,7 +24,9 @@ from schemas.plan import Plan
 
 @dataclass
 class Prepared:
-    """A plan and the stores it reads from and writes to."""
+    """A plan and the stores it reads from and writes to. ``plan`` is the plan made from SRC
+    alone until DEST's state is read (:func:`inspect_dest`, or under the lease by
+    :func:`run_prepared`): then it is the plan as it applies to DEST."""
 
     plan: Plan
     source: Store
@@ -73,10 +76,10 @@ def check_output_paths(plan: Plan, source_root: str) -> None:
     folder where DEST keeps the state of its runs. Every image path is already made of plain
     segments (discovery and ``--prefix`` are checked), so it stays under DEST."""
     for image in plan.images:
-        if image.dest_path.split("/")[0] == resume.STATE_DIR:
+        if image.dest_path.split("/")[0] == records.STATE_DIR:
             raise MigrationError(
                 f"{plan.dest}/{image.dest_path}: an image would be written into "
-                f"{resume.STATE_DIR}, where DEST keeps the state of its runs; choose another "
+                f"{records.STATE_DIR}, where DEST keeps the state of its runs; choose another "
                 "--prefix"
             )
         where = f"{plan.dest.rstrip('/')}/{image.dest_path}".rstrip("/")
@@ -115,8 +118,16 @@ def prepare(
     discovery = discover(source, inner)
     plan = build_plan(discovery, source.url, inner, dest_store.url, options)
     check_output_paths(plan, source.url)
-    plan = resume.plan_at_dest(plan, dest_store)
     return Prepared(plan, source, dest_store)
+
+
+def inspect_dest(prepared: Prepared) -> tuple[RootListing, DestState]:
+    """DEST as a dry run sees it (no lease): its root and its state, each read once; the
+    prepared plan becomes the plan as it applies to DEST."""
+    root = read_root(prepared.dest)
+    found = read_state(prepared.dest, prepared.plan, root)
+    prepared.plan = found.plan_at_dest(prepared.plan)
+    return root, found
 
 
 def open_for_verify(src: str, dest: str, s3: S3Options | None = None) -> tuple[Store, str, Store]:
@@ -140,35 +151,83 @@ def check_conflicts(plan: Plan) -> None:
         )
 
 
-def check_dest_root(dest: Store, plan: Plan, *, into_existing: bool) -> None:
+def check_dest_root(
+    dest: Store, plan: Plan, *, into_existing: bool, root: RootListing | None = None
+) -> None:
     """Refuse a DEST that is a file, an N5 tree, or (without ``into_existing``) a non-empty
-    folder holding no cellmap-migrate output (looked for at the plan's images first, then
-    anywhere in DEST's Zarr hierarchy). Writes nothing; the dry run calls it too."""
-    if dest.root_is_object():
+    folder holding no cellmap-migrate output (looked for in the root's completion mark,
+    at the plan's images, then anywhere in DEST's Zarr hierarchy). Writes nothing; runs
+    before the lease is taken (a refused DEST gets no lease either), and the dry run calls
+    it too. ``root`` is DEST's root listing, when already read."""
+    root = root if root is not None else read_root(dest)
+    if root.is_file:
         raise PlanMismatchError(f"{dest.display()}: DEST is a file, not a folder; choose another")
-    dirs, files = dest.list_dir("")
-    if not dirs and not files:
+    if root.empty:
         return
-    if safety.N5_ATTRIBUTES in files:
+    if ours.N5_ATTRIBUTES in root.files:
         raise PlanMismatchError(
-            f"{dest.display()} holds {safety.describe_foreign(dest, '')}, not written by "
+            f"{dest.display()} holds {ours.describe_foreign(dest, '')}, not written by "
             "cellmap-migrate; it is never replaced: choose another DEST"
         )
-    if resume.STATE_DIR in dirs or into_existing:
+    if root.has_state or into_existing:
         return
-    marks = dest.map(lambda image: resume.completion_mark(dest, image.dest_path), plan.images)
-    if any(mark is not None for mark in marks):
+    attributes = marks.group_attributes(dest, "")
+    if marks.completion_of(attributes) or marks.image_mark_of(attributes) is not None:
+        return
+    found = dest.map(lambda image: marks.completion_mark(dest, image.dest_path), plan.images)
+    if any(mark is not None for mark in found):
         return
     from migrate.check.inventory import finished_images
 
     if next(iter(finished_images(dest)), None) is not None:
         return
-    entries = [f"{name}/" for name in dirs] + files
-    shown = ", ".join(entries[: safety.SHOWN]) + (", …" if len(entries) > safety.SHOWN else "")
+    entries = [f"{name}/" for name in root.dirs] + list(root.files)
+    shown = ", ".join(entries[: ours.SHOWN]) + (", …" if len(entries) > ours.SHOWN else "")
     raise PlanMismatchError(
         f"{dest.display()} is a non-empty folder of files not written by cellmap-migrate "
         f"({shown}); give a new or empty DEST, or --into-existing to write the Zarr output "
         "beside them"
+    )
+
+
+def check_datasets(dest: Store, plan: Plan, found: DestState, *, into_existing: bool) -> None:
+    """Refuse a DEST that holds cellmap-migrate output of other datasets (images whose
+    recorded source is another dataset's), naming them: one ``<dataset>.zarr`` holds the
+    images of one dataset. ``into_existing`` writes beside them; an image path of this plan
+    that holds another dataset's image is refused even then (it would be replaced). Reads
+    only the images DEST's completion mark lists that the plan does not write."""
+    mine = ours.dataset_of(plan.source)
+    planned = {image.dest_path for image in plan.images}
+    sources = {
+        path: ours.recorded_source(image.attributes, image.started)
+        for path, image in found.images.items()
+    }
+    if "" not in planned:
+        sources[""] = ours.recorded_source(found.attributes(""), None)
+    others = sorted(set(found.completion_mark) - planned - {""})
+    attributes = dest.map(lambda path: marks.group_attributes(dest, path), others)
+    for path, attrs in zip(others, attributes, strict=True):
+        sources[path] = ours.recorded_source(attrs, None)
+    foreign = {
+        path: ours.dataset_of(source)
+        for path, source in sources.items()
+        if source and ours.dataset_of(source) != mine
+    }
+    clashing = sorted(path for path in foreign if path in planned)
+    shown = sorted(foreign) if not into_existing else clashing
+    if not shown:
+        return
+    named = ", ".join(f"{path or '.'} (of {foreign[path]})" for path in shown[: ours.SHOWN])
+    named += ", …" if len(shown) > ours.SHOWN else ""
+    if clashing:
+        raise PlanMismatchError(
+            f"{dest.display()} holds cellmap-migrate output of other datasets at the paths "
+            f"this migration of {mine} would write ({named}); it is never replaced: give "
+            f"{mine} its own DEST (<dataset>.zarr)"
+        )
+    raise PlanMismatchError(
+        f"{dest.display()} holds cellmap-migrate output of other datasets ({named}); give "
+        f"{mine} its own DEST (<dataset>.zarr), or --into-existing to write it beside them"
     )
 
 
@@ -182,17 +241,33 @@ def run_prepared(
     break_lease: bool,
     notice: Notice,
     finishing: Callable[[], None] | None = None,
+    into_existing: bool = False,
+    root_checked: bool = False,
 ) -> RunResult:
     """Migrate a prepared plan the one way every writer does (``convert`` and each dataset of
-    ``bulk convert``): take DEST's lease, plan again against what DEST holds now that no
-    other run can change it (labels other runs listed, images other runs finished), run the
-    plan under the lease (a lost lease stops it before any metadata is finalized), release
-    the lease. ``prepared.plan`` is the plan that ran; ``finishing`` is called just before
-    the completion mark that lists all of it is written (see ``run_plan``)."""
+    ``bulk convert``): check DEST's root (a refused DEST is never written, not even a
+    lease), take DEST's lease, read DEST's state once now that no other run can change it,
+    plan against it (labels other runs listed, images other runs finished), run the plan
+    under the lease (a lost lease stops it before any metadata is finalized), release the
+    lease. ``prepared.plan`` is the plan that ran; ``finishing`` is called just before the
+    completion mark that lists all of it is written (see ``run_plan``). ``root_checked``:
+    the caller has just called :func:`check_dest_root` (the CLI does, before it prints the
+    plan)."""
+    if not root_checked:
+        check_dest_root(prepared.dest, prepared.plan, into_existing=into_existing)
     with lease.hold(
         prepared.dest, expiry=lease_timeout, break_lease=break_lease, notice=notice
     ) as held:
-        prepared.plan = resume.plan_at_dest(prepared.plan, prepared.dest)
+        found = read_state(prepared.dest, prepared.plan, lease=False)
+        check_datasets(prepared.dest, prepared.plan, found, into_existing=into_existing)
+        prepared.plan = found.plan_at_dest(prepared.plan)
+        broke = held.broke
+        restart = broke is not None and broke.host != lease.this_host()
+        if broke is not None and restart:
+            notice(
+                f"the records of the run whose lease was broken ({broke.describe()}) are not "
+                "counted: the images it was copying are copied again from the start"
+            )
         return run_plan(
             prepared.plan,
             prepared.source,
@@ -203,4 +278,7 @@ def run_prepared(
             guard=held.check,
             run_id=held.run_id,
             finishing=finishing,
+            found=found,
+            confirm=held.confirm,
+            restart=restart,
         )

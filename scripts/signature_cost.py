@@ -35,7 +35,7 @@ sys.path.insert(0, str(HERE))
 from make_fixture import bench_images  # noqa: E402
 
 from migrate.api import prepare  # noqa: E402
-from migrate.copy import lease, resume  # noqa: E402
+from migrate.dest import lease, records  # noqa: E402
 from migrate.example.fixture import write_dataset  # noqa: E402
 from migrate.storage import LocalStore  # noqa: E402
 from migrate.target.plan import PlanOptions  # noqa: E402
@@ -77,24 +77,25 @@ def main() -> int:
             )
             levels = [(image, level) for image in prepared.plan.images for level in image.levels]
             started = time.perf_counter()
-            signatures = [resume.unit_signatures(prepared.source, level) for _, level in levels]
+            signatures = [records.unit_signatures(prepared.source, level) for _, level in levels]
             listings.append(time.perf_counter() - started)
 
-            records = LocalStore(scratch / "records.zarr", read_only=False)
+            store = LocalStore(scratch / "records.zarr", read_only=False)
             for (image, level), sigs in zip(levels, signatures, strict=True):
                 fingerprint = prepared.plan.image_fingerprint(image)
-                for unit, sig in enumerate(sigs):
-                    resume.record_unit(
-                        records, fingerprint, image.dest_path, level.name, unit, signature=sig
-                    )
+                for unit in range(level.unit_count):
+                    records.record_unit(
+                        store, fingerprint, image.dest_path, level.name, unit,
+                        signature=records.signature_of(sigs, unit),
+                    )  # fmt: skip
             started = time.perf_counter()
             for image, level in levels:
                 fingerprint = prepared.plan.image_fingerprint(image)
-                done = resume.done_units(records, fingerprint, image.dest_path, level.name)
-                resume.recorded_signatures(records, fingerprint, image.dest_path, level.name, done)
+                done = records.done_units(store, fingerprint, image.dest_path, level.name)
+                records.recorded_signatures(store, fingerprint, image.dest_path, level.name, done)
             rereads.append(time.perf_counter() - started)
             started = time.perf_counter()
-            with lease.hold(records, notice=lambda _: None) as taken:
+            with lease.hold(store, notice=lambda _: None) as taken:
                 taken.renew()
             leases.append(time.perf_counter() - started)
             shutil.rmtree(scratch / "records.zarr")

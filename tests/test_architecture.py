@@ -20,14 +20,15 @@ RANKS = {
     "migrate.storage": 1,
     "migrate.source": 2,
     "migrate.target": 3,
-    "migrate.copy": 4,
-    "migrate.check": 5,
-    "migrate.report": 6,
-    "migrate.view": 6,
-    "migrate.api": 7,
-    "migrate.bulk": 8,
-    "migrate.cli": 9,
-    "migrate.__main__": 10,
+    "migrate.dest": 4,
+    "migrate.copy": 5,
+    "migrate.check": 6,
+    "migrate.report": 7,
+    "migrate.view": 7,
+    "migrate.api": 8,
+    "migrate.bulk": 9,
+    "migrate.cli": 10,
+    "migrate.__main__": 11,
 }
 """Rooms from the bottom up, as the data flows: a module may import its own room and rooms
 of a lower rank only."""

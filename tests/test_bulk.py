@@ -658,7 +658,7 @@ def test_a_dataset_another_run_is_writing_is_refused_the_others_go_on(tmp_path: 
     """The lease of each dataset's DEST is taken as `convert` takes it: a dataset whose DEST
     another live run holds fails with the holder named; the dry run says so; the others
     migrate; once the other run is gone, the same command finishes it."""
-    from migrate.copy import lease
+    from migrate.dest import lease
     from migrate.storage import open_store
 
     names = {n: GOOD[n] for n in ("jrc_alpha-1", "jrc_beta-2")}

@@ -158,3 +158,102 @@ def test_a_file_as_dest_is_refused(source: Path, tmp_path: Path) -> None:
     line = refused_alike(str(source), str(dest))
     assert line == f"error: {dest}: DEST is a file, not a folder; choose another"
     assert dest.read_text() == "not a folder"
+
+
+# --------------------------------------------------------------------------------------
+# "Written by us" is exactly our names (issue 19, item 4)
+# --------------------------------------------------------------------------------------
+
+PLANTED = {
+    "em/fibsem-uint16/.analysis-results.tmp": "a user's results",
+    "em/fibsem-uint16/s0/.important.tmp": "important",
+    "em/fibsem-uint16/s0/0/0/99": "outside the chunk grid",
+    "em/fibsem-uint16/s0/0/0/00": "not a canonical chunk key",
+}
+
+
+def test_overwrite_keeps_files_that_only_look_like_ours(source: Path, tmp_path: Path) -> None:
+    """On a complete DEST, ``--overwrite --codec zstd`` deleted all four of these (they
+    matched ``.*.tmp`` and ``\\d+(/\\d+)*``). None is a name cellmap-migrate writes: the run
+    is refused, naming each, and each is kept."""
+    dest = tmp_path / "out.zarr"
+    assert run_cli("convert", str(source), str(dest)).exit_code == 0
+    for key, text in PLANTED.items():
+        (dest / key).write_text(text)
+    before = snapshot(dest)
+    for extra in ((), ("--overwrite",)):
+        line = refused_alike(str(source), str(dest), "--codec", "zstd", *extra)
+        assert "holds cellmap-migrate output made with other settings and files " in line
+        for key in PLANTED:
+            assert key in line
+    assert snapshot(dest) == before
+    for key, text in PLANTED.items():
+        assert (dest / key).read_text() == text
+
+
+def test_overwrite_removes_what_is_ours_only(source: Path, tmp_path: Path) -> None:
+    """What cellmap-migrate does write goes with the image it replaces: the temporary file
+    of one of its writers (``.<chunk>.<host>-<pid>-<start>-<thread>.tmp``) and chunk keys
+    of its grid."""
+    dest = tmp_path / "out.zarr"
+    assert run_cli("convert", str(source), str(dest)).exit_code == 0
+    chunk_dir = dest / "em/fibsem-uint16/s0/0/0"
+    (chunk_dir / ".0.otherhost-4242-123-77.tmp").write_bytes(b"half a chunk")
+    assert (chunk_dir / "0").is_file()  # a chunk key of the recorded grid
+    run = run_cli("convert", str(source), str(dest), "--codec", "zstd", "--overwrite")
+    assert run.exit_code == 0, run.stderr
+    assert not (chunk_dir / ".0.otherhost-4242-123-77.tmp").exists()
+    assert run_cli("verify", str(source), str(dest)).exit_code == 0
+
+
+# --------------------------------------------------------------------------------------
+# One <dataset>.zarr per dataset (issue 18, item 2)
+# --------------------------------------------------------------------------------------
+
+
+def test_a_dest_holding_other_datasets_output_is_refused(source: Path, tmp_path: Path) -> None:
+    """``convert x.n5 /data/out`` where /data/out holds another dataset's output was
+    accepted, mixing the datasets. Now it is refused like any foreign folder, naming the
+    other dataset's images (the dry run says so too); ``--into-existing`` writes beside
+    them."""
+    dest = tmp_path / "out"
+    assert run_cli("convert", str(source), str(dest)).exit_code == 0
+    other = write_dataset(
+        tmp_path / "B", "jrc_b", [ImageSpec(path="lm/er_palm", shape=(8, 12, 16), levels=1)]
+    )
+    before = snapshot(dest)
+    line = refused_alike(str(other), str(dest))
+    assert f"{dest} holds cellmap-migrate output of other datasets (" in line
+    assert "em/fibsem-uint16 (of jrc_a)" in line
+    assert "labels/mito_seg (of jrc_a)" in line
+    assert "--into-existing" in line
+    assert snapshot(dest) == before
+    beside = run_cli("convert", str(other), str(dest), "--into-existing")
+    assert beside.exit_code == 0, beside.stderr
+    status = run_cli("status", str(dest))
+    assert status.exit_code == 0, status.stdout
+    assert "lm/er_palm: complete" in status.stdout
+    assert "em/fibsem-uint16: complete" in status.stdout
+
+
+def test_another_datasets_image_is_never_replaced(source: Path, tmp_path: Path) -> None:
+    """The same image path in another dataset: refused even with --overwrite and
+    --into-existing (it would replace jrc_a's image with jrc_b's)."""
+    dest = tmp_path / "out"
+    assert run_cli("convert", str(source), str(dest)).exit_code == 0
+    other = write_dataset(tmp_path / "B", "jrc_b", SPECS[:1])
+    before = snapshot(dest)
+    for extra in ((), ("--overwrite",), ("--overwrite", "--into-existing")):
+        line = refused_alike(str(other), str(dest), *extra)
+        assert "holds cellmap-migrate output of other datasets at the paths" in line
+        assert "em/fibsem-uint16 (of jrc_a)" in line
+    assert snapshot(dest) == before
+
+
+def test_images_of_one_dataset_share_its_zarr(source: Path, tmp_path: Path) -> None:
+    """Two converts of parts of the same dataset into one DEST: no refusal."""
+    dest = tmp_path / "jrc_a.zarr"
+    for part in ("em/fibsem-uint16", "labels/mito_seg"):
+        run = run_cli("convert", str(source / part), str(dest))
+        assert run.exit_code == 0, run.stderr
+    assert run_cli("verify", str(source / "em/fibsem-uint16"), str(dest)).exit_code == 0

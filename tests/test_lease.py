@@ -25,10 +25,11 @@ from typing import Any
 import pytest
 
 from migrate.api import prepare
-from migrate.copy import distributed, lease, resume
+from migrate.copy import distributed
 from migrate.copy.engine import UnitWorker, WorkUnit, run_plan
-from migrate.copy.lease import LeaseHeldError, LeaseLostError
 from migrate.copy.options import EngineOptions
+from migrate.dest import lease, records
+from migrate.dest.lease import LeaseHeldError, LeaseLostError
 from migrate.example.fixture import ImageSpec, write_dataset, write_image
 from migrate.storage import LocalStore, S3Options, Store, open_store
 from migrate.target.plan import PlanOptions
@@ -475,7 +476,7 @@ def test_a_superseded_runs_records_do_not_count_for_the_new_run(small: Path) -> 
 
     with pytest.raises(StopError):  # run 1 has started the image, copied nothing yet
         run_plan(plan, one.source, one.dest, options, StopAtStart(), run_id="run-one")
-    assert resume.recorded_generation(one.dest, image.dest_path) == "run-one"
+    assert records.recorded_generation(one.dest, image.dest_path) == "run-one"
     old_worker = UnitWorker(plan, one.source, one.dest, options, ("run-one",))
     # run 2: other settings, --overwrite; interrupted the same way
     two = prepare(
@@ -494,8 +495,8 @@ def test_a_superseded_runs_records_do_not_count_for_the_new_run(small: Path) -> 
         )  # fmt: skip
     old_worker.copy(WorkUnit(0, 0, 0))  # run 1's worker, still alive, records unit 0
     level = image.levels[0].name
-    assert resume.done_units(one.dest, fingerprint, image.dest_path, level, "run-one") == {0}
-    assert resume.done_units(one.dest, fingerprint, image.dest_path, level, "run-three") == set()
+    assert records.done_units(one.dest, fingerprint, image.dest_path, level, "run-one") == {0}
+    assert records.done_units(one.dest, fingerprint, image.dest_path, level, "run-three") == set()
     final = run_cli("convert", str(small), str(dest), "--unit-mib", str(4096 / 2**20), "--json")
     assert final.exit_code == 0, final.stderr
     document = json.loads(final.stdout[final.stdout.index("{\n") :])
@@ -673,3 +674,157 @@ def test_dask_workers_of_a_run_that_lost_its_lease_stop(tmp_path: Path, small: P
         cluster.stop()
     assert unit_records(dest) == 0
     assert json.loads((dest / LEASE).read_text())["run_id"] == "the-run-that-broke-the-lease"
+
+
+# --------------------------------------------------------------------------------------
+# --break-lease against a writer that is still alive (issue 19, item 3)
+# --------------------------------------------------------------------------------------
+
+SMALL_SLOW_SPEC = ImageSpec(
+    path="em/fibsem-uint16",
+    shape=(64, 96, 96),
+    dtype="uint16",
+    block_size=(16, 16, 16),
+    levels=2,
+    content="noise",
+)
+
+
+def lease_run_id(dest: Path) -> str | None:
+    try:
+        return str(json.loads((dest / LEASE).read_text())["run_id"])
+    except (OSError, ValueError, KeyError):
+        return None
+
+
+@pytest.mark.slow
+def test_break_lease_against_a_live_writer_never_completes_with_its_chunks(
+    tmp_path: Path,
+) -> None:
+    """The issue's corruption: a live writer (default gzip) is frozen after its first
+    recorded unit, ``--break-lease --overwrite --codec zstd`` takes DEST over, the writer
+    is resumed. Before, the old writer went on writing gzip chunks until its next renewal
+    (30 s) while the breaker wrote zstd ones and called DEST complete: ``verify`` failed
+    with ``ZSTD_decompressStream() failed``. Now DEST ends complete and verifiable, or
+    not complete; repeated, since where the writer is frozen varies."""
+    n5 = tmp_path / "jrc_break" / "jrc_break.n5"
+    write_image(n5, SMALL_SLOW_SPEC)
+    outcomes = []
+    for trial in range(3):
+        dest = tmp_path / f"out{trial}.zarr"
+        writer = popen_convert(str(n5), str(dest), *SLOW, start_new_session=True)
+        breaker: subprocess.Popen[str] | None = None
+        try:
+            deadline = time.monotonic() + 120
+            while unit_records(dest) < 1 and writer.poll() is None:
+                assert time.monotonic() < deadline, "the writer recorded no unit"
+                time.sleep(0.01)
+            os.killpg(writer.pid, signal.SIGSTOP)
+            assert writer.poll() is None, "the writer ended before it could be frozen"
+            frozen = lease_run_id(dest)
+            assert frozen is not None
+            breaker = popen_convert(
+                str(n5), str(dest), "--break-lease", "--overwrite", "--codec", "zstd"
+            )
+            while lease_run_id(dest) in (frozen, None) and breaker.poll() is None:
+                time.sleep(0.01)  # the breaker has taken the lease (or ended)
+            os.killpg(writer.pid, signal.SIGCONT)
+            _, broke_err = breaker.communicate(timeout=600)
+            _, writer_err = writer.communicate(timeout=600)
+        finally:
+            for proc in (writer, breaker):
+                if proc is not None and proc.poll() is None:
+                    os.kill(proc.pid, signal.SIGCONT)
+                    proc.kill()
+                    proc.communicate()
+        status = run_subprocess("status", str(dest))
+        if status.exit_code == 0:  # said complete: then it must be right, chunk by chunk
+            verified = run_subprocess("verify", str(n5), str(dest))
+            assert verified.exit_code == 0, (broke_err, verified.stdout, verified.stderr)
+            zarray = json.loads((dest / SPEC.path / "s0" / ".zarray").read_text())
+            assert zarray["compressor"]["id"] == "zstd"
+            outcomes.append("complete and verified")
+        else:
+            assert breaker.returncode != 0, broke_err
+            outcomes.append("not complete")
+        # the writer whose lease was broken stopped, and finalized nothing
+        assert writer.returncode == 1, writer_err
+        assert "lost the lease to another run" in writer_err
+    # here the breaker waits for the writer (same host) and finishes the job every time
+    assert outcomes == ["complete and verified"] * 3, outcomes
+
+
+@pytest.mark.parametrize(
+    ("renewed", "why"),
+    [
+        (float("nan"), "its renewal time or expiry is not a number"),
+        ("yesterday", "its renewal time or expiry is not a number"),
+        (time.time() + 10**6, "s in the future by this host's clock"),
+    ],
+)
+def test_a_lease_with_an_impossible_renewal_time_is_stale(
+    small: Path, renewed: Any, why: str
+) -> None:
+    """Not "expires in 0 s" forever (a NaN), nor "unreadable" (a string), nor held for
+    eleven days (a renewal in the future): taken over, saying why."""
+    dest = small.with_suffix(".zarr")
+    write_lease(dest, renewed=renewed)
+    run = run_cli("convert", str(small))
+    assert run.exit_code == 0, run.stderr
+    assert f"taking over the lease of {dest} from host other-host.example, pid 4242" in run.stderr
+    assert why in run.stderr
+    assert run_cli("verify", str(small), str(dest)).exit_code == 0
+
+
+def test_a_held_lock_file_is_reported_not_waited_on(small: Path) -> None:
+    """A process holding ``lease.json.lock`` (frozen in the middle of a conditional write)
+    made every later run wait silently, forever. Now the run stops with one line naming
+    the lock file and its holder."""
+    import fcntl
+
+    dest = small.with_suffix(".zarr")
+    lock = dest / ".cellmap-migrate" / "lease.json.lock"
+    lock.parent.mkdir(parents=True)
+    with open(lock, "w") as held:
+        fcntl.flock(held, fcntl.LOCK_EX)
+        run = run_subprocess("convert", str(small), timeout=120)
+    assert run.exit_code == 1, run.stderr
+    (line,) = error_lines(run.stderr)
+    assert f"{lock}: held by pid {os.getpid()} for more than" in line
+    assert not (dest / "em").exists()
+
+
+def test_records_of_a_broken_lease_on_another_host_do_not_count(small: Path) -> None:
+    """``--break-lease`` of a live lease held on another host: that run cannot be watched
+    and may still write, so the units it recorded are not counted; the images start
+    again."""
+    dest = small.with_suffix(".zarr")
+    first = prepare(str(small), str(dest), PlanOptions(unit_bytes=4096), read_only_dest=False)
+
+    class StopError(Exception):
+        pass
+
+    class StopAfterOne:
+        def start(self, *args: Any) -> None: ...
+        def advance(self, *args: Any) -> None:
+            raise StopError
+
+        def message(self, text: str) -> None: ...
+        def close(self) -> None: ...
+
+    with pytest.raises(StopError):  # one unit recorded, then the run is gone
+        run_plan(
+            first.plan, first.source, first.dest, EngineOptions(workers=1), StopAfterOne(),
+            run_id="the-other-hosts-run",
+        )  # fmt: skip
+    assert unit_records(dest) >= 1
+    write_lease(dest, run_id="the-other-hosts-run")  # live, on another host
+    run = run_cli(
+        "convert", str(small), str(dest), "--unit-mib", str(4096 / 2**20), "--break-lease",
+        "--json",
+    )  # fmt: skip
+    assert run.exit_code == 0, run.stderr
+    assert "the records of the run whose lease was broken (host other-host.example" in run.stderr
+    document = json.loads(run.stdout[run.stdout.index("{\n") :])
+    assert document["images"][0]["units_skipped"] == 0
+    assert run_cli("verify", str(small), str(dest)).exit_code == 0

@@ -250,12 +250,12 @@ def test_view_with_nothing_finished_says_so(tmp_path: Path) -> None:
 def test_view_names_images_still_being_migrated(n5: Path, tmp_path: Path) -> None:
     """An image whose migration started and did not finish is not presented as an image."""
     from migrate.api import prepare
-    from migrate.copy import resume
+    from migrate.dest import records
     from migrate.target.plan import PlanOptions
 
     dest = tmp_path / "half.zarr"
     prepared = prepare(str(n5 / "em/fibsem-uint16"), str(dest), PlanOptions(), read_only_dest=False)
-    resume.record_start(prepared.dest, prepared.plan, prepared.plan.images[0])
+    records.record_start(prepared.dest, prepared.plan, prepared.plan.images[0])
     result = run_cli("view", str(dest), "--port", "0")
     assert result.exit_code == 1
     assert "not shown, still being migrated: em/fibsem-uint16" in result.stderr

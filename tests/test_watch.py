@@ -191,8 +191,9 @@ def test_a_retry_is_shown_as_it_happens(aws: MotoServer, n5: Path, tmp_path: Pat
             proc.communicate()
     assert proc.returncode == 0, "".join(seen) + rest
     retry = seen[-1].strip()
+    # the run's first request to DEST is for its root (is it a file, what does it hold)
     assert re.match(
-        STAMP + r" retrying s3://watch-retry/out\.zarr/\S+: .+ \(attempt 1/10\)$", retry
+        STAMP + r" retrying s3://watch-retry/out\.zarr(/\S+)?: .+ \(attempt 1/10\)$", retry
     ), retry
     for line in "".join(seen).splitlines() + rest.splitlines():
         assert len(re.findall(STAMP, line)) <= 1, line  # no two lines glued together
@@ -200,7 +201,7 @@ def test_a_retry_is_shown_as_it_happens(aws: MotoServer, n5: Path, tmp_path: Pat
     assert retries
     assert retries[0]["attempt"] == 1
     assert retries[0]["max_attempts"] == 10
-    assert retries[0]["where"].startswith("s3://watch-retry/out.zarr/")
+    assert retries[0]["where"].startswith("s3://watch-retry/out.zarr")
     assert retries[0]["text"] in retry
     assert any(item["Key"].endswith(".zattrs") for item in keys(client, "watch-retry"))
 

@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING
 from migrate.api import (
     Prepared,
     check_conflicts,
-    check_dest_root,
+    inspect_dest,
     open_for_verify,
     prepare,
     run_prepared,
@@ -35,9 +35,9 @@ from migrate.bulk.select import Dataset
 from migrate.bulk.summary import DatasetOutcome
 from migrate.copy.engine import RunResult, UnitExecutor
 from migrate.copy.events import NullProgress, Progress
-from migrate.copy.lease import DEFAULT_EXPIRY
 from migrate.copy.options import EngineOptions
 from migrate.copy.pool import PoolClosedError, SharedPool
+from migrate.dest.lease import DEFAULT_EXPIRY
 from migrate.errors import ClusterError, MigrationError
 from migrate.storage import S3Options, open_store
 from migrate.target.plan import PlanOptions
@@ -111,7 +111,6 @@ def convert_dataset(
             dataset.source, dataset.dest, options.plan, read_only_dest=False, s3=options.s3
         )
         check_conflicts(prepared.plan)
-        check_dest_root(prepared.dest, prepared.plan, into_existing=options.into_existing)
         if stop is not None and stop.is_set():
             raise PoolClosedError("the bulk run was stopped; run the same command again")
         recording = None
@@ -120,6 +119,7 @@ def convert_dataset(
             from migrate.report import RecordingProgress
             from migrate.target.diff import metadata_diff
 
+            inspect_dest(prepared)  # the plan at DEST, for the report's diff
             diff = metadata_diff(prepared.plan, prepared.dest)
             progress = recording = RecordingProgress(progress)
         result = run_prepared(
@@ -130,6 +130,7 @@ def convert_dataset(
             lease_timeout=options.lease_timeout,
             break_lease=options.break_lease,
             notice=progress.message,
+            into_existing=options.into_existing,
         )
         if options.report_dir is not None and recording is not None:
             outcome.report = write_report(

@@ -13,10 +13,11 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
-from migrate.api import check_conflicts, check_dest_root, prepare
+from migrate.api import check_conflicts, check_datasets, check_dest_root, prepare
 from migrate.bulk.select import Dataset
-from migrate.copy import lease, resume
 from migrate.copy.engine import check_images
+from migrate.dest import lease, records
+from migrate.dest.state import ImageState, read_root, read_state
 from migrate.errors import ConflictError, MigrationError
 from migrate.storage import S3Options, Store
 from migrate.target.layout import all_documents
@@ -93,7 +94,7 @@ def _level_writes(level: LevelPlan, remaining_units: int) -> int:
     return -(-objects * remaining_units // max(level.unit_count, 1))
 
 
-def dest_state(states: list[resume.ImageState]) -> str:
+def dest_state(states: list[ImageState]) -> str:
     """One word for a dataset from its images' states at DEST."""
     values = {state.value for state in states}
     for word in ("foreign", "different"):
@@ -121,36 +122,41 @@ def survey_plan(
             row.source_blocks += _grid_count(level.shape, level.source_blocks)
     row.conventions = sorted(found)
     row.problems = problems(plan)
-    states = dest.map(lambda image: resume.image_state(dest, plan, image), plan.images)
+    root = read_root(dest)
+    at_dest = read_state(dest, plan, root)  # DEST's state, read once
+    plan = at_dest.plan_at_dest(plan)
+    states = [at_dest.image_state(plan, image) for image in plan.images]
     row.state = dest_state(states)
-    records = 0
+    unit_records = 0
     for image, state in zip(plan.images, states, strict=True):
-        if state is resume.ImageState.COMPLETE:
+        if state is ImageState.COMPLETE:
             continue
         fingerprint = plan.image_fingerprint(image)
+        generation = at_dest.image(image.dest_path).generation
         for level in image.levels:
             done = (
-                len(resume.done_units(dest, fingerprint, image.dest_path, level.name))
-                if state is resume.ImageState.PARTIAL
+                len(records.done_units(dest, fingerprint, image.dest_path, level.name, generation))
+                if state is ImageState.PARTIAL
                 else 0
             )
             remaining = level.unit_count - done
             row.objects_to_write += _level_writes(level, remaining)
-            records += remaining
+            unit_records += remaining
     if row.state != "complete":
-        row.objects_to_write += len(all_documents(plan)) + records
-    row.requests = row.objects_to_write + -(-records // S3_DELETE_BATCH)
+        row.objects_to_write += len(all_documents(plan)) + unit_records
+    row.requests = row.objects_to_write + -(-unit_records // S3_DELETE_BATCH)
     try:  # convert's own message
         check_conflicts(plan)
     except ConflictError as exc:
         row.refusal = str(exc)
         return row
     try:  # the refusals convert would meet, with its own messages (nothing is written)
-        check_dest_root(dest, plan, into_existing=into_existing)
-        check_images(dest, plan, overwrite)
+        check_dest_root(dest, plan, into_existing=into_existing, root=root)
+        check_datasets(dest, plan, at_dest, into_existing=into_existing)
+        check_images(dest, plan, overwrite, at_dest)
     except MigrationError as exc:
         row.refusal = str(exc)
-    holder = lease.held_by_other(dest)
+    holder = lease.live_holder(at_dest.lease)
     if holder is not None:
         row.problems.append(f"DEST is being written right now ({holder.describe()})")
     return row

@@ -2,5 +2,6 @@
 
 ``inventory`` reads the state of every image at DEST; ``status`` reports it; ``validate``
 checks the OME metadata with ome-zarr-models and our own rules; ``verify`` compares DEST
-with SRC. Imports :mod:`migrate.copy` (records, TensorStore readers) and below.
+with SRC. DEST's records and marks are read through :mod:`migrate.dest`. Imports
+:mod:`migrate.copy` (TensorStore readers) and below.
 """

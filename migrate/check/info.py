@@ -13,7 +13,7 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
-from migrate.copy import resume
+from migrate.dest import records
 from migrate.errors import MetadataError, MigrationError
 from migrate.source.discover import ATTRIBUTES, discover, read_json_object, split_n5_url
 from migrate.source.image import SourceImage
@@ -500,7 +500,7 @@ def zarr_info(store: Store, *, sizes: bool = False) -> TreeInfo:
     notes = [
         f"migration not complete: {record['image'].get('dest_path', '?')} (run the same "
         "convert command again to finish it)"
-        for record in resume.started_images(store)
+        for record in records.started_images(store)
         if isinstance(record.get("image"), dict)
     ]
     problems = _labels_listing(store, images, groups)

@@ -19,7 +19,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from migrate.copy import resume
+from migrate.dest import marks, records
 from migrate.errors import MigrationError
 from migrate.storage import Store, join_key
 from migrate.target.layout import PROVENANCE_KEY
@@ -65,18 +65,18 @@ class StartedImage:
     ngff_version: Literal["0.4", "0.5"]
     fingerprint: str
     generation: str = ""
-    """Of its resume records (see :mod:`migrate.copy.resume`)."""
+    """Of its resume records (see :mod:`migrate.dest.records`)."""
 
 
 def _node(store: Store, path: str) -> tuple[str, str, dict[str, Any]] | None:
     """(zarr version, node type, user attributes) of the node at ``path``, or None."""
-    v3 = resume.read_json(store, join_key(path, "zarr.json"))
+    v3 = marks.read_json(store, join_key(path, "zarr.json"))
     if v3 is not None:
         return "0.5", str(v3.get("node_type")), dict(v3.get("attributes") or {})
     if store.read(join_key(path, ".zarray")) is not None:
-        return "0.4", "array", resume.read_json(store, join_key(path, ".zattrs")) or {}
+        return "0.4", "array", marks.read_json(store, join_key(path, ".zattrs")) or {}
     if store.read(join_key(path, ".zgroup")) is not None:
-        return "0.4", "group", resume.read_json(store, join_key(path, ".zattrs")) or {}
+        return "0.4", "group", marks.read_json(store, join_key(path, ".zattrs")) or {}
     return None
 
 
@@ -85,10 +85,10 @@ def _array_layout(
 ) -> tuple[tuple[int, ...], str, tuple[int, ...]]:
     """(shape, dtype name, chunk-or-shard grid) of a destination array."""
     if version == "0.4":
-        meta = resume.read_json(store, join_key(path, ".zarray")) or {}
+        meta = marks.read_json(store, join_key(path, ".zarray")) or {}
         dtype = np.dtype(meta["dtype"]).newbyteorder("=").name
         return tuple(meta["shape"]), dtype, tuple(meta["chunks"])
-    meta = resume.read_json(store, join_key(path, "zarr.json")) or {}
+    meta = marks.read_json(store, join_key(path, "zarr.json")) or {}
     grid = meta["chunk_grid"]["configuration"]["chunk_shape"]
     return tuple(meta["shape"]), str(meta["data_type"]), tuple(grid)
 
@@ -177,7 +177,7 @@ def finished_images(store: Store) -> Iterator[FinishedImage]:
     (the finished images of one depth are read together). An image is ``confirmed`` when
     DEST's root completion mark lists it with its fingerprint (or when the root is itself
     the image: then its own mark is the only one)."""
-    mark: dict[str, str] | None = resume.dest_completion_mark(store)
+    mark: dict[str, str] | None = marks.dest_completion_mark(store)
     for batch in marked_groups(store):
         if any(path == "" for path, _, _ in batch):
             mark = None  # the root is an image
@@ -186,7 +186,7 @@ def finished_images(store: Store) -> Iterator[FinishedImage]:
 
 def completion_mark(store: Store) -> dict[str, str]:
     """The images DEST's completion mark lists as finished (path → fingerprint)."""
-    return resume.dest_completion_mark(store)
+    return marks.dest_completion_mark(store)
 
 
 def started_images(store: Store) -> list[StartedImage]:
@@ -198,5 +198,5 @@ def started_images(store: Store) -> list[StartedImage]:
             fingerprint=str(record["fingerprint"]),
             generation=str(record.get("generation") or ""),
         )
-        for record in resume.started_images(store)
+        for record in records.started_images(store)
     ]

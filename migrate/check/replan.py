@@ -14,7 +14,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from migrate.check.inventory import marked_groups
-from migrate.copy import resume
+from migrate.dest import records
+from migrate.dest.state import read_state
 from migrate.errors import VerificationError
 from migrate.source.discover import discover
 from migrate.storage import Store, join_key
@@ -46,13 +47,13 @@ def recorded_images(dest: Store) -> list[Recorded]:
         for batch in marked_groups(dest)
         for path, version, attrs in batch
     ]
-    for record in resume.started_images(dest):
+    for record in records.started_images(dest):
         image = record.get("image") or {}
         attributes = image.get("attributes") or {}
         found.append(
             Recorded(
                 str(image.get("dest_path", "")),
-                resume.image_state_key(str(image.get("dest_path", "")), "plan.json"),
+                records.image_state_key(str(image.get("dest_path", "")), "plan.json"),
                 dict(attributes.get(PROVENANCE_KEY) or {}),
                 False,
             )
@@ -136,5 +137,6 @@ def plan_again(source: Store, inner: str, dest: Store) -> tuple[Plan, list[Recor
     discovery = discover(source, inner)
     recorded = recorded_images(dest)
     options = recorded_options(source, inner, dest, recorded)
-    plan = resume.plan_at_dest(build_plan(discovery, source.url, inner, dest.url, options), dest)
+    plan = build_plan(discovery, source.url, inner, dest.url, options)
+    plan = read_state(dest, plan, lease=False).plan_at_dest(plan)
     return plan, recorded

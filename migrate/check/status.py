@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from migrate.check.inventory import completion_mark, finished_images, started_images
-from migrate.copy import resume
+from migrate.dest import records
 from migrate.errors import MigrationError
 from migrate.storage import Store
 
@@ -62,7 +62,7 @@ def status(dest: Store) -> list[ImageStatus]:
         image = started.image
         levels = []
         for level in image.levels:
-            done = resume.done_units(
+            done = records.done_units(
                 dest, started.fingerprint, image.dest_path, level.name, started.generation
             )
             levels.append(LevelStatus(level.name, len(done), level.unit_count, level.nbytes))

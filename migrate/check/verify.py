@@ -32,8 +32,8 @@ from migrate.check.compare import differences
 from migrate.check.replan import Recorded, origin, plan_again
 from migrate.check.validate import validate_image, validate_labels_listing
 from migrate.check.voxels import compare_voxels
-from migrate.copy import resume
 from migrate.copy.events import NullProgress, Progress
+from migrate.dest import marks, records
 from migrate.storage import Store, join_key
 from migrate.target.layout import Documents, all_documents, array_documents, image_final_documents
 from schemas.plan import LevelPlan, Plan
@@ -250,7 +250,7 @@ def check_layout(
                     )
             for name in dirs:
                 child = join_key(path, name)
-                if not path and child == resume.STATE_DIR:
+                if not path and child == records.STATE_DIR:
                     continue  # resume records: unfinished images are reported as such
                 if child in levels:
                     continue
@@ -293,11 +293,11 @@ def _describe(dest: Store, path: str, marked: dict[str, Recorded]) -> str:
         return f"an image (migrated from {origin(marked[path].provenance)})"
     if dest.read(join_key(path, ".zarray")) is not None:
         return "a Zarr array"
-    v3 = resume.read_json(dest, join_key(path, "zarr.json"))
+    v3 = marks.read_json(dest, join_key(path, "zarr.json"))
     if v3 is not None:
         return f"a Zarr {v3.get('node_type', 'node')}"
     if dest.read(join_key(path, ".zgroup")) is not None:
-        attrs = resume.read_json(dest, join_key(path, ".zattrs")) or {}
+        attrs = marks.read_json(dest, join_key(path, ".zattrs")) or {}
         return "a Zarr image group" if "multiscales" in attrs else "a Zarr group"
     return _NOT_ZARR
 

@@ -337,9 +337,16 @@ def convert(
         from migrate.report import require_extra
 
         require_extra()
-    from migrate.api import check_conflicts, check_dest_root, prepare, run_prepared
-    from migrate.copy import lease
+    from migrate.api import (
+        check_conflicts,
+        check_datasets,
+        check_dest_root,
+        inspect_dest,
+        prepare,
+        run_prepared,
+    )
     from migrate.copy.engine import check_images
+    from migrate.dest import lease
     from migrate.target.diff import (
         metadata_diff,
         plan_json,
@@ -362,6 +369,7 @@ def convert(
         unit_bytes=int(unit_mib * 2**20),
     )
     prepared = prepare(src, dest, options, read_only_dest=dry_run, s3=s3)
+    found = inspect_dest(prepared) if dry_run or report else None  # DEST's state, read once
     plan = prepared.plan
     log_plan(current_watch(), plan)
     diff = metadata_diff(plan, prepared.dest) if (dry_run and not plan_only) or report else []
@@ -380,10 +388,12 @@ def convert(
             click.echo("\nmetadata changes:" if diff else "\nmetadata: no changes")
             click.echo("".join(diff), nl=False)
     check_conflicts(plan)
-    check_dest_root(prepared.dest, plan, into_existing=into_existing)
-    if dry_run:  # the refusals a real run would meet, with the same message; no lease
-        check_images(prepared.dest, plan, overwrite)
-        holder = lease.held_by_other(prepared.dest)
+    if dry_run and found is not None:  # the refusals a real run meets, with its messages
+        root, state = found
+        check_dest_root(prepared.dest, plan, into_existing=into_existing, root=root)
+        check_datasets(prepared.dest, plan, state, into_existing=into_existing)
+        check_images(prepared.dest, plan, overwrite, state)
+        holder = lease.live_holder(state.lease)
         if holder is not None:
             click.echo(f"note: DEST is being written right now ({holder.describe()})", err=True)
         if report:
@@ -392,6 +402,7 @@ def convert(
     from migrate.cli.report import render_run
     from migrate.copy.options import EngineOptions
 
+    check_dest_root(prepared.dest, plan, into_existing=into_existing)  # a refusal: one line
     if not as_json:
         click.echo(render_plan(plan, detailed=False), nl=False, err=True)  # with its warnings
     for image in plan.images if as_json else ():
@@ -420,6 +431,8 @@ def convert(
             break_lease=break_lease,
             notice=notice,
             finishing=signals.finishing,
+            into_existing=into_existing,
+            root_checked=True,
         )
     plan = prepared.plan
     current_watch().record("summary", fingerprint=plan.fingerprint, **result.to_json())

@@ -16,9 +16,9 @@ the copying of work units moves to the cluster's workers.
   including workers that join or restart later; each task carries only
   ``(run id, image index, level index, unit indices, their source signatures)``. Workers
   open their own TensorStore handles and record every finished unit at DEST
-  (``migrate.copy.resume.record_unit``) exactly as the embedded engine does, so an
+  (``migrate.dest.records.record_unit``) exactly as the embedded engine does, so an
   interrupted run resumes anywhere, locally or on a cluster.
-- **Under the coordinator's lease** (``migrate.copy.lease``): workers take no lease; each
+- **Under the coordinator's lease** (``migrate.dest.lease``): workers take no lease; each
   task first checks that the lease at DEST is still its run's, so the workers of a run that
   lost its lease stop (and their records go under that run's generation, which a newer run
   does not count).
@@ -52,8 +52,8 @@ from typing import Any, Literal
 from distributed import Client, Future, WorkerPlugin, as_completed
 
 from migrate.copy.engine import Job, LevelWork, Report, UnitOutcome, UnitWorker, WorkUnit
-from migrate.copy.lease import LeaseLostError, read_holder
 from migrate.copy.options import EngineOptions
+from migrate.dest.lease import LeaseLostError, read_holder
 from migrate.errors import ClusterError, MigrationError
 from migrate.storage import S3Options, Store, open_store
 from schemas.plan import Plan
@@ -383,10 +383,10 @@ def make_batches(
         unit_nbytes = max(1, level.nbytes // max(1, level.unit_count))
         size = max(1, min(batch_bytes // unit_nbytes, batch_units, spread))
         starts = range(0, len(w.units), size)
-        chunks = [
-            Batch(w.image, w.level, w.units[i : i + size], w.signatures[i : i + size])
-            for i in starts
-        ]
+        chunks = []
+        for i in starts:
+            units = tuple(w.units[i : i + size])
+            chunks.append(Batch(w.image, w.level, units, tuple(w.signature(u) for u in units)))
         streams.append([chunks[i] for i in golden_order(len(chunks))])
     return [
         batch for round_ in itertools.zip_longest(*streams) for batch in round_ if batch is not None

@@ -17,20 +17,20 @@ import json
 import math
 import time
 import uuid
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from migrate.copy import resume, safety
 from migrate.copy.events import NullProgress, Progress
 from migrate.copy.options import EngineOptions
 from migrate.copy.tsio import HandleCache, is_storage_error, open_source, ts_error_text
+from migrate.dest import marks, ours, records
+from migrate.dest.lease import LeaseLostError
+from migrate.dest.state import DestState, DestWriter, ImageState, read_state
 from migrate.errors import PlanMismatchError, SourceDataError, StoreError
 from migrate.storage import Store, iocounts, join_key
 from migrate.target.layout import (
     PROVENANCE_KEY,
-    Documents,
-    dumps,
     group_documents,
     image_final_documents,
     image_start_documents,
@@ -78,36 +78,18 @@ class RunResult:
         }
 
 
-def _write_if_changed(dest: Store, docs: Documents) -> None:
-    """Write each document whose stored bytes differ, in order."""
-    for key, document in docs.items():
-        _write_one_if_changed(dest, key, document)
-
-
-def _write_one_if_changed(dest: Store, key: str, document: Any) -> None:
-    data = dumps(document)
-    if dest.read(key) != data:
-        dest.write(key, data)
-
-
-def _write_if_absent(dest: Store, docs: Documents) -> None:
-    for key, document in docs.items():
-        if dest.read(key) is None:
-            dest.write(key, dumps(document))
-
-
-def explain_difference(dest: Store, plan: Plan, image: ImagePlan, state: resume.ImageState) -> str:
+def explain_difference(dest: Store, plan: Plan, image: ImagePlan, state: ImageState) -> str:
     """What differs between the metadata at DEST and what this plan would write."""
-    if state is resume.ImageState.FOREIGN:
+    if state is ImageState.FOREIGN:
         return (
             f"{dest.display(image.dest_path)} holds "
-            f"{safety.describe_foreign(dest, image.dest_path)}, not written by cellmap-migrate;"
+            f"{ours.describe_foreign(dest, image.dest_path)}, not written by cellmap-migrate;"
             " it is never replaced: choose another DEST or move it away"
         )
     wanted = {**image_start_documents(plan, image), **image_final_documents(plan, image)}
     differences: list[str] = []
     for key, document in wanted.items():
-        existing = resume.read_json(dest, key)
+        existing = marks.read_json(dest, key)
         if existing is None:
             if key != join_key(image.dest_path, ".zattrs"):  # absent until finalize anyway
                 differences.append(f"{key} does not exist (DEST has other Zarr metadata)")
@@ -125,20 +107,32 @@ def explain_difference(dest: Store, plan: Plan, image: ImagePlan, state: resume.
 
 
 def refusal(
-    dest: Store, plan: Plan, image: ImagePlan, state: resume.ImageState, overwrite: bool
+    dest: Store,
+    plan: Plan,
+    image: ImagePlan,
+    state: ImageState,
+    overwrite: bool,
+    found: DestState | None = None,
 ) -> str | None:
     """Why this image's state at DEST forbids the run, or None. Data cellmap-migrate did not
-    write is refused with or without ``overwrite``; other settings without it."""
-    if state is resume.ImageState.FOREIGN:
+    write is refused with or without ``overwrite``; other settings without it. ``found`` is
+    DEST's state, when read (it holds the image's attributes and start record)."""
+    if state is ImageState.FOREIGN:
         return explain_difference(dest, plan, image, state)
-    if state is not resume.ImageState.DIFFERENT:
+    if state is not ImageState.DIFFERENT:
         return None
-    levels = safety.recorded_levels(dest, image.dest_path)
-    strays = safety.foreign_keys(dest, image.dest_path, levels)
+    at = found.image(image.dest_path) if found is not None else None
+    levels = ours.recorded_levels(
+        dest,
+        image.dest_path,
+        at.attributes if at is not None else None,
+        at.started if at is not None else None,
+    )
+    strays = ours.foreign_keys(dest, image.dest_path, levels)
     if strays:
         return (
             f"{dest.display(image.dest_path)} holds cellmap-migrate output made with other "
-            f"settings and {safety.describe_foreign(dest, image.dest_path, strays)}, which "
+            f"settings and {ours.describe_foreign(dest, image.dest_path, strays)}, which "
             "cellmap-migrate never deletes: move them away first"
         )
     if overwrite:
@@ -146,13 +140,21 @@ def refusal(
     return explain_difference(dest, plan, image, state) + "; use --overwrite to replace it"
 
 
-def check_images(dest: Store, plan: Plan, overwrite: bool) -> list[resume.ImageState]:
-    """Every image's state at DEST; raises PlanMismatchError (the first image's, in plan
-    order) when one forbids the run. The dry run calls it too, so it predicts the refusal."""
-    states = dest.map(lambda image: resume.image_state(dest, plan, image), plan.images)
+def check_images(
+    dest: Store, plan: Plan, overwrite: bool, found: DestState | None = None
+) -> list[ImageState]:
+    """Every image's state at DEST (``found``: its state, read once; read here when not
+    given); raises PlanMismatchError (the first image's, in plan order) when one forbids the
+    run. The dry run calls it too, so it predicts the refusal."""
+    found = found if found is not None else read_state(dest, plan)
+    states = [found.image_state(plan, image) for image in plan.images]
+    refusals = [
+        (image, state)
+        for image, state in zip(plan.images, states, strict=True)
+        if state in (ImageState.FOREIGN, ImageState.DIFFERENT)
+    ]
     messages = dest.map(
-        lambda pair: refusal(dest, plan, pair[0], pair[1], overwrite),
-        list(zip(plan.images, states, strict=True)),
+        lambda pair: refusal(dest, plan, pair[0], pair[1], overwrite, found), refusals
     )
     for message in messages:
         if message is not None:
@@ -210,16 +212,17 @@ class UnitOutcome:
 
 @dataclass(frozen=True)
 class LevelWork:
-    """The units of one level that are not recorded as done yet, in C order, with the
-    signature of each one's source blocks (:func:`migrate.copy.resume.unit_signatures`)."""
+    """The units of one level to copy, in C order: those that have source blocks and are not
+    recorded as done yet, with the signatures of their source blocks
+    (:func:`migrate.dest.records.unit_signatures`)."""
 
     image: int
     level: int
-    units: tuple[int, ...]
-    signatures: tuple[str, ...] = ()
+    units: Sequence[int]
+    signatures: Mapping[int, str] = field(default_factory=dict)
 
-    def signature(self, position: int) -> str:
-        return self.signatures[position] if position < len(self.signatures) else ""
+    def signature(self, unit: int) -> str:
+        return records.signature_of(self.signatures, unit)
 
 
 @dataclass(frozen=True)
@@ -233,9 +236,11 @@ class Job:
     work: tuple[LevelWork, ...]
     progress: Progress
     generations: tuple[str, ...] = ()
-    """Per image: the generation its unit records go under (see ``resume``)."""
+    """Per image: the generation its unit records go under (see ``migrate.dest.records``)."""
     run_id: str | None = None
     """The id of the run's lease at DEST, when it holds one."""
+    guard: Callable[[], None] | None = None
+    """Raises once the run's lease is lost (called before each unit is started)."""
 
 
 Report = Callable[[UnitOutcome], None]
@@ -259,8 +264,10 @@ class UnitWorker:
         dest: Store,
         options: EngineOptions,
         generations: Sequence[str] = (),
+        guard: Callable[[], None] | None = None,
     ) -> None:
         self.plan = plan
+        self.guard = guard
         self.source = source
         self.dest = dest
         self.options = options
@@ -273,10 +280,12 @@ class UnitWorker:
 
     def copy(self, task: WorkUnit) -> int:
         """Copy one unit, then record it as done; returns the voxel bytes it covered."""
+        if self.guard is not None:
+            self.guard()  # a run whose lease was taken copies nothing more
         image = self.plan.images[task.image]
         level = image.levels[task.level]
         nbytes = self.copier(level, task.unit)
-        resume.record_unit(
+        records.record_unit(
             self.dest,
             self.fingerprints[task.image],
             image.dest_path,
@@ -296,6 +305,8 @@ class UnitWorker:
         way, so the run stops with one message and the next run resumes."""
         image = self.plan.images[task.image]
         level = image.levels[task.level]
+        if isinstance(exc, LeaseLostError):
+            raise exc
         if isinstance(exc, SourceDataError):
             return str(exc)
         if is_storage_error(exc):
@@ -324,45 +335,54 @@ class UnitWorker:
 
 
 def prepare_dest(
-    dest: Store, plan: Plan, options: EngineOptions, run_id: str = ""
-) -> tuple[list[ImageResult], list[int], list[str]]:
+    dest: Store,
+    plan: Plan,
+    options: EngineOptions,
+    run_id: str = "",
+    found: DestState | None = None,
+    writer: DestWriter | None = None,
+    restart: bool = False,
+) -> tuple[list[ImageResult], list[int], list[str], list[ImageState]]:
     """Check every image's state at DEST (refusing mismatches before anything is written),
     then write the metadata that must exist before chunks. Returns results, the indices
-    of the images that still need copying and every image's record generation (``run_id``
-    for the images this run starts)."""
+    of the images that still need copying, every image's record generation (``run_id``
+    for the images this run starts) and every image's state. ``found`` is DEST's state
+    (read here when not given); ``restart`` starts partial images under this run's own
+    generation, so that no record written before counts (after ``--break-lease`` took the
+    lease of a run that may still write)."""
+    found = found if found is not None else read_state(dest, plan)
+    writer = writer if writer is not None else DestWriter(dest, found)
     results: list[ImageResult] = []
     todo: list[int] = []
-    states = check_images(dest, plan, options.overwrite)
-    # one request instead of one per image
-    any_records = dest.exists_prefix(resume.image_state_key(""))
+    states = check_images(dest, plan, options.overwrite, found)
     for index, (image, state) in enumerate(zip(plan.images, states, strict=True)):
         result = ImageResult(image.dest_path, state.value)
         results.append(result)
-        if state is resume.ImageState.COMPLETE:
+        if state is ImageState.COMPLETE:
             result.complete = True
-            if any_records and dest.exists_prefix(resume.image_state_key(image.dest_path)):
-                resume.forget_image(dest, image.dest_path)  # killed right after finalizing
+            if found.image(image.dest_path).started is not None:
+                records.forget_image(dest, image.dest_path)  # killed right after finalizing
             continue
-        if state is resume.ImageState.DIFFERENT:  # only ever cellmap-migrate's (check_images)
+        if state is ImageState.DIFFERENT:  # only ever cellmap-migrate's (check_images)
             dest.delete_prefix(image.dest_path)
-            dest.delete_prefix(resume.image_state_key(image.dest_path))
+            dest.delete_prefix(records.image_state_key(image.dest_path))
+            writer.forget(image.dest_path)
         todo.append(index)
-    if todo or resume.dest_completion_mark(dest) != _planned_mark(plan):
+    if todo or found.completion_mark != _planned_mark(plan):
         remove_dead_temporaries(dest, plan, [plan.images[i] for i in todo])
     if todo:
-        dest.map(lambda g: _write_if_absent(dest, group_documents(plan, g.path, {})), plan.groups)
+        dest.map(lambda g: writer.write_if_absent(group_documents(plan, g.path, {})), plan.groups)
     # Our record of an image comes before its first metadata file (else a run killed in
     # between would find output it did not write); the files themselves in any order.
-    partial = [i for i in todo if states[i] is resume.ImageState.PARTIAL]
     generations = [run_id] * len(plan.images)
-    found = dest.map(lambda i: resume.recorded_generation(dest, plan.images[i].dest_path), partial)
-    for index, generation in zip(partial, found, strict=True):
-        generations[index] = generation
-    starting = [plan.images[i] for i in todo if states[i] is not resume.ImageState.PARTIAL]
-    dest.map(lambda image: resume.record_start(dest, plan, image, run_id), starting)
+    resumed = [] if restart else [i for i in todo if states[i] is ImageState.PARTIAL]
+    for index in resumed:
+        generations[index] = found.image(plan.images[index].dest_path).generation
+    starting = [plan.images[i] for i in todo if i not in resumed]
+    dest.map(lambda image: records.record_start(dest, plan, image, run_id), starting)
     documents = [item for i in todo for item in image_start_documents(plan, plan.images[i]).items()]
-    dest.map(lambda item: _write_one_if_changed(dest, *item), documents)
-    return results, todo, generations
+    dest.map(lambda item: writer.write_one_if_changed(*item), documents)
+    return results, todo, generations, states
 
 
 def _planned_mark(plan: Plan) -> dict[str, str]:
@@ -377,7 +397,7 @@ def remove_dead_temporaries(dest: Store, plan: Plan, images: list[ImagePlan]) ->
     images it copies, in its resume records, beside its group documents. A file whose
     writer may still run (another host, a live process) is left alone."""
     prefixes = [(image.dest_path, True) for image in images]
-    prefixes += [(resume.image_state_key(image.dest_path), True) for image in images]
+    prefixes += [(records.image_state_key(image.dest_path), True) for image in images]
     prefixes += [(group.path, False) for group in plan.groups]
     removed = dest.map(
         lambda item: dest.remove_dead_temporaries(item[0], recursive=item[1]), prefixes
@@ -406,29 +426,35 @@ def recheck_done(
     levels: list[tuple[int, int]],
     done_by_level: dict[tuple[int, str], set[int]],
     generations: list[str],
-) -> tuple[dict[tuple[int, int], list[str]], dict[tuple[int, int], set[int]]]:
-    """List every level's source blocks once: the signature of each unit, and the done units
-    whose recorded signature differs (their source changed since they were copied). The
-    chunks those units wrote are deleted, so that their copy starts from nothing."""
+) -> tuple[dict[tuple[int, int], dict[int, str]], dict[tuple[int, int], set[int]]]:
+    """List every level's source blocks once: the signature of each unit that has blocks,
+    and the done units whose recorded signature differs (their source changed since they
+    were copied). The chunks those units wrote are deleted, so that their copy starts from
+    nothing."""
     level_plans = [plan.images[i].levels[j] for i, j in levels]
-    signatures = source.map(lambda level: resume.unit_signatures(source, level), level_plans)
+    signatures = source.map(lambda level: records.unit_signatures(source, level), level_plans)
     changed: dict[tuple[int, int], set[int]] = {}
     for (i, j), level, current in zip(levels, level_plans, signatures, strict=True):
-        done = done_by_level[i, level.name]
+        done = done_by_level.get((i, level.name), set())
         if not done:
             continue
         image = plan.images[i]
-        recorded = resume.recorded_signatures(
+        recorded = records.recorded_signatures(
             dest, plan.image_fingerprint(image), image.dest_path, level.name, done, generations[i]
         )
         stale = {
-            unit for unit, sig in recorded.items() if unit < len(current) and sig != current[unit]
+            unit
+            for unit, sig in recorded.items()
+            if unit < level.unit_count and sig != records.signature_of(current, unit)
         }
         if stale:
             changed[i, j] = stale
             keys = [key for unit in sorted(stale) for key in unit_chunk_keys(plan, level, unit)]
             dest.map(dest.delete_prefix, keys)
     return dict(zip(levels, signatures, strict=True)), changed
+
+
+Guard = Callable[[], None]
 
 
 def run_plan(
@@ -438,36 +464,59 @@ def run_plan(
     options: EngineOptions,
     progress: Progress | None = None,
     executor: UnitExecutor | None = None,
-    guard: Callable[[], None] | None = None,
+    guard: Guard | None = None,
     run_id: str | None = None,
     finishing: Callable[[], None] | None = None,
+    *,
+    found: DestState | None = None,
+    confirm: Guard | None = None,
+    restart: bool = False,
 ) -> RunResult:
     """Migrate every image of ``plan``; resumable, metadata finalized last. ``executor``
     runs the work units (default :func:`run_local`: threads in this process).
     ``finishing`` is called just before the last document, the completion mark that lists
     every image of the plan, is written: once that write returns, the run has finished.
 
-    ``run_id`` is the id of the lease this run holds at DEST (see ``migrate.copy.lease``);
-    ``guard`` raises once that lease is lost: it is called as units finish and before any
-    metadata is finalized, so a superseded run stops without writing a completion mark."""
+    ``run_id`` is the id of the lease this run holds at DEST (see ``migrate.dest.lease``);
+    ``guard`` raises once that lease is lost, as far as this process knows (cheap: it is
+    called before and after every unit), and ``confirm`` reads the lease again and raises
+    unless it is still this run's: it is called before every finalize step (an image's
+    metadata, the groups, the completion mark), so a superseded run stops without
+    finalizing anything. ``found`` is DEST's state, read under the lease, against which
+    ``plan`` was made (:meth:`~migrate.dest.state.DestState.plan_at_dest`); when not given
+    it is read here and the plan made against it. ``restart``: see :func:`prepare_dest`."""
     progress = progress or NullProgress()
     check = guard or (lambda: None)
+    confirmed = confirm or check
     started = time.monotonic()
     counted = iocounts.totals()
-    results, todo, generations = prepare_dest(dest, plan, options, run_id or uuid.uuid4().hex)
+    if found is None:  # a library call: read DEST's state here, and plan against it
+        found = read_state(dest, plan)
+        plan = found.plan_at_dest(plan)
+    writer = DestWriter(dest, found)
+    results, todo, generations, states = prepare_dest(
+        dest, plan, options, run_id or uuid.uuid4().hex, found, writer, restart
+    )
     fingerprints = {i: plan.image_fingerprint(plan.images[i]) for i in todo}
-    levels = [(i, level.name) for i in todo for level in plan.images[i].levels]
+    # only a resumed image has records (an image started now has none yet)
+    resumed = [
+        (i, level.name)
+        for i in todo
+        if states[i] is ImageState.PARTIAL
+        and generations[i] == found.image(plan.images[i].dest_path).generation
+        for level in plan.images[i].levels
+    ]
     done_sets = dest.map(
-        lambda item: resume.done_units(
+        lambda item: records.done_units(
             dest,
             fingerprints[item[0]],
             plan.images[item[0]].dest_path,
             item[1],
             generations[item[0]],
         ),
-        levels,
+        resumed,
     )
-    done_by_level = dict(zip(levels, done_sets, strict=True))
+    done_by_level = dict(zip(resumed, done_sets, strict=True))
     level_indices = [(i, j) for i in todo for j in range(len(plan.images[i].levels))]
     signatures, changed = recheck_done(
         plan, source, dest, level_indices, done_by_level, generations
@@ -480,14 +529,19 @@ def run_plan(
         done_bytes = 0
         for level_index, level in enumerate(image.levels):
             stale = changed.get((index, level_index), set())
-            done = done_by_level[index, level.name] - stale
-            result.units_total += level.unit_count
-            result.units_skipped += len(done)
-            result.units_redone += len(stale)
-            done_bytes += level.nbytes * len(done) // max(level.unit_count, 1)
-            missing = tuple(u for u in range(level.unit_count) if u not in done)
+            done = done_by_level.get((index, level.name), set()) - stale
             current = signatures[index, level_index]
-            work.append(LevelWork(index, level_index, missing, tuple(current[u] for u in missing)))
+            # a unit none of whose source blocks is stored is all zero: nothing to copy or
+            # record (empty chunks are not stored), so work follows the blocks, never the
+            # level's declared size
+            missing = tuple(unit for unit in current if unit not in done)
+            result.units_total += level.unit_count
+            result.units_skipped += level.unit_count - len(missing)
+            result.units_redone += len(stale)
+            done_bytes += (
+                level.nbytes * (level.unit_count - len(missing)) // max(level.unit_count, 1)
+            )
+            work.append(LevelWork(index, level_index, missing, current))
         progress.start(
             image.dest_path, result.units_total, total_bytes, result.units_skipped, done_bytes
         )
@@ -509,10 +563,11 @@ def run_plan(
         progress.advance(image.dest_path, 1, outcome.nbytes)
 
     try:
-        if any(w.units for w in work):
+        if any(len(w.units) for w in work):
             job = Job(
-                plan, source, dest, options, tuple(work), progress, tuple(generations), run_id
-            )
+                plan, source, dest, options, tuple(work), progress, tuple(generations), run_id,
+                check,
+            )  # fmt: skip
             (executor or run_local)(job, report)
     finally:
         progress.close()  # also on Ctrl-C or a storage failure: leave the terminal tidy
@@ -520,66 +575,66 @@ def run_plan(
     def finalize(index: int) -> None:
         """The OME metadata with the completion mark (in order), then the records go."""
         image = plan.images[index]
-        check()
+        confirmed()
         if finishing is not None and image.dest_path == "":  # the root: its mark is the last
             finishing()
-        _write_if_changed(dest, image_final_documents(plan, image))
-        resume.forget_image(dest, image.dest_path)
+        writer.write_if_changed(image_final_documents(plan, image))
+        records.forget_image(dest, image.dest_path)
         results[index].complete = True
 
     dest.map(finalize, [i for i in todo if not results[i].failures])
     if all(r.complete for r in results):
-        check()
         # the groups (labels lists), then, last of all, the root with the completion mark
+        groups = [group for group in plan.groups if group.attributes and group.path != ""]
         root = [group for group in plan.groups if group.path == "" and group.attributes]
-        dest.map(
-            lambda g: _write_if_changed(dest, group_documents(plan, g.path, g.attributes)),
-            [group for group in plan.groups if group.attributes and group.path != ""],
-        )
-        for group in root:
+        documents = [group_documents(plan, g.path, g.attributes) for g in [*groups, *root]]
+        if any(writer.pending(docs) for docs in documents):
+            confirmed()
+        dest.map(writer.write_if_changed, documents[: len(groups)])
+        for docs in documents[len(groups) :]:
             if finishing is not None:
                 finishing()
-            _write_if_changed(dest, group_documents(plan, group.path, group.attributes))
+            writer.write_if_changed(docs)
     elif any(group.path == "" for group in plan.groups):
-        check()
-        _mark_finished_images(dest, plan, results)
+        confirmed()
+        _mark_finished_images(writer, plan, results)
     storage = iocounts.totals() - counted if executor is None else None
     return RunResult(results, time.monotonic() - started, storage)
 
 
-def _mark_finished_images(dest: Store, plan: Plan, results: list[ImageResult]) -> None:
+def _mark_finished_images(writer: DestWriter, plan: Plan, results: list[ImageResult]) -> None:
     """When some images failed: list the label images this run finished in their ``labels``
     groups (with those the groups list already), then add every image this run finished to
     DEST's completion mark. The root keeps its other attributes."""
+    found = writer.state
     finished = [image for image, r in zip(plan.images, results, strict=True) if r.complete]
     labels = [image for image in finished if image.kind == "label"]
     if labels:
-        existing = resume.listed_labels(dest, [group.path for group in plan.groups])
+        paths = [group.path for group in plan.groups]
+        existing = marks.labels_of({path: found.attributes(path) for path in paths})
         for group in plan_groups(labels, plan.ngff_version, existing):
             if group.attributes and group.path != "":
-                _write_if_changed(dest, group_documents(plan, group.path, group.attributes))
-    mark = resume.dest_completion_mark(dest)
+                writer.write_if_changed(group_documents(plan, group.path, group.attributes))
+    mark = found.completion_mark
     for image in finished:
         mark[image.dest_path] = plan.image_fingerprint(image)
-    attributes = dict(resume.group_attributes(dest, "") or {})
+    attributes = dict(found.attributes("") or {})
     attributes[PROVENANCE_KEY] = {COMPLETE_KEY: dict(sorted(mark.items()))}
-    _write_if_changed(dest, group_documents(plan, "", attributes))
+    writer.write_if_changed(group_documents(plan, "", attributes))
 
 
 def job_units(job: Job) -> Iterator[WorkUnit]:
     """Every unit of ``job`` in plan order (image by image, level by level), each with the
     signature of its source blocks that its record will carry."""
     return (
-        WorkUnit(w.image, w.level, unit, w.signature(position))
-        for w in job.work
-        for position, unit in enumerate(w.units)
+        WorkUnit(w.image, w.level, unit, w.signature(unit)) for w in job.work for unit in w.units
     )
 
 
 def job_worker(job: Job) -> UnitWorker:
     """The :class:`UnitWorker` that copies and records ``job``'s units in this process
     (every in-process executor makes its worker here, so they record units alike)."""
-    return UnitWorker(job.plan, job.source, job.dest, job.options, job.generations)
+    return UnitWorker(job.plan, job.source, job.dest, job.options, job.generations, job.guard)
 
 
 def run_local(job: Job, report: Report) -> None:
@@ -594,6 +649,8 @@ def run_local(job: Job, report: Report) -> None:
             for task in queue:
                 while len(in_flight) >= window:
                     _drain(in_flight, worker, report)
+                if job.guard is not None:
+                    job.guard()  # a run whose lease was taken starts no further unit
                 in_flight[pool.submit(worker.copy, task)] = task
             while in_flight:
                 _drain(in_flight, worker, report)

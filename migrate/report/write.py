@@ -13,8 +13,8 @@ from typing import Any
 from migrate import __version__
 from migrate.check.inventory import FinishedImage, finished_images
 from migrate.check.verify import VerifyResult
-from migrate.copy import resume
 from migrate.copy.tsio import n5_metadata
+from migrate.dest import marks
 from migrate.errors import MigrationError
 from migrate.report.html import IndexEntry, Page, render_index, render_page
 from migrate.report.model import DestLevel, ReportImage, image_of_dest, images_of_plan
@@ -103,8 +103,8 @@ def write_convert_report(
 
 def _group_attributes(dest: Store, image: FinishedImage) -> dict[str, Any]:
     if image.ngff_version == "0.4":
-        return resume.read_json(dest, join_key(image.dest_path, ".zattrs")) or {}
-    document = resume.read_json(dest, join_key(image.dest_path, "zarr.json")) or {}
+        return marks.read_json(dest, join_key(image.dest_path, ".zattrs")) or {}
+    document = marks.read_json(dest, join_key(image.dest_path, "zarr.json")) or {}
     return dict(document.get("attributes") or {})
 
 

@@ -9,6 +9,7 @@ running one is still writing (:meth:`LocalStore.remove_dead_temporaries`).
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import functools
 import hashlib
@@ -17,6 +18,7 @@ import re
 import shutil
 import socket
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -25,6 +27,11 @@ from migrate.errors import StoreError
 from migrate.storage import iocounts
 from migrate.storage.base import Store, join_key
 from migrate.storage.keys import UnsafeKeyError, check_key
+
+DELETE_ATTEMPTS = 5
+"""A folder another process writes into while it is deleted is tried this many times."""
+LOCK_PATIENCE = 10.0
+"""Seconds a conditional write waits for the lock file another process holds."""
 
 TEMPORARY = re.compile(r"\.(?P<host>[A-Za-z0-9_]+)-(?P<pid>[0-9]+)-(?P<start>[0-9]+)-[0-9]+\.tmp$")
 """The end of a temporary file's name: ``.<host>-<pid>-<process start>-<thread>.tmp``."""
@@ -37,10 +44,13 @@ def _host() -> str:
 
 def _process_start(pid: int) -> int | None:
     """When process ``pid`` started (clock ticks since boot, Linux ``/proc``): 0 where the
-    system does not say, None when there is no such process."""
+    system does not say, None when there is no such process (or only a zombie: it has
+    exited, its parent has not yet noticed)."""
     try:
         with open(f"/proc/{pid}/stat", "rb") as f:
             fields = f.read().rsplit(b")", 1)[1].split()
+        if fields[0] in (b"Z", b"X"):
+            return None
         return int(fields[19])  # field 22 of proc(5); the first two end at ")"
     except FileNotFoundError:
         return None if os.path.isdir("/proc/self") else _signal_probe(pid)
@@ -80,6 +90,21 @@ def writer_alive(name: str) -> bool:
         return False
     recorded = int(match["start"])
     return start == 0 or recorded == 0 or start == recorded
+
+
+def _lock_holder(lock: Path) -> str:
+    """Who holds the ``flock`` on ``lock``, from ``/proc/locks`` (Linux): "pid N", or
+    "another process" where the system does not say."""
+    try:
+        inode = os.stat(lock).st_ino
+        with open("/proc/locks") as table:
+            for line in table:
+                fields = line.split()
+                if len(fields) > 5 and fields[1] == "FLOCK" and fields[5].endswith(f":{inode}"):
+                    return f"pid {fields[4]}"
+    except (OSError, ValueError):
+        pass
+    return "another process"
 
 
 def dangling_link(path: Path) -> str | None:
@@ -193,7 +218,7 @@ class LocalStore(Store):
             except OSError as exc:
                 raise StoreError(f"{self.display(key)}: cannot lock: {exc.strerror}") from exc
             try:
-                fcntl.flock(fd, fcntl.LOCK_EX)
+                self._flock(fd, lock)
                 try:
                     same = os.stat(lock).st_ino == os.fstat(fd).st_ino
                 except FileNotFoundError:
@@ -203,6 +228,24 @@ class LocalStore(Store):
                     return
             finally:
                 os.close(fd)
+
+    def _flock(self, fd: int, lock: Path) -> None:
+        """Take the lock on ``fd``, waiting at most :data:`LOCK_PATIENCE` seconds for the
+        process that holds it; then StoreError names the lock file and its holder."""
+        deadline = time.monotonic() + LOCK_PATIENCE
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                return
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    holder = _lock_holder(lock)
+                    raise StoreError(
+                        f"{lock}: held by {holder} for more than {LOCK_PATIENCE:.0f} s (a "
+                        "conditional write takes milliseconds: a frozen or hung process); "
+                        "stop it, or delete the lock file if no cellmap-migrate runs here"
+                    ) from None
+                time.sleep(0.05)
 
     @staticmethod
     def _token(data: bytes) -> str:
@@ -255,10 +298,18 @@ class LocalStore(Store):
     def delete_prefix(self, prefix: str) -> None:
         self._check_writable(prefix)
         path = self.path(prefix)
-        if path.is_dir():
-            shutil.rmtree(path)
-        elif path.exists():
-            path.unlink()
+        for attempt in range(DELETE_ATTEMPTS):
+            try:
+                if path.is_dir():
+                    shutil.rmtree(path)
+                elif path.exists():
+                    path.unlink()
+                return
+            except FileNotFoundError:
+                continue  # removed meanwhile by someone else: look again
+            except OSError as exc:  # a writer added a file meanwhile ("Directory not empty")
+                if exc.errno != errno.ENOTEMPTY or attempt == DELETE_ATTEMPTS - 1:
+                    raise StoreError(f"{self.display(prefix)}: cannot delete: {exc}") from exc
 
     def list_dir(self, prefix: str) -> tuple[list[str], list[str]]:
         dirs: list[str] = []

@@ -354,7 +354,7 @@ class S3Store(Store):
     # Conditional writes: PutObject with If-None-Match: * (create) or If-Match: <ETag>
     # (replace), DeleteObject with If-Match. A server that answers NotImplemented (or HTTP
     # 501) raises ConditionalWritesUnsupportedError; one that ignores the headers is detected by
-    # the caller (migrate.copy.lease), which knows what it wrote.
+    # the caller (migrate.dest.lease), which knows what it wrote.
 
     def _conditional(self, verb: str, key: str, operation: Callable[[], T]) -> T | None:
         """``operation`` (retried like any request); None when its precondition failed."""

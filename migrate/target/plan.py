@@ -165,6 +165,73 @@ def _output_grid(
     return chunks, shard
 
 
+MAX_INDEX = 2**62 - 2
+"""The largest index (and so extent) TensorStore handles along an axis."""
+MAX_COUNT = 2**63 - 1
+"""Byte sizes and chunk counts must fit a signed 64-bit integer (TensorStore, numpy, the
+Zarr index width)."""
+MAX_SHARD_CHUNKS = 2**24
+"""Inner chunks one shard may hold: its index (16 bytes a chunk) is built in memory."""
+
+
+def check_sizes(
+    shape: tuple[int, ...],
+    blocks: tuple[int, ...],
+    chunks: tuple[int, ...],
+    shard: tuple[int, ...] | None,
+    itemsize: int,
+    location: str,
+) -> None:
+    """Refuse a level whose declared sizes the output grid cannot hold, before anything is
+    allocated or written for it: an extent or block size past TensorStore's largest index,
+    more bytes or more chunks (shards) than a 64-bit count holds, a shard whose index would
+    have more than :data:`MAX_SHARD_CHUNKS` entries. All C order (z, y, x); the message
+    names the N5 field, whose lists are F order (x, y, z)."""
+    ndim = len(shape)
+
+    def field(name: str, axis: int) -> str:
+        return f"{name}[{ndim - 1 - axis}]"
+
+    for axis, (extent, block) in enumerate(zip(shape, blocks, strict=True)):
+        if extent > MAX_INDEX:
+            raise MetadataError(
+                location,
+                field("dimensions", axis),
+                f"{extent} is more than an array can hold (at most {MAX_INDEX} = 2^62 - 2, "
+                "TensorStore's largest index)",
+            )
+        if block > MAX_INDEX:
+            raise MetadataError(
+                location, field("blockSize", axis), f"{block} is more than {MAX_INDEX}"
+            )
+    if math.prod(shape) * itemsize > MAX_COUNT:
+        raise MetadataError(
+            location,
+            "dimensions",
+            f"{list(reversed(shape))} holds {math.prod(shape) * itemsize} bytes, more than a "
+            f"64-bit size can count ({MAX_COUNT})",
+        )
+    for what, grid in (("chunks", chunks), ("shards", shard), ("blocks", blocks)):
+        if grid is None:
+            continue
+        count = math.prod(math.ceil(n / g) for n, g in zip(shape, grid, strict=True))
+        if count > MAX_COUNT:
+            raise MetadataError(
+                location,
+                "dimensions",
+                f"{list(reversed(shape))} makes {count} {what} of {list(reversed(grid))}, "
+                f"more than a 64-bit count holds ({MAX_COUNT})",
+            )
+    if shard is not None:
+        inner = math.prod(s // c for s, c in zip(shard, chunks, strict=True))
+        if inner > MAX_SHARD_CHUNKS:
+            raise MigrationError(
+                f"{location}: --shard {list(shard)} (z, y, x) of chunks {list(chunks)} holds "
+                f"{inner} chunks, more than a shard index may ({MAX_SHARD_CHUNKS}); use a "
+                "smaller --shard"
+            )
+
+
 def _provenance(
     source_root: str,
     path: str,
@@ -228,6 +295,7 @@ def plan_image(image: SourceImage, source_url: str, options: PlanOptions) -> Ima
         codec = choose_codec(attrs.compression, options.codec, options.ngff_version, level.location)
         chunks, shard = _output_grid(blocks, shape, options, level.location)
         itemsize = ITEMSIZE[attrs.dataType]
+        check_sizes(shape, blocks, chunks, shard, itemsize, level.location)
         levels.append(
             LevelPlan(
                 name=level.name,

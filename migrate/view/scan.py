@@ -11,7 +11,8 @@ from collections.abc import Callable
 from typing import Any
 
 from migrate.check.inventory import FinishedImage, finished_images
-from migrate.copy import resume, tsio
+from migrate.copy import tsio
+from migrate.dest import marks
 from migrate.errors import MigrationError
 from migrate.storage import LocalStore, S3Store, Store, join_key
 from migrate.view.state import ViewImage, percentile_range
@@ -47,7 +48,7 @@ def browser_base(store: Store, local_base: str | None) -> Callable[[str], str]:
 
 
 def _group_ome(store: Store, path: str, version: NgffVersion) -> dict[str, Any]:
-    attrs: Any = resume.group_attributes(store, path) or {}
+    attrs: Any = marks.group_attributes(store, path) or {}
     return dict(attrs.get("ome", attrs) if version == "0.5" else attrs)
 
 

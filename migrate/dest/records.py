@@ -1,4 +1,4 @@
-"""Resume records kept at DEST while a migration runs, so a killed run picks up where it stopped.
+"""Unit records kept at DEST while a migration runs, so a killed run picks up where it stopped.
 
 While an image is being copied, ``DEST/.cellmap-migrate/images/<image dest path>/`` holds:
 
@@ -19,20 +19,23 @@ When every unit of an image is done, its OME metadata is written with the finger
 records are then deleted, and ``.cellmap-migrate/`` itself once no image has records left, so
 a finished destination holds nothing but Zarr metadata and chunks. Last of all, the root
 group's ``cellmap-migrate`` attribute lists every finished image by fingerprint
-(:func:`dest_completion_mark`): only then is the destination complete.
+(:func:`migrate.dest.marks.dest_completion_mark`): only then is the destination complete.
+
+Every per-unit value here is kept only for units the data proves: a signature for each unit
+that has a source block in the listing, a done set of the records found. Nothing is
+allocated per unit of a level's *declared* size.
 """
 
 from __future__ import annotations
 
 import hashlib
 import itertools
-import json
-from enum import Enum
+from collections.abc import Mapping
 from typing import Any
 
+from migrate.dest.marks import read_json
 from migrate.storage import Store, join_key
-from migrate.target.layout import PROVENANCE_KEY, dumps
-from migrate.target.plan import COMPLETE_KEY, plan_groups, with_completion_mark
+from migrate.target.layout import dumps
 from schemas.plan import ImagePlan, LevelPlan, Plan
 
 STATE_DIR = ".cellmap-migrate"
@@ -40,68 +43,6 @@ STATE_DIR = ".cellmap-migrate"
 
 def image_state_key(image_dest_path: str, *parts: str) -> str:
     return join_key(STATE_DIR, "images", image_dest_path, *parts)
-
-
-class ImageState(Enum):
-    NEW = "new"  # nothing at DEST
-    PARTIAL = "partial"  # started with the same plan
-    COMPLETE = "complete"  # finished with the same plan
-    DIFFERENT = "different"  # started or finished with another plan
-    FOREIGN = "foreign"  # DEST holds data cellmap-migrate did not write
-
-
-def read_json(store: Store, key: str) -> dict[str, Any] | None:
-    raw = store.read(key)
-    if raw is None:
-        return None
-    try:
-        value = json.loads(raw)
-    except ValueError:
-        return None
-    return value if isinstance(value, dict) else None
-
-
-def group_attributes(store: Store, path: str) -> dict[str, Any] | None:
-    """A Zarr group's user attributes (v2 ``.zattrs`` or v3 ``zarr.json``), None if absent.
-
-    On a store that takes calls in parallel (S3) both documents are asked for at once, one
-    round trip instead of two when the group is v2 (or absent); locally, one at a time."""
-    keys = [join_key(path, "zarr.json"), join_key(path, ".zattrs")]
-    if store.concurrency > 1:
-        v3, v2 = store.map(lambda key: read_json(store, key), keys)
-    else:
-        v3 = read_json(store, keys[0])
-        v2 = None if v3 is not None else read_json(store, keys[1])
-    if v3 is not None:
-        attributes = v3.get("attributes", {})
-        return attributes if isinstance(attributes, dict) else {}
-    return v2
-
-
-def completion_mark(store: Store, path: str) -> dict[str, Any] | None:
-    """The provenance of a finished image at ``path`` (it carries the fingerprint), or None."""
-    attributes = group_attributes(store, path) or {}
-    provenance = attributes.get(PROVENANCE_KEY)
-    if isinstance(provenance, dict) and provenance.get("fingerprint"):
-        return provenance
-    return None
-
-
-def image_state(dest: Store, plan: Plan, image: ImagePlan) -> ImageState:
-    """Where this image stands at DEST relative to ``plan``."""
-    fingerprint = plan.image_fingerprint(image)
-    finished = completion_mark(dest, image.dest_path)
-    if finished is not None:
-        return (
-            ImageState.COMPLETE if finished["fingerprint"] == fingerprint else ImageState.DIFFERENT
-        )
-    started = read_json(dest, image_state_key(image.dest_path, "plan.json"))
-    if started is not None:
-        same = started.get("fingerprint") == fingerprint
-        return ImageState.PARTIAL if same else ImageState.DIFFERENT
-    if dest.exists_prefix(image.dest_path):
-        return ImageState.FOREIGN
-    return ImageState.NEW
 
 
 def record_start(dest: Store, plan: Plan, image: ImagePlan, generation: str = "") -> None:
@@ -123,8 +64,12 @@ def record_start(dest: Store, plan: Plan, image: ImagePlan, generation: str = ""
 
 def recorded_generation(dest: Store, image_dest_path: str) -> str:
     """The generation of the image's records (its plan.json), "" when it has none."""
-    started = read_json(dest, image_state_key(image_dest_path, "plan.json")) or {}
-    generation = started.get("generation")
+    return generation_of(read_json(dest, image_state_key(image_dest_path, "plan.json")))
+
+
+def generation_of(started: Mapping[str, Any] | None) -> str:
+    """The generation recorded in an image's start record (plan.json), "" when none."""
+    generation = (started or {}).get("generation")
     return generation if isinstance(generation, str) else ""
 
 
@@ -167,18 +112,22 @@ def recorded_signatures(
 
 
 _MASK = 2**64 - 1
+EMPTY_SIGNATURE = f"0:{0:016x}"
+"""The signature of a unit none of whose source blocks is stored (all zero)."""
 
 
-def unit_signatures(source: Store, level: LevelPlan) -> list[str]:
-    """A signature of the source blocks of every work unit of ``level`` (C-order unit index →
+def unit_signatures(source: Store, level: LevelPlan) -> dict[int, str]:
+    """A signature of the source blocks of the work units of ``level`` (C-order unit index →
     signature), from one listing of the level: a function of each block's key, size and
     stamp (modification time on disk, ETag on S3), so a block that is rewritten, added or
     removed changes the signature of every unit it falls in. Nothing is read but the
-    listing."""
+    listing. Only units with a listed block are in the result (the others'
+    signature is :data:`EMPTY_SIGNATURE`: see :func:`signature_of`), so its size follows the
+    blocks stored, never the level's declared size."""
     ndim = len(level.shape)
     grid = level.unit_grid
-    sums = [0] * level.unit_count
-    counts = [0] * level.unit_count
+    sums: dict[int, int] = {}
+    counts: dict[int, int] = {}
     for key, size, stamp in source.list_stats(level.source_path):
         parts = key.split("/")
         if len(parts) != ndim or not all(part.isdigit() for part in parts):
@@ -199,9 +148,14 @@ def unit_signatures(source: Store, level: LevelPlan) -> list[str]:
                 linear = 0
                 for p, g in zip(position, grid, strict=True):
                     linear = linear * g + p
-                sums[linear] = (sums[linear] + value) & _MASK
-                counts[linear] += 1
-    return [f"{n}:{total:016x}" for n, total in zip(counts, sums, strict=True)]
+                sums[linear] = (sums.get(linear, 0) + value) & _MASK
+                counts[linear] = counts.get(linear, 0) + 1
+    return {unit: f"{counts[unit]}:{total:016x}" for unit, total in sorted(sums.items())}
+
+
+def signature_of(signatures: Mapping[int, str], unit: int) -> str:
+    """The signature of ``unit`` in a :func:`unit_signatures` result."""
+    return signatures.get(unit, EMPTY_SIGNATURE)
 
 
 def done_units(
@@ -215,58 +169,6 @@ def done_units(
         if name.isdigit():
             done.add(int(name))
     return done
-
-
-def dest_completion_mark(dest: Store) -> dict[str, str]:
-    """The images DEST's completion mark lists as finished (dest path → image fingerprint);
-    empty when there is no mark."""
-    return completion_of(group_attributes(dest, ""))
-
-
-def completion_of(root_attributes: dict[str, Any] | None) -> dict[str, str]:
-    """The completion mark in the root group's attributes (see :func:`dest_completion_mark`)."""
-    provenance = (root_attributes or {}).get(PROVENANCE_KEY)
-    complete = provenance.get(COMPLETE_KEY) if isinstance(provenance, dict) else None
-    if not isinstance(complete, dict):
-        return {}
-    return {str(path): str(fp) for path, fp in complete.items() if isinstance(fp, str)}
-
-
-def listed_labels(dest: Store, group_paths: list[str]) -> dict[str, tuple[str, ...]]:
-    """The label names the ``labels`` groups at ``group_paths`` already list at DEST
-    (groups that list none are left out); the groups are read in parallel where the store
-    allows."""
-    found = dest.map(lambda path: group_attributes(dest, path), group_paths)
-    return labels_of(dict(zip(group_paths, found, strict=True)))
-
-
-def labels_of(attributes: dict[str, dict[str, Any] | None]) -> dict[str, tuple[str, ...]]:
-    """The label names each group (path → its attributes) lists (see :func:`listed_labels`)."""
-    found: dict[str, tuple[str, ...]] = {}
-    for path, attrs in attributes.items():
-        group: Any = attrs or {}
-        labels = group.get("labels") or group.get("ome", {}).get("labels") or []
-        if isinstance(labels, list) and labels:
-            found[path] = tuple(str(name) for name in labels)
-    return found
-
-
-def plan_at_dest(plan: Plan, dest: Store) -> Plan:
-    """``plan`` as it applies to what DEST already holds: its ``labels`` groups keep listing
-    the label images other runs listed, and the completion mark keeps listing the images
-    other runs finished there. ``convert`` writes this; ``verify`` compares DEST with it.
-    The groups and the root are read in one batch (one round trip on S3)."""
-    paths = [group.path for group in plan.groups if group.attributes]
-    wanted = list(dict.fromkeys(["", *paths]))
-    found = dict(
-        zip(wanted, dest.map(lambda path: group_attributes(dest, path), wanted), strict=True)
-    )
-    existing = labels_of({path: found[path] for path in paths})
-    if existing:
-        plan = plan.model_copy(
-            update={"groups": plan_groups(plan.images, plan.ngff_version, existing)}
-        )
-    return with_completion_mark(plan, completion_of(found[""]))
 
 
 def forget_image(dest: Store, image_dest_path: str) -> None:

@@ -28,8 +28,10 @@ from __future__ import annotations
 import contextlib
 import datetime
 import json
+import math
 import os
 import shlex
+import signal
 import socket
 import sys
 import threading
@@ -38,7 +40,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 
-from migrate.copy.resume import STATE_DIR
+from migrate.dest.records import STATE_DIR
 from migrate.errors import MigrationError
 from migrate.storage import ConditionalWritesUnsupportedError, Store, join_key
 
@@ -46,6 +48,9 @@ LEASE_KEY = join_key(STATE_DIR, "lease.json")
 DEFAULT_EXPIRY = 300.0
 """Seconds a lease stays valid without renewal (``--lease-timeout``)."""
 MAX_RENEW_INTERVAL = 30.0
+CONFIRM_SECONDS = 1.0
+"""A running copy reads its lease back at most this often (:meth:`Lease.check`), so a run
+whose lease was broken stops within about a second, not only at its next renewal."""
 BEST_EFFORT_SETTLE = 1.0
 """Without conditional writes: seconds between writing the lease and reading it back."""
 
@@ -79,6 +84,8 @@ class Holder:
 
     @staticmethod
     def parse(raw: bytes) -> Holder | None:
+        """The lease in ``raw``; None when it is not one. A ``renewed`` or ``expiry_seconds``
+        that is not a number is kept as NaN, which :meth:`stale_reason` calls stale."""
         try:
             data = json.loads(raw)
             return Holder(
@@ -87,17 +94,24 @@ class Holder:
                 pid=int(data["pid"]),
                 started=str(data["started"]),
                 command=str(data["command"]),
-                renewed=float(data["renewed"]),
-                expiry_seconds=float(data["expiry_seconds"]),
+                renewed=_number(data.get("renewed")),
+                expiry_seconds=_number(data.get("expiry_seconds")),
             )
-        except (ValueError, TypeError, KeyError):
+        except (ValueError, TypeError, KeyError, AttributeError, OverflowError):
             return None
 
     def describe(self) -> str:
         return f"host {self.host}, pid {self.pid}, started {self.started}, command: {self.command}"
 
     def stale_reason(self, now: float) -> str | None:
-        """Why this lease no longer protects a live run, or None while it does."""
+        """Why this lease no longer protects a live run, or None while it does. A renewal
+        time or expiry that is not a number, or a renewal further in the future than a whole
+        expiry (no clock skew explains it), cannot protect anything: stale."""
+        if not math.isfinite(self.renewed) or not math.isfinite(self.expiry_seconds):
+            return "its renewal time or expiry is not a number"
+        if self.renewed - now > max(self.expiry_seconds, 0.0):
+            ahead = self.renewed - now
+            return f"renewed {ahead:.0f} s in the future by this host's clock"
         age = now - self.renewed
         if age > self.expiry_seconds:
             return f"not renewed for {age:.0f} s, expiry {self.expiry_seconds:.0f} s"
@@ -106,13 +120,26 @@ class Holder:
         return None
 
 
+def _number(value: object) -> float:
+    """A JSON number as a float; NaN for anything else (a string, null, a boolean)."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return math.nan
+    return float(value)
+
+
 def _iso(epoch: float) -> str:
-    moment = datetime.datetime.fromtimestamp(epoch, datetime.UTC)
+    if not math.isfinite(epoch):
+        return "never"
+    try:
+        moment = datetime.datetime.fromtimestamp(epoch, datetime.UTC)
+    except (OverflowError, OSError, ValueError):
+        return "never"
     return moment.isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
 def pid_running(pid: int) -> bool:
-    """True when a process ``pid`` exists on this host."""
+    """True when a process ``pid`` runs on this host (a zombie, which has exited and waits
+    for its parent to notice, does not)."""
     if pid <= 0:
         return False
     try:
@@ -121,7 +148,12 @@ def pid_running(pid: int) -> bool:
         return False
     except PermissionError:  # someone else's process
         return True
-    return True
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            state = f.read().rsplit(b")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return True  # no /proc here: it exists
+    return state not in (b"Z", b"X")
 
 
 def read_holder(dest: Store) -> tuple[Holder | None, str] | None:
@@ -139,25 +171,44 @@ def read_holder(dest: Store) -> tuple[Holder | None, str] | None:
 
 def held_by_other(dest: Store) -> Holder | None:
     """The holder of a live lease at DEST (for the dry run to mention), else None."""
-    found = read_holder(dest)
+    return live_holder(read_holder(dest))
+
+
+def live_holder(found: tuple[Holder | None, str] | None) -> Holder | None:
+    """The holder of a lease as read (:func:`read_holder`) while it is live, else None."""
     if found is None or found[0] is None:
         return None
     holder = found[0]
     return holder if holder.stale_reason(time.time()) is None else None
 
 
+def this_host() -> str:
+    """The host name a lease records."""
+    return socket.gethostname()
+
+
 class Lease:
     """A held lease, renewed in the background until :meth:`release`."""
 
     def __init__(
-        self, dest: Store, holder: Holder, token: str, *, conditional: bool, notice: Notice
+        self,
+        dest: Store,
+        holder: Holder,
+        token: str,
+        *,
+        conditional: bool,
+        notice: Notice,
+        broke: Holder | None = None,
     ) -> None:
         self.dest = dest
         self.holder = holder
+        self.broke = broke
+        """The holder whose live lease this run took (``--break-lease``), if it did."""
         self._token = token
         self._conditional = conditional
         self._notice = notice
         self._lost: str | None = None
+        self._renewed_ok = self._confirmed = time.monotonic()
         self._stop = threading.Event()
         self._lock = threading.Lock()
         self._thread = threading.Thread(target=self._renew_loop, name="lease", daemon=True)
@@ -168,11 +219,39 @@ class Lease:
         return self.holder.run_id
 
     def check(self) -> None:
-        """Raise LeaseLostError once the lease is no longer this run's."""
+        """Raise LeaseLostError once the lease is no longer this run's, as far as this
+        process knows without asking the storage (cheap: called before every work unit): its
+        renewal failed, or none succeeded for most of the expiry (the process was frozen, or
+        the storage is out of reach), after which another run may take the lease."""
+        now = time.monotonic()
+        silent = now - self._renewed_ok
+        if self._lost is None and silent > 0.8 * self.holder.expiry_seconds:
+            self._lost = f"the lease was not renewed for {silent:.0f} s"
+        if self._lost is None and now - self._confirmed > CONFIRM_SECONDS:
+            self._confirmed = now  # at most one read a second, whatever the threads
+            self._read_back()
         if self._lost is not None:
             raise LeaseLostError(
                 f"{self.dest.display()}: {self._lost}; this run stopped before finalizing "
                 "(every finished work unit is recorded)"
+            )
+
+    def confirm(self) -> None:
+        """Read the lease from the storage and raise LeaseLostError unless it is still this
+        run's: called before every finalize step (an image's metadata, the completion
+        mark), so a run whose lease was taken never finalizes, whenever it learns of it."""
+        self._read_back()
+        self.check()
+
+    def _read_back(self) -> None:
+        """Read the lease; note it lost unless it is still this run's."""
+        found = read_holder(self.dest)
+        holder = found[0] if found is not None else None
+        if self._lost is None and (holder is None or holder.run_id != self.run_id):
+            self._lost = (
+                f"lost the lease to another run ({holder.describe()})"
+                if holder is not None
+                else "the lease was removed by another run"
             )
 
     def _renew_loop(self) -> None:
@@ -213,6 +292,7 @@ class Lease:
                 )
                 return
             self.holder, self._token = fresh, token
+            self._renewed_ok = time.monotonic()
 
     def release(self) -> None:
         """Stop renewing and delete the lease if it is still this run's; then the state
@@ -316,7 +396,7 @@ def _acquire_conditional(dest: Store, mine: Holder, break_lease: bool, notice: N
             raise ConditionalWritesUnsupportedError(
                 f"{dest.display(LEASE_KEY)}: the storage ignores conditional writes"
             )
-        return Lease(dest, mine, new, conditional=True, notice=notice)
+        return Lease(dest, mine, new, conditional=True, notice=notice, broke=_live(holder))
     raise LeaseHeldError(f"{dest.display(LEASE_KEY)}: the lease keeps changing; try again")
 
 
@@ -330,13 +410,70 @@ def _acquire_best_effort(dest: Store, mine: Holder, break_lease: bool, notice: N
         if why is None:
             raise _refuse(dest, holder)
         _takeover(dest, holder, why, notice)
+    broke = _live(found[0]) if found is not None else None
     dest.write(LEASE_KEY, mine.dumps())
     time.sleep(BEST_EFFORT_SETTLE)
     back = read_holder(dest)
     winner = back[0] if back is not None else None
     if winner is None or winner.run_id != mine.run_id:
         raise _refuse(dest, winner)
-    return Lease(dest, mine, "", conditional=False, notice=notice)
+    return Lease(dest, mine, "", conditional=False, notice=notice, broke=broke)
+
+
+def _live(holder: Holder | None) -> Holder | None:
+    """``holder`` when its lease was not stale (only ``--break-lease`` takes such a lease)."""
+    return holder if holder is not None and holder.stale_reason(time.time()) is None else None
+
+
+POLL_SECONDS = 0.2
+WAIT_MARGIN = 60.0
+"""Seconds, beyond its lease's expiry, that a broken holder on this host is given to stop
+(it notices at its next renewal, then ends the work unit it is copying)."""
+
+
+def wait_for_broken_holder(lease: Lease, notice: Notice) -> None:
+    """After ``--break-lease`` took a live lease: wait until its holder has stopped, so that
+    none of its writes can land after this run's. A holder on this host is watched by its
+    pid (it reads its lease back every second while it copies, and stops before the next
+    work unit or any finalize step): this returns once the pid is gone, and raises
+    LeaseHeldError when it still runs a minute after its lease's expiry (a frozen process:
+    stop it). A holder on another host cannot be watched; ``--break-lease`` promises it is
+    gone, and its records are not counted (the engine starts its images again)."""
+    broke = lease.broke
+    if broke is None or broke.host != socket.gethostname() or not pid_running(broke.pid):
+        return
+    patience = broke.expiry_seconds + WAIT_MARGIN
+    notice(
+        f"waiting for pid {broke.pid}, whose lease was broken, to stop (it stops at its next "
+        f"lease renewal; at most {patience:.0f} s)"
+    )
+    deadline = time.monotonic() + patience
+    while pid_running(broke.pid):
+        lease.check()
+        if time.monotonic() > deadline:
+            raise LeaseHeldError(
+                f"{lease.dest.display()}: pid {broke.pid} on this host, whose lease was broken "
+                f"({broke.describe()}), still runs after {patience:.0f} s; stop it "
+                f"(kill {broke.pid}), then run again"
+            )
+        time.sleep(POLL_SECONDS)
+
+
+def _deferring_interrupts(call: Callable[[], None]) -> None:
+    """``call()``, with a Ctrl-C (SIGINT) that arrives meanwhile raised only after it
+    returns: releasing the lease is a few requests, and an interrupted release would leave
+    DEST locked until the lease expires. Off the main thread, just ``call()``."""
+    if threading.current_thread() is not threading.main_thread():
+        call()
+        return
+    caught: list[int] = []
+    previous = signal.signal(signal.SIGINT, lambda number, _frame: caught.append(number))
+    try:
+        call()
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    if caught:
+        raise KeyboardInterrupt
 
 
 @contextlib.contextmanager
@@ -353,10 +490,11 @@ def hold(
     to be taken over as the lease of a finished pid)."""
     lease = acquire(dest, expiry=expiry, break_lease=break_lease, notice=notice)
     try:
+        wait_for_broken_holder(lease, notice)
         yield lease
     finally:
         try:
-            lease.release()
+            _deferring_interrupts(lease.release)
         except MigrationError as exc:
             notice(
                 f"note: could not release the lease {dest.display(LEASE_KEY)} ({exc}); "
