@@ -460,9 +460,11 @@ def wait_for_broken_holder(lease: Lease, notice: Notice) -> None:
 
 
 def _deferring_interrupts(call: Callable[[], None]) -> None:
-    """``call()``, with a Ctrl-C (SIGINT) that arrives meanwhile raised only after it
-    returns: releasing the lease is a few requests, and an interrupted release would leave
-    DEST locked until the lease expires. Off the main thread, just ``call()``."""
+    """``call()``, with a Ctrl-C (SIGINT) that arrives meanwhile delivered only after it
+    returns, to the handler that was in place (the CLI's decides what it means: after a
+    finished run it is only noted): releasing the lease is a few requests, and an
+    interrupted release would leave DEST locked until the lease expires. Off the main
+    thread, just ``call()``."""
     if threading.current_thread() is not threading.main_thread():
         call()
         return
@@ -473,7 +475,7 @@ def _deferring_interrupts(call: Callable[[], None]) -> None:
     finally:
         signal.signal(signal.SIGINT, previous)
     if caught:
-        raise KeyboardInterrupt
+        signal.raise_signal(signal.SIGINT)
 
 
 @contextlib.contextmanager
