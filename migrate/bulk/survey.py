@@ -51,6 +51,11 @@ class SurveyRow:
     """Write requests at most: the objects, plus the batched deletes of the unit records."""
     refusal: str | None = None
     """Why ``convert`` would refuse this dataset (None: it would migrate)."""
+    registry: dict[str, int] | None = None
+    """With a registry manifest for the dataset: how many images are ``mirrored``,
+    ``restyled`` (display settings → ``omero``), ``reclassified`` (label or not, against
+    the name rule), ``in_conflict`` with the N5, ``absent`` from the manifest, and how many
+    of its sources have no image here (``unmatched``)."""
 
     def to_json(self) -> dict[str, Any]:
         return dict(vars(self))
@@ -87,6 +92,32 @@ def problems(plan: Plan) -> list[str]:
     return found
 
 
+def registry_counts(plan: Plan) -> dict[str, int]:
+    """What the registry changes in a planned dataset (see :attr:`SurveyRow.registry`)."""
+    from migrate.source.reconcile import REGISTRY_CONFLICT
+    from migrate.target.plan import is_label_image
+
+    patterns = tuple(plan.settings.get("label_patterns") or ())
+    listed = [image for image in plan.images if image.registry_source is not None]
+    return {
+        "mirrored": sum(1 for image in plan.images if image.levels[0].mirror is not None),
+        "restyled": len(listed),
+        "reclassified": sum(
+            1
+            for image in listed
+            if (image.kind == "label")
+            != is_label_image(image.source_path, image.levels[0].dtype, patterns)
+        ),
+        "in_conflict": sum(
+            1
+            for image in plan.images
+            if any(c.startswith(REGISTRY_CONFLICT) for c in image.conflicts)
+        ),
+        "absent": len(plan.images) - len(listed),
+        "unmatched": len(plan.registry_unmatched),
+    }
+
+
 def _level_writes(level: LevelPlan, remaining_units: int) -> int:
     """Chunk (or shard) objects the remaining units of a level write, at most."""
     objects = _grid_count(level.shape, level.shard or level.chunks)
@@ -121,6 +152,8 @@ def survey_plan(
             row.source_blocks += _grid_count(level.shape, level.source_blocks)
     row.conventions = sorted(found)
     row.problems = problems(plan)
+    if plan.dataset is not None:
+        row.registry = registry_counts(plan)
     states = dest.map(lambda image: resume.image_state(dest, plan, image), plan.images)
     row.state = dest_state(states)
     records = 0
