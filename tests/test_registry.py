@@ -434,6 +434,14 @@ def test_ngff_05_keeps_omero_in_ome(hela: tuple[Path, Path], tmp_path: Path) -> 
     )
     verified = run_cli("verify", str(n5), str(dest), "--registry", str(manifest))
     assert verified.exit_code == 0, verified.stdout
+    from migrate.storage import open_store
+    from migrate.view.scan import output_images
+    from migrate.view.state import viewer_state
+
+    version, images = output_images(open_store(str(dest), read_only=True), "http://h:1")
+    layers = {layer["name"]: layer for layer in viewer_state(images, version)["layers"]}
+    assert "range=[0, 255]" in layers["labels/er_pred"]["shader"]
+    assert 'color(default="#0000ff")' in layers["labels/er_pred"]["shader"]
 
 
 def test_an_n5_stating_a_negative_scale_is_mirrored_the_same_way(
@@ -719,6 +727,10 @@ def test_bulk_survey_counts_what_the_registry_changes(tmp_path: Path) -> None:
         "1 absent from the registry; 72 registry source(s) without an image"
     ) in run.stdout
     assert "jrc_other-1: registry" not in run.stdout  # no manifest: nothing changes
+    single = run_cli("convert", str(root / HELA / f"{HELA}.n5"), "--dry-run", "--registry",
+                     str(registry))  # fmt: skip
+    extra = single.stdout.split("image labels/extra_pred", 1)[1].split("\n\n", 1)[0]
+    assert "registry: no entry for this image" in extra
     rows = run_cli("bulk", "convert", str(root), "--dry-run", "--json", "--registry",
                    str(registry)).json["datasets"]  # fmt: skip
     counts = {row["name"]: row["registry"] for row in rows}
@@ -1003,3 +1015,38 @@ def test_report_shows_the_source_of_a_mirrored_image_through_the_mirror(
     assert not isinstance(source, str)
     np.testing.assert_array_equal(source, dest)
     assert source.std() > 0
+
+
+def test_unit_signatures_follow_the_mirror(hela: tuple[Path, Path]) -> None:
+    """A source block rewritten is the source of the output units where it lands: for the
+    mirrored prediction, the first block along y (rows 0–7 of 25) lands in rows 17–24,
+    units 2 and 3 of 8 rows; upright it would be unit 0."""
+    from migrate.copy.resume import unit_signatures
+    from migrate.storage import open_store
+
+    n5, _ = hela
+    store = open_store(str(n5), read_only=True)
+    plan = run_cli("convert", str(n5), "--dry-run", "--json", "--registry", str(hela[1]),
+                   "--unit-mib", "0.0009765625").json["plan"]  # fmt: skip
+    from schemas.plan import LevelPlan
+
+    pred = next(i for i in plan["images"] if i["source_path"] == "labels/er_pred")
+    level = LevelPlan.model_validate(pred["levels"][0])
+    assert level.mirror == (False, True, False)
+    assert level.unit_shape == (8, 8, 8)
+    assert level.unit_grid == (2, 4, 2)
+    upright = level.model_copy(update={"mirror": None})
+    before = [unit_signatures(store, level), unit_signatures(store, upright)]
+    block = n5 / "labels/er_pred/s0/0/0/0"  # x 0, y 0, z 0
+    stat = block.stat()
+    os.utime(block, ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))
+    try:
+        after = [unit_signatures(store, level), unit_signatures(store, upright)]
+    finally:
+        os.utime(block, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    changed = [
+        {i for i, (a, b) in enumerate(zip(old, new, strict=True)) if a != b}
+        for old, new in zip(before, after, strict=True)
+    ]
+    # C-order unit index z * 8 + y * 2 + x: z 0, y 2 and 3 (mirrored) or 0, x 0
+    assert changed == [{2 * 2, 3 * 2}, {0}]
