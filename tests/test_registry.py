@@ -410,10 +410,16 @@ def test_verify_needs_the_recorded_registry_and_reads_through_the_mirror(
     shutil.copytree(hela_out, copy_dest)
     array = zarr.open_array(str(copy_dest / "labels/er_pred/s0"), mode="r+")
     array[...] = read_n5_array(n5 / "labels/er_pred/s0")
+    # and its display is not the registry's
+    attrs_path = copy_dest / "labels/er_pred/.zattrs"
+    attrs = json.loads(attrs_path.read_text())
+    attrs["omero"]["channels"][0]["color"] = "FF0000"
+    attrs_path.write_text(json.dumps(attrs))
     wrong = run_cli("verify", str(n5), str(copy_dest), "--registry", str(manifest))
     assert wrong.exit_code == 1
-    assert "MISMATCH" in wrong.stdout
-    assert "labels/er_pred/s0" in wrong.stdout
+    mismatches = [line for line in wrong.stdout.splitlines() if line.startswith("MISMATCH")]
+    assert any("labels/er_pred/s0: " in line and "voxel(s) differ" in line for line in mismatches)
+    assert any('omero.channels[0].color is "FF0000"' in line for line in mismatches)
 
 
 def test_ngff_05_keeps_omero_in_ome(hela: tuple[Path, Path], tmp_path: Path) -> None:
