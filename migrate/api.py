@@ -142,12 +142,22 @@ def open_for_verify(src: str, dest: str, s3: S3Options | None = None) -> tuple[S
 
 
 def check_conflicts(plan: Plan) -> None:
-    """Refuse a plan whose source metadata disagrees (between COSEM and Neuroglancer, or
-    inside one of them: each conflict says which) until ``--trust`` is given."""
+    """Refuse a plan whose source metadata disagrees (between COSEM and Neuroglancer, inside
+    one of them, or between the registry and the N5: each conflict says which) until
+    ``--trust`` is given."""
     if plan.conflicts:
+        from migrate.source.reconcile import REGISTRY_CONFLICT
+
+        kinds = {c.startswith(REGISTRY_CONFLICT) for c in plan.conflicts}
+        choices = [
+            choice
+            for registry, choice in ((False, "cosem|neuroglancer"), (True, "registry|n5"))
+            if registry in kinds
+        ]
         raise ConflictError(
             f"{len(plan.conflicts)} metadata conflict(s) (first: {plan.conflicts[0]}); "
-            "say which metadata to use with --trust cosem|neuroglancer"
+            f"say which metadata to use with --trust {' and --trust '.join(choices)} "
+            "(or --trust IMAGE=CHOICE for one image)"
         )
 
 

@@ -2,16 +2,24 @@
 
 from __future__ import annotations
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
-from schemas._base import PositiveInteger, PositiveNumber, SourceModel, check_same_length
+from schemas._base import Number, PositiveInteger, SourceModel, check_same_length
 
 
 class PixelResolution(SourceModel):
-    """Voxel spacing in F order (x, y, z) and a single unit for every axis."""
+    """Voxel spacing in F order (x, y, z) and a single unit for every axis; a negative
+    spacing says the image is stored mirrored along that axis."""
 
-    dimensions: tuple[PositiveNumber, ...] = Field(min_length=1)
+    dimensions: tuple[Number, ...] = Field(min_length=1)
     unit: str
+
+    @field_validator("dimensions")
+    @classmethod
+    def _nonzero(cls, dimensions: tuple[float, ...]) -> tuple[float, ...]:
+        if any(value == 0 for value in dimensions):
+            raise ValueError("a voxel size of 0 places every voxel at one point")
+        return dimensions
 
 
 class NeuroglancerGroupAttributes(SourceModel):

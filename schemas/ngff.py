@@ -159,6 +159,31 @@ class ImageLabelV05(TargetModel):
     source: LabelSource | None = None
 
 
+class OmeroWindow(TargetModel):
+    """The display window of a channel: ``start``…``end`` drawn dark…bright, in ``min``…``max``."""
+
+    min: int | FiniteFloat
+    max: int | FiniteFloat
+    start: int | FiniteFloat
+    end: int | FiniteFloat
+
+
+class OmeroChannel(TargetModel):
+    active: bool = True
+    color: str = Field(pattern=r"^[0-9A-F]{6}$")
+    """RGB as six hex digits, no ``#`` (what the transitional ``omero`` metadata uses)."""
+    inverted: bool = False
+    label: str
+    window: OmeroWindow
+
+
+class Omero(TargetModel):
+    """The transitional ``omero`` display metadata (0.4: beside ``multiscales``; 0.5: in
+    ``ome``), one channel per image here."""
+
+    channels: tuple[OmeroChannel, ...] = Field(min_length=1)
+
+
 class Provenance(TargetModel):
     """Where the data came from, and the source's non-OME attributes, kept verbatim.
 
@@ -176,6 +201,8 @@ class Provenance(TargetModel):
     settings: dict[str, Any] | None = None
     """On an image group: the options it was planned with (``PlanOptions.recorded``), so
     that ``verify`` can plan the same migration again from the source."""
+    registry_source: dict[str, Any] | None = None
+    """On an image group migrated with a registry: its entry in the manifest, verbatim."""
     fingerprint: str | None = None
 
 
@@ -183,6 +210,7 @@ class ImageAttrsV04(TargetModel):
     """A 0.4 image (or label image) group's ``.zattrs``."""
 
     multiscales: tuple[MultiscaleV04]
+    omero: Omero | None = None
     image_label: ImageLabelV04 | None = Field(default=None, alias="image-label")
     provenance: Provenance | None = Field(default=None, alias="cellmap-migrate")
 
@@ -196,6 +224,7 @@ class LabelsAttrsV04(TargetModel):
 class OmeV05(TargetModel):
     version: Literal["0.5"] = "0.5"
     multiscales: tuple[MultiscaleV05] | None = None
+    omero: Omero | None = None
     image_label: ImageLabelV05 | None = Field(default=None, alias="image-label")
     labels: tuple[RelativePath, ...] | None = None
 

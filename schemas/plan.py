@@ -58,6 +58,19 @@ class LevelPlan(TargetModel):
     """Each work unit is a box of this shape (a whole number of chunks, or of shards)."""
     attributes: dict[str, Any]
     """The destination array's user attributes (the source array's, for provenance)."""
+    mirror: tuple[bool, ...] | None = None
+    """Per axis (C order): is the level written mirrored, output voxel ``j`` being source
+    voxel ``N - 1 - j`` (``N`` its extent)? None: no axis is (the field is then absent from
+    the plan's JSON, so plans without a mirror keep their fingerprints)."""
+
+    def source_box(self, box: tuple[tuple[int, int], ...]) -> tuple[tuple[int, int], ...]:
+        """The box of the source holding the voxels of the output ``box`` (C order)."""
+        if self.mirror is None:
+            return box
+        return tuple(
+            (n - stop, n - start) if flip else (start, stop)
+            for (start, stop), flip, n in zip(box, self.mirror, self.shape, strict=True)
+        )
 
     @property
     def unit_grid(self) -> tuple[int, ...]:
@@ -104,6 +117,8 @@ class ImagePlan(TargetModel):
     """Which source of truth each metadata value came from."""
     warnings: tuple[str, ...] = ()
     conflicts: tuple[str, ...] = ()
+    registry_source: str | None = None
+    """The name of the image's entry in the registry manifest (None: it has none)."""
 
 
 class GroupPlan(TargetModel):
@@ -125,6 +140,11 @@ class Plan(TargetModel):
     images: tuple[ImagePlan, ...]
     groups: tuple[GroupPlan, ...]
     orphan_arrays: tuple[str, ...] = ()
+    dataset: dict[str, Any] | None = None
+    """With a registry manifest: the dataset's name, the manifest's digest and its
+    ``metadata`` (title, DOIs, publications, imaging), kept at DEST's root group."""
+    registry_unmatched: tuple[str, ...] = ()
+    """Sources the manifest lists that match no image of this plan."""
 
     def canonical_json(self) -> str:
         return json.dumps(self.to_json_dict(), sort_keys=True, separators=(",", ":"))

@@ -52,6 +52,11 @@ class SurveyRow:
     """Write requests at most: the objects, plus the batched deletes of the unit records."""
     refusal: str | None = None
     """Why ``convert`` would refuse this dataset (None: it would migrate)."""
+    registry: dict[str, int] | None = None
+    """With a registry manifest for the dataset: how many images are ``mirrored``,
+    ``restyled`` (display settings → ``omero``), ``reclassified`` (label or not, against
+    the name rule), ``in_conflict`` with the N5, ``absent`` from the manifest, and how many
+    of its sources have no image here (``unmatched``)."""
 
     def to_json(self) -> dict[str, Any]:
         return dict(vars(self))
@@ -88,6 +93,32 @@ def problems(plan: Plan) -> list[str]:
     return found
 
 
+def registry_counts(plan: Plan) -> dict[str, int]:
+    """What the registry changes in a planned dataset (see :attr:`SurveyRow.registry`)."""
+    from migrate.source.reconcile import REGISTRY_CONFLICT
+    from migrate.target.plan import is_label_image
+
+    patterns = tuple(plan.settings.get("label_patterns") or ())
+    listed = [image for image in plan.images if image.registry_source is not None]
+    return {
+        "mirrored": sum(1 for image in plan.images if image.levels[0].mirror is not None),
+        "restyled": len(listed),
+        "reclassified": sum(
+            1
+            for image in listed
+            if (image.kind == "label")
+            != is_label_image(image.source_path, image.levels[0].dtype, patterns)
+        ),
+        "in_conflict": sum(
+            1
+            for image in plan.images
+            if any(c.startswith(REGISTRY_CONFLICT) for c in image.conflicts)
+        ),
+        "absent": len(plan.images) - len(listed),
+        "unmatched": len(plan.registry_unmatched),
+    }
+
+
 def _level_writes(level: LevelPlan, remaining_units: int) -> int:
     """Chunk (or shard) objects the remaining units of a level write, at most."""
     objects = _grid_count(level.shape, level.shard or level.chunks)
@@ -122,6 +153,8 @@ def survey_plan(
             row.source_blocks += _grid_count(level.shape, level.source_blocks)
     row.conventions = sorted(found)
     row.problems = problems(plan)
+    if plan.dataset is not None:
+        row.registry = registry_counts(plan)
     root = read_root(dest)
     at_dest = read_state(dest, plan, root)  # DEST's state, read once
     plan = at_dest.plan_at_dest(plan)

@@ -18,6 +18,7 @@ from migrate.dest import records
 from migrate.dest.state import read_state
 from migrate.errors import VerificationError
 from migrate.source.discover import discover
+from migrate.source.registry import Registry, dataset_of
 from migrate.storage import Store, join_key
 from migrate.target.layout import PROVENANCE_KEY
 from migrate.target.plan import PlanOptions, build_plan
@@ -75,7 +76,11 @@ def _within(path: str, inner: str) -> bool:
 
 
 def recorded_options(
-    source: Store, inner: str, dest: Store, recorded: Sequence[Recorded]
+    source: Store,
+    inner: str,
+    dest: Store,
+    recorded: Sequence[Recorded],
+    registry: Registry | None = None,
 ) -> PlanOptions:
     """The options recorded by the images at DEST (``recorded``) that were migrated from
     SRC (its ``inner`` part), where SRC is the source they record, at the same location
@@ -127,16 +132,60 @@ def recorded_options(
             f"different settings ({shown}); verify each part with its own SRC"
         )
     first = ours[0]
-    return PlanOptions.from_recorded(first.provenance["settings"], dest.display(first.metadata_key))
+    where = dest.display(first.metadata_key)
+    check_registry(first.provenance["settings"], where, registry, dataset_of(source.url))
+    return PlanOptions.from_recorded(first.provenance["settings"], where, registry)
 
 
-def plan_again(source: Store, inner: str, dest: Store) -> tuple[Plan, list[Recorded]]:
+def check_registry(
+    settings: dict[str, Any], where: str, registry: Registry | None, dataset: str
+) -> None:
+    """The registry DEST records (``settings.registry``: dataset and digest) is the one
+    ``verify --registry`` gives for ``dataset``, or neither has one; VerificationError naming
+    both otherwise (another manifest is other settings)."""
+    recorded = settings.get("registry")
+    if recorded is None:
+        if registry is not None and registry.for_dataset(dataset) is not None:
+            raise VerificationError(
+                f"{where}: migrated without a registry, but --registry {registry.location} "
+                "was given: other settings (verify without --registry)"
+            )
+        return
+    if not isinstance(recorded, dict) or set(recorded) != {"dataset", "digest"}:
+        raise VerificationError(
+            f"{where}: {PROVENANCE_KEY}.settings.registry: not what cellmap-migrate records "
+            f"({recorded!r})"
+        )
+    dataset, digest = str(recorded["dataset"]), str(recorded["digest"])
+    if registry is None:
+        raise VerificationError(
+            f"{where}: migrated with the registry manifest of {dataset} (digest {digest}); "
+            "give it with --registry PATH (the manifest, or a folder holding it)"
+        )
+    manifest = registry.for_dataset(dataset)
+    if manifest is None:
+        raise VerificationError(
+            f"--registry {registry.location} has no manifest of {dataset}; {where} was "
+            f"migrated with the one of digest {digest}"
+        )
+    if manifest.digest != digest:
+        raise VerificationError(
+            f"{manifest.location} (digest {manifest.digest}) is not the registry manifest "
+            f"{where} was migrated with (digest {digest}): other settings (convert again "
+            "with --overwrite to migrate with this one)"
+        )
+
+
+def plan_again(
+    source: Store, inner: str, dest: Store, registry: Registry | None = None
+) -> tuple[Plan, list[Recorded]]:
     """The plan of the migration DEST records, made again from SRC's own metadata (and the
-    label images DEST's ``labels`` groups list, as ``convert`` merges them); with every
-    image cellmap-migrate finished or started at DEST."""
+    label images DEST's ``labels`` groups list, as ``convert`` merges them) and the registry
+    manifest it records (found in ``registry``, checked by digest); with every image
+    cellmap-migrate finished or started at DEST."""
     discovery = discover(source, inner)
     recorded = recorded_images(dest)
-    options = recorded_options(source, inner, dest, recorded)
+    options = recorded_options(source, inner, dest, recorded, registry)
     plan = build_plan(discovery, source.url, inner, dest.url, options)
     plan = read_state(dest, plan, lease=False).plan_at_dest(plan)
     return plan, recorded

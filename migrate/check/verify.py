@@ -34,6 +34,7 @@ from migrate.check.validate import validate_image, validate_labels_listing
 from migrate.check.voxels import compare_voxels
 from migrate.copy.events import NullProgress, Progress
 from migrate.dest import marks, records
+from migrate.source.registry import Registry
 from migrate.storage import Store, join_key
 from migrate.target.layout import Documents, all_documents, array_documents, image_final_documents
 from schemas.plan import LevelPlan, Plan
@@ -320,14 +321,17 @@ def verify(
     workers: int = 2,
     seed: int | None = None,
     progress: Progress | None = None,
+    registry: Registry | None = None,
 ) -> VerifyResult:
     """Prove that DEST is the migration of SRC (``source``, its part ``inner``) with the
-    settings DEST records; collect every problem found.
+    settings DEST records (and the registry manifest it records, found in ``registry``);
+    collect every problem found. A mirrored level is compared with its source read through
+    the mirror.
 
     Raises MigrationError (one line) when SRC cannot be read or planned, or when DEST holds
     no migration of it."""
     progress = progress or NullProgress()
-    plan, recorded = plan_again(source, inner, dest)
+    plan, recorded = plan_again(source, inner, dest, registry)
     sharded = any(level.shard for image in plan.images for level in image.levels)
     result = VerifyResult(sample=sample, grid="shards" if sharded else "chunks")
     result.images = len(plan.images)

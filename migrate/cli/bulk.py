@@ -22,6 +22,7 @@ from migrate.cli.commands import (
     cluster_options,
     convert,
     default_workers,
+    load_registry_option,
     reports_errors,
     s3_options,
 )
@@ -43,7 +44,7 @@ OWN = {"src", "dest", "dry_run", "plan_only", "as_json"}
 short form, a line per dataset, and a line per level of every dataset of a bucket would
 bring back the thousands of lines ``--plan-only`` exists to avoid."""
 HANDLED = {
-    "ngff_version", "prefix", "codec", "chunks", "shard", "downsampling", "trust",
+    "ngff_version", "prefix", "codec", "chunks", "shard", "downsampling", "trust", "registry",
     "allow_unknown_units", "labels", "workers", "unit_mib", "overwrite", "no_transplant",
     "skip_decode_check", "report", "into_existing", "break_lease", "lease_timeout",
 }  # fmt: skip
@@ -131,7 +132,7 @@ def _report_selection(selection: Selection, as_json: bool) -> None:
         click.echo(f"warning: {warning}", err=True)
 
 
-def _plan_and_engine(values: dict[str, Any]) -> tuple[PlanOptions, EngineOptions]:
+def _plan_and_engine(values: dict[str, Any], s3: S3Options) -> tuple[PlanOptions, EngineOptions]:
     from migrate.copy.options import EngineOptions
     from migrate.target.plan import PlanOptions
 
@@ -152,6 +153,7 @@ def _plan_and_engine(values: dict[str, Any]) -> tuple[PlanOptions, EngineOptions
         allow_unknown_units=values["allow_unknown_units"],
         label_patterns=values["labels"],
         unit_bytes=int(values["unit_mib"] * 2**20),
+        registry=load_registry_option(values["registry"], s3),
     )
     engine = EngineOptions(
         workers=values["workers"] or default_workers(),
@@ -206,7 +208,7 @@ def bulk_convert(
     """
     cluster = {name: values.pop(name) for name in CLUSTER}
     report_dir = values.pop("report")
-    plan_options, engine = _plan_and_engine(values)
+    plan_options, engine = _plan_and_engine(values, s3)
     if report_dir:
         from migrate.report import require_extra
 
@@ -344,6 +346,14 @@ def _dry_run(
                       "", str(total["objects_to_write"]), str(total["requests"])])  # fmt: skip
         click.echo(render_table(table), nl=False)
         for row in rows:
+            if row.registry is not None:
+                counts = row.registry
+                click.echo(
+                    f"  {row.name}: registry: {counts['mirrored']} mirrored, "
+                    f"{counts['restyled']} restyled, {counts['reclassified']} reclassified, "
+                    f"{counts['in_conflict']} in conflict, {counts['absent']} absent from the "
+                    f"registry; {counts['unmatched']} registry source(s) without an image"
+                )
             for problem in row.problems:
                 click.echo(f"  {row.name}: {problem}")
             if row.refusal:
@@ -391,13 +401,18 @@ def bulk_status(
 )
 @click.option("--seed", type=int, help="Random seed for --sample.")
 @click.option("--workers", type=click.IntRange(min=1), help="Parallel reads (default: cores).")
+@click.option(
+    "--registry",
+    metavar="PATH",
+    help="The registry manifests the datasets were migrated with (a folder).",
+)
 @summary_option(default_file=False)
 @s3_options
 @reports_errors
 def bulk_verify(
     root: str, dest_root: str | None, include: tuple[str, ...], exclude: tuple[str, ...],
     datasets_file: str | None, as_json: bool, sample: float, seed: int | None,
-    workers: int | None, summary_file: str | None, s3: S3Options,
+    workers: int | None, registry: str | None, summary_file: str | None, s3: S3Options,
 ) -> None:  # fmt: skip
     """Per dataset of ROOT: compare DEST with the source (every voxel, or --sample) and
     validate its metadata; exit non-zero on any doubt. Says what was proven for each."""
@@ -407,11 +422,13 @@ def bulk_verify(
         root, dest_root, include, exclude, datasets_file, s3, writing=False
     )
     _report_selection(selection, as_json)
+    manifests = load_registry_option(registry, s3)
     outcomes = []
     for dataset in selection.datasets:
         outcome = verify_dataset(
-            dataset, sample=sample, seed=seed, workers=workers or default_workers(), s3=s3
-        )
+            dataset, sample=sample, seed=seed, workers=workers or default_workers(), s3=s3,
+            registry=manifests,
+        )  # fmt: skip
         outcomes.append(outcome)
         if not as_json:
             click.echo(f"{outcome.state}: {outcome.name}: {outcome.detail}", err=True)

@@ -32,6 +32,26 @@ EXIT_TERMINATED = 143
 """SIGTERM (what batch schedulers send at a time limit or on a cancel): 128 + 15."""
 
 
+def _trust_option(values: tuple[str, ...]) -> tuple[str, ...]:
+    """The ``--trust`` values, checked (a bad one is a usage error naming it)."""
+    from migrate.source.reconcile import parse_trust
+
+    try:
+        parse_trust(values)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--trust") from None
+    return values
+
+
+def load_registry_option(path: str | None, s3: S3Options) -> Any:
+    """The manifests ``--registry PATH`` names (None without the option)."""
+    if path is None:
+        return None
+    from migrate.source.registry import load_registry
+
+    return load_registry(path, s3)
+
+
 def _shape_option(value: str | None, name: str) -> tuple[int, ...] | None:
     if value is None:
         return None
@@ -247,7 +267,21 @@ def cli(debug: bool) -> None:
     show_default=True,
     help="Translation rule when only Neuroglancer metadata exists.",
 )
-@click.option("--trust", type=click.Choice(["cosem", "neuroglancer"]), help="Resolve conflicts.")
+@click.option(
+    "--trust",
+    multiple=True,
+    metavar="[PATTERN=]CHOICE",
+    callback=lambda ctx, param, value: _trust_option(value),
+    help="Resolve conflicts: cosem|neuroglancer (the N5's conventions), registry|n5 (the "
+    "registry against the N5), for every image or PATTERN=CHOICE for the images whose path "
+    "matches PATTERN (repeatable).",
+)
+@click.option(
+    "--registry",
+    metavar="PATH",
+    help="OpenOrganelle registry: a manifest (<dataset>.manifest.json) or a folder of them, "
+    "local or s3://; mirrors, restyles and classifies images as the portal showed them.",
+)
 @click.option("--allow-unknown-units", is_flag=True, help="Keep units OME-NGFF does not name.")
 @click.option("--label", "labels", multiple=True, help="Treat images matching PATTERN as labels.")
 @click.option(
@@ -309,7 +343,8 @@ def convert(
     chunks: tuple[int, ...] | None,
     shard: tuple[int, ...] | None,
     downsampling: str,
-    trust: str | None,
+    trust: tuple[str, ...],
+    registry: str | None,
     allow_unknown_units: bool,
     labels: tuple[str, ...],
     workers: int | None,
@@ -363,10 +398,11 @@ def convert(
         shard=shard,
         prefix=prefix.strip("/"),
         downsampling=downsampling,  # type: ignore[arg-type]
-        trust=trust,  # type: ignore[arg-type]
+        trust=trust,
         allow_unknown_units=allow_unknown_units,
         label_patterns=labels,
         unit_bytes=int(unit_mib * 2**20),
+        registry=load_registry_option(registry, s3),
     )
     prepared = prepare(src, dest, options, read_only_dest=dry_run, s3=s3)
     found = inspect_dest(prepared) if dry_run or report else None  # DEST's state, read once
@@ -553,6 +589,9 @@ def status_command(dest: str, as_json: bool, s3: S3Options) -> None:
 @click.option("--workers", type=click.IntRange(min=1), help="Parallel reads (default: cores).")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 @click.option("--report", metavar="DIR", help="Write an HTML report with pictures into DIR.")
+@click.option("--registry", metavar="PATH",
+              help="The registry manifest (or a folder of them) DEST was migrated with; "
+              "checked against the digest DEST records.")  # fmt: skip
 @s3_options
 @reports_errors
 @watched
@@ -564,6 +603,7 @@ def verify_command(
     workers: int | None,
     as_json: bool,
     report: str | None,
+    registry: str | None,
     s3: S3Options,
 ) -> None:
     """Prove that DEST is the migration of SRC: plan it again from SRC's metadata with the
@@ -586,6 +626,7 @@ def verify_command(
         workers=workers or default_workers(),
         seed=seed,
         progress=current_watch().progress(),
+        registry=load_registry_option(registry, s3),
     )
     current_watch().record("summary", **result.to_json())
     if as_json:

@@ -10,12 +10,16 @@ from typing import Any
 
 import click
 
-from migrate.cli.commands import cli, reports_errors, s3_options
+from migrate.cli.commands import cli, load_registry_option, reports_errors, s3_options
+from migrate.dest.marks import group_attributes
 from migrate.errors import MigrationError
-from migrate.storage import LocalStore, S3Options, open_store
+from migrate.source.registry import Registry
+from migrate.storage import LocalStore, S3Options, Store, open_store
+from migrate.target.layout import PROVENANCE_KEY
 from migrate.view.link import DEFAULT_NEUROGLANCER_URL, state_from_link, state_link
 from migrate.view.state import ViewImage, viewer_state
 from schemas.plan import NgffVersion
+from schemas.registry import Manifest
 
 DEFAULT_PORT = 8777
 
@@ -65,6 +69,41 @@ def _state(version: NgffVersion, images: list[ViewImage], from_state: str | None
     return converted.state
 
 
+def _manifest(store: Store, registry: Registry | None) -> Manifest | None:
+    """The manifest of the output's dataset among ``registry``'s: the one a single-manifest
+    PATH holds, else the one named by the output's root (``cellmap-migrate.dataset``), else
+    by its folder (``<dataset>.zarr``)."""
+    if registry is None:
+        return None
+    if registry.single:
+        return next(iter(registry.manifests.values())).manifest
+    root: Any = group_attributes(store, "") or {}
+    recorded = (root.get(PROVENANCE_KEY) or {}).get("dataset") or {}
+    name = recorded.get("name") if isinstance(recorded, dict) else None
+    dataset = str(name) if name else store.url.rstrip("/").rsplit("/", 1)[-1].removesuffix(".zarr")
+    loaded = registry.for_dataset(dataset)
+    if loaded is None:
+        raise MigrationError(f"--registry {registry.location}: no manifest of {dataset}")
+    return loaded.manifest
+
+
+def _echo_views(
+    manifest: Manifest | None, images: list[ViewImage], version: NgffVersion, url: str
+) -> None:
+    """One link per registry view (stdout), notes on stderr."""
+    if manifest is None:
+        return
+    from migrate.view.registry_views import registry_view_states
+
+    for view in registry_view_states(manifest, images, version):
+        for note in view.notes:
+            click.echo(f"note: view {view.name!r}: {note}", err=True)
+        if view.state is None:
+            click.echo(f"note: view {view.name!r}: no layer of it is in this output", err=True)
+            continue
+        click.echo(f"view {view.name!r}: {state_link(view.state, url)}")
+
+
 @cli.command(name="view")
 @click.argument("path")
 @click.option("--open", "open_browser", is_flag=True, help="Open the link in a web browser.")
@@ -76,6 +115,9 @@ def _state(version: NgffVersion, images: list[ViewImage], from_state: str | None
 @click.option("--from-state", metavar="URL_OR_FILE",
               help="Convert this Neuroglancer state of the N5 source (a link, or a file with "
               "the state JSON) into one that shows PATH at the same place.")  # fmt: skip
+@click.option("--registry", metavar="PATH",
+              help="Also print one link per view of the dataset's registry manifest (a "
+              "manifest, or a folder of them), re-pointed at PATH.")  # fmt: skip
 @s3_options
 @reports_errors
 def view_command(
@@ -84,6 +126,7 @@ def view_command(
     port: int,
     neuroglancer_url: str,
     from_state: str | None,
+    registry: str | None,
     s3: S3Options,
 ) -> None:
     """Print a Neuroglancer link that shows the output PATH: every finished image a layer,
@@ -97,6 +140,7 @@ def view_command(
     from migrate.view.scan import output_images
 
     store = open_store(path, read_only=True, s3=s3)
+    manifest = _manifest(store, load_registry_option(registry, s3))
     unfinished = [started.image.dest_path for started in started_images(store)]
     if unfinished:
         click.echo(
@@ -108,6 +152,7 @@ def view_command(
         version, images = output_images(store)
         link = state_link(_state(version, images, from_state), neuroglancer_url)
         click.echo(link)
+        _echo_views(manifest, images, version, neuroglancer_url)
         if open_browser:
             webbrowser.open(link)
         return
@@ -121,6 +166,7 @@ def view_command(
         link = state_link(_state(version, images, from_state), neuroglancer_url)
         click.echo(f"serving {store.url} at {server.base_url} (Ctrl-C to stop)", err=True)
         click.echo(link)
+        _echo_views(manifest, images, version, neuroglancer_url)
         if open_browser:
             webbrowser.open(link)
         try:

@@ -23,7 +23,13 @@ from typing import Any, Protocol
 
 from migrate.copy.events import NullProgress, Progress
 from migrate.copy.options import EngineOptions
-from migrate.copy.tsio import HandleCache, is_storage_error, open_source, ts_error_text
+from migrate.copy.tsio import (
+    HandleCache,
+    is_storage_error,
+    level_n5_metadata,
+    open_source_array,
+    ts_error_text,
+)
 from migrate.dest import marks, ours, records
 from migrate.dest.lease import LeaseLostError
 from migrate.dest.state import DestState, DestWriter, ImageState, read_state
@@ -35,7 +41,7 @@ from migrate.target.layout import (
     image_final_documents,
     image_start_documents,
 )
-from migrate.target.plan import COMPLETE_KEY, plan_groups
+from migrate.target.plan import COMPLETE_KEY, DATASET_KEY, plan_groups
 from schemas.plan import ImagePlan, LevelPlan, Plan
 
 
@@ -94,6 +100,7 @@ def explain_difference(dest: Store, plan: Plan, image: ImagePlan, state: ImageSt
             if key != join_key(image.dest_path, ".zattrs"):  # absent until finalize anyway
                 differences.append(f"{key} does not exist (DEST has other Zarr metadata)")
             continue
+        differences += _settings_differences(key, existing, document)
         for name in sorted(set(document) | set(existing)):
             old, new = existing.get(name), document.get(name)
             if old != new and name != "attributes":
@@ -162,6 +169,26 @@ def check_images(
     return states
 
 
+def _settings_differences(key: str, existing: Any, document: Any) -> list[str]:
+    """The recorded settings (``cellmap-migrate.settings`` of an image group) that differ,
+    by name: ``registry``, ``codec``, …"""
+
+    def settings(doc: Any) -> dict[str, Any]:
+        attrs = doc.get("attributes", doc) if isinstance(doc, dict) else {}
+        provenance = attrs.get(PROVENANCE_KEY) if isinstance(attrs, dict) else None
+        found = provenance.get("settings") if isinstance(provenance, dict) else None
+        return found if isinstance(found, dict) else {}
+
+    old, new = settings(existing), settings(document)
+    if not old or not new:
+        return []
+    return [
+        f"{key}: settings.{name} {_compact(old.get(name))} → {_compact(new.get(name))}"
+        for name in sorted(set(old) | set(new))
+        if old.get(name) != new.get(name)
+    ]
+
+
 def _compact(value: Any) -> str:
     text = json.dumps(value, separators=(",", ":"))
     return text if len(text) <= 80 else text[:77] + "..."
@@ -170,8 +197,10 @@ def _compact(value: Any) -> str:
 def bad_blocks(
     source: Store, level: LevelPlan, box: tuple[tuple[int, int], ...], workers: int
 ) -> list[str]:
-    """The N5 keys (x/y/z) of the source blocks in ``box`` that cannot be decoded."""
-    array = open_source(source, level, workers)
+    """The N5 keys (x/y/z) of the source blocks the output ``box`` reads that cannot be
+    decoded (for a mirrored level, those of the mirrored box)."""
+    array = open_source_array(source, level.source_path, level_n5_metadata(level), workers)
+    box = level.source_box(box)
     ranges = [
         range(start // b, math.ceil(stop / b))
         for (start, stop), b in zip(box, level.source_blocks, strict=True)
@@ -619,7 +648,10 @@ def _mark_finished_images(writer: DestWriter, plan: Plan, results: list[ImageRes
     for image in finished:
         mark[image.dest_path] = plan.image_fingerprint(image)
     attributes = dict(found.attributes("") or {})
-    attributes[PROVENANCE_KEY] = {COMPLETE_KEY: dict(sorted(mark.items()))}
+    provenance: dict[str, Any] = {COMPLETE_KEY: dict(sorted(mark.items()))}
+    if plan.dataset is not None:
+        provenance[DATASET_KEY] = plan.dataset
+    attributes[PROVENANCE_KEY] = provenance
     writer.write_if_changed(group_documents(plan, "", attributes))
 
 

@@ -227,8 +227,9 @@ def _context(workers: int) -> ts.Context:
 
 
 def unit_blocks(level: LevelPlan, unit: int) -> Iterator[tuple[int, ...]]:
-    """Grid positions (C order) of the source blocks inside work unit ``unit``, C order."""
-    box = level.unit_box(unit)
+    """Grid positions (C order) of the source blocks work unit ``unit`` reads, C order
+    (for a mirrored level, those of the mirrored box)."""
+    box = level.source_box(level.unit_box(unit))
     return itertools.product(
         *(
             range(start // b, math.ceil(stop / b))

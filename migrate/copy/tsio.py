@@ -83,8 +83,22 @@ def level_n5_metadata(level: LevelPlan) -> dict[str, Any]:
 
 
 def open_source(store: Store, level: LevelPlan, workers: int) -> ts.TensorStore:
-    """The N5 array of a planned level, opened read-only, as a C-order (z, y, x) view."""
-    return open_source_array(store, level.source_path, level_n5_metadata(level), workers)
+    """The N5 array of a planned level, opened read-only, as a C-order (z, y, x) view; a
+    mirrored level (``level.mirror``) is seen through the mirror, so that index ``j`` of a
+    mirrored axis reads source voxel ``N - 1 - j``, what the output holds at ``j``."""
+    array = open_source_array(store, level.source_path, level_n5_metadata(level), workers)
+    return mirrored(array, level.mirror)
+
+
+def mirrored(array: ts.TensorStore, mirror: tuple[bool, ...] | None) -> ts.TensorStore:
+    """``array`` (C order, origin 0) reversed along the axes ``mirror`` names: a view (no
+    I/O, no copy), with stride −1 on those axes and the origin moved back to 0."""
+    if mirror is None or not any(mirror):
+        return array
+    import tensorstore as ts
+
+    axes = [k for k, flip in enumerate(mirror) if flip]
+    return array[ts.d[axes].stride[-1]].translate_to[0]
 
 
 def open_source_array(

@@ -133,13 +133,15 @@ def unit_signatures(source: Store, level: LevelPlan) -> dict[int, str]:
         if len(parts) != ndim or not all(part.isdigit() for part in parts):
             continue  # attributes.json and anything else that is not a block
         ranges = []
-        for index, block, unit, extent in zip(
-            reversed(parts), level.source_blocks, level.unit_shape, level.shape, strict=True
+        for axis, (index, block, unit, extent) in enumerate(
+            zip(reversed(parts), level.source_blocks, level.unit_shape, level.shape, strict=True)
         ):
             start = int(index) * block
             if start >= extent:
                 break  # outside the array: never read
             stop = min(start + block, extent)
+            if level.mirror is not None and level.mirror[axis]:  # where it lands at DEST
+                start, stop = extent - stop, extent - start
             ranges.append(range(start // unit, (stop - 1) // unit + 1))
         else:
             text = f"{key}\0{size}\0{stamp}".encode()

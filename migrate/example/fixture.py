@@ -149,6 +149,13 @@ class ImageSpec:
             zero and therefore absent on disk).
         seed: changes every value (and the sparse/label layout).
         axes: axis names, C order; ``None`` uses the defaults listed in the module docstring.
+        pyramid: how levels 1.. are made from s0 (in its stored order): ``"subsample"``
+            (level n is ``s0[::f**n]``) or ``"mean"`` (each voxel the mean of its window of
+            ``f**n`` s0 voxels per axis, a partial last window averaging what it holds,
+            rounded half to even for integer types). The metadata is :attr:`downsampling`'s.
+        stored_flip: per axis (C order), is s0 stored mirrored (stored voxel ``i`` holds the
+            content of ``N - 1 - i``)? The pyramid is then made from the stored s0, like a
+            prediction written upside down and downsampled as written. None: no axis.
     """
 
     path: str
@@ -168,6 +175,8 @@ class ImageSpec:
     content: Literal["gradient", "noise", "labels", "sparse"] = "gradient"
     seed: int = 0
     axes: tuple[str, ...] | None = None
+    pyramid: Literal["subsample", "mean"] = "subsample"
+    stored_flip: tuple[bool, ...] | None = None
 
     def __post_init__(self) -> None:
         """Coerce sequences to tuples and validate; errors name the field and the value."""
@@ -229,9 +238,12 @@ class ImageSpec:
             ("downsampling", self.downsampling, ("windowed", "subsample")),
             ("edge_blocks", self.edge_blocks, ("truncated", "full")),
             ("content", self.content, ("gradient", "noise", "labels", "sparse")),
+            ("pyramid", self.pyramid, ("subsample", "mean")),
         ):
             if value not in allowed:
                 raise ValueError(f"{where}: {name} must be one of {allowed}, got {value!r}")
+        if self.stored_flip is not None:
+            object.__setattr__(self, "stored_flip", _tuple("stored_flip", self.stored_flip, bool))
 
     def __hash__(self) -> int:
         """Hash (the compression mapping is hashed through its sorted JSON)."""
@@ -254,6 +266,8 @@ class ImageSpec:
                 self.content,
                 self.seed,
                 self.axes,
+                self.pyramid,
+                self.stored_flip,
             )
         )
 
@@ -524,12 +538,16 @@ def level_data(spec: ImageSpec, level: int, box: Box | None = None) -> npt.NDArr
     bounds = _normalize_box(shape, box)
     out_shape = tuple(stop - start for start, stop in bounds)
     out = np.empty(out_shape, dtype=spec.dtype)
-    # piece shape: split leading axes until a piece holds at most _PIECE_VOXELS voxels
+    # piece shape: split leading axes until a piece holds at most _PIECE_VOXELS voxels (of
+    # s0, for a level made of window means)
+    budget = _PIECE_VOXELS
+    if spec.pyramid == "mean" and level > 0:
+        budget = max(1, budget // math.prod(level_factors(spec, level)))
     piece = [max(1, n) for n in out_shape]
     for axis in range(len(piece)):
-        if math.prod(piece) <= _PIECE_VOXELS:
+        if math.prod(piece) <= budget:
             break
-        piece[axis] = max(1, _PIECE_VOXELS // math.prod(piece[axis + 1 :]))
+        piece[axis] = max(1, budget // math.prod(piece[axis + 1 :]))
     for corner in itertools.product(
         *(range(0, n, p) for n, p in zip(out_shape, piece, strict=True))
     ):
@@ -542,8 +560,33 @@ def level_data(spec: ImageSpec, level: int, box: Box | None = None) -> npt.NDArr
     return out
 
 
+def _window_means(
+    spec: ImageSpec, level: int, bounds: tuple[tuple[int, int], ...]
+) -> npt.NDArray[Any]:
+    """Values of the box ``bounds`` of a ``mean`` pyramid level: each voxel the mean of its
+    window of s0 (stored order), a partial last window averaging the voxels it holds."""
+    factors = level_factors(spec, level)
+    s0_box = tuple(
+        slice(start * f, min(stop * f, n))
+        for (start, stop), f, n in zip(bounds, factors, spec.shape, strict=True)
+    )
+    values = level_data(spec, 0, s0_box).astype(np.float64)
+    for axis, f in enumerate(factors):
+        edges = np.arange(0, values.shape[axis], f)
+        sums = np.add.reduceat(values, edges, axis=axis)
+        counts = np.diff(np.append(edges, values.shape[axis])).astype(np.float64)
+        view = [1] * values.ndim
+        view[axis] = len(counts)
+        values = sums / counts.reshape(view)
+    if np.dtype(spec.dtype).kind in "iu":
+        return np.rint(values).astype(spec.dtype)
+    return values.astype(spec.dtype)
+
+
 def _values(spec: ImageSpec, level: int, bounds: tuple[tuple[int, int], ...]) -> npt.NDArray[Any]:
     """Values of the box ``bounds`` ((start, stop) per axis, C order); may be broadcast."""
+    if spec.pyramid == "mean" and level > 0:
+        return _window_means(spec, level, bounds)
     factors = level_factors(spec, level)
     ndim = len(bounds)
     idx: list[I64Array] = []
@@ -552,6 +595,11 @@ def _values(spec: ImageSpec, level: int, bounds: tuple[tuple[int, int], ...]) ->
         view[axis] = stop - start
         idx.append(np.arange(start, stop, dtype=np.int64).reshape(view))
     phys = [c * f for c, f in zip(idx, factors, strict=True)]
+    if spec.stored_flip is not None:  # stored s0 voxel i holds the content of N - 1 - i
+        phys = [
+            n - 1 - p if flip else p
+            for p, flip, n in zip(phys, spec.stored_flip, spec.shape, strict=True)
+        ]
     if spec.content == "gradient":
         return _u16_to_dtype(_gradient(spec.seed, phys), spec.dtype)
     if spec.content == "noise":

@@ -36,6 +36,9 @@ class ReportLevel:
     chunks: tuple[int, ...] | None = None
     codec: str | None = None
     copy_path: str | None = None
+    mirror: tuple[bool, ...] | None = None
+    """The level is written mirrored along these axes: its source is shown through the
+    mirror, as the output holds it."""
 
 
 @dataclass(frozen=True)
@@ -106,6 +109,7 @@ def image_of_plan(plan: Plan, image: ImagePlan, *, fast: bool = True) -> ReportI
                 chunks=tuple(level.shard or level.chunks),
                 codec=level.codec.describe(),
                 copy_path=copy_path(level, fast=fast),
+                mirror=level.mirror,
             )
         )
     return ReportImage(

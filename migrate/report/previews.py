@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from migrate.copy.tsio import open_dest_readonly, open_source_array, ts_error_text
+from migrate.copy.tsio import mirrored, open_dest_readonly, open_source_array, ts_error_text
 from migrate.report.model import ReportImage, ReportLevel, short_unit
 from migrate.report.planes import (
     PLANES,
@@ -123,8 +123,11 @@ class Reader:
                 if side == "source":
                     if self.source is None or level.source_metadata is None:
                         raise ValueError("the source is not known")
-                    self._open[key] = open_source_array(
-                        self.source, level.source_path, level.source_metadata, self.workers
+                    self._open[key] = mirrored(
+                        open_source_array(
+                            self.source, level.source_path, level.source_metadata, self.workers
+                        ),
+                        level.mirror,
                     )
                 else:
                     self._open[key] = open_dest_readonly(

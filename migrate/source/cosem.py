@@ -55,7 +55,7 @@ def read_cosem(
     ``levels`` are the image's levels sorted s0, s1, … (see
     :func:`migrate.source.image.ordered_levels`). Raises :class:`MetadataError` naming the
     file and field for attributes that cannot be read (malformed, wrong number of axes, a
-    scale that is not positive, an unknown unit unless ``allow_unknown_units``).
+    scale of 0, an unknown unit unless ``allow_unknown_units``).
     """
     where = image.group_location
     ndim = len(levels[0].shape)
@@ -168,9 +168,9 @@ def _cosem_level(
             f"array {level.name} (shape {list(level.shape)}, C order)",
         )
     for k, value in enumerate(transform.scale):
-        if value <= 0:
+        if value == 0:  # negative: stored mirrored along that axis (migrate.source.mirror)
             raise MetadataError(
-                ref.location, f"{ref.field}.scale[{k}]", f"scale must be positive, got {value!r}"
+                ref.location, f"{ref.field}.scale[{k}]", f"scale must not be 0, got {value!r}"
             )
     # Units and their JSON paths are handled in file order, then put in C order.
     unit_refs = tuple(Ref(ref.location, f"{ref.field}.units[{k}]") for k in range(ndim))

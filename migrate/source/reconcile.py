@@ -23,25 +23,38 @@ downsampling factor are a warning.
 More conventions plug in as more statements: a reader returns a ``Statement`` whose
 ``convention`` is the name ``--trust`` will use for it, and :func:`reconcile` compares and
 chooses among any number of them.
+
+The OpenOrganelle registry (:mod:`migrate.source.registry`) is compared with the N5's chosen
+statement, not with the first one, and differently: it states only s0 (its transform applies
+to every level), and its sign is the image's orientation, so a negative registry scale is not
+a disagreement but the news that the image is stored mirrored (:mod:`migrate.source.mirror`).
+Axes, units, the s0 scale's magnitude and s0's position (the mirror's translation is the N5
+translation plus the s0 extent, nothing else) must agree; an N5 that states a negative scale
+where the registry's is positive disagrees on the orientation. Each disagreement is a conflict
+that ``--trust registry`` or ``--trust n5`` resolves (for every image, or per image with
+``--trust PATTERN=registry``).
 """
 
 from __future__ import annotations
 
+import fnmatch
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, cast
 
 from migrate.errors import MetadataError
 from migrate.source.axes import axis_type, f_to_c
 from migrate.source.cosem import read_cosem
 from migrate.source.image import SourceImage, SourceLevel, ordered_levels
+from migrate.source.mirror import first_position, oriented, retarget, stored_reversed
 from migrate.source.neuroglancer_n5 import Downsampling, read_neuroglancer_n5
 from migrate.source.statement import (
     REL_TOL,
     Conflict,
     Ref,
     Statement,
+    close,
     format_values,
     same_values,
 )
@@ -56,7 +69,66 @@ from schemas.ngff import (
 )
 
 Trust = Literal["cosem", "neuroglancer"]
-"""The conventions ``--trust`` can name (a :attr:`Statement.convention`)."""
+"""The N5 conventions ``--trust`` can name (a :attr:`Statement.convention`)."""
+RegistryTrust = Literal["registry", "n5"]
+"""Which side ``--trust`` takes when the registry and the N5 disagree."""
+TRUST_CHOICES = ("cosem", "neuroglancer", "registry", "n5")
+
+REGISTRY_CONFLICT = "registry vs N5: "
+"""How every conflict between the registry and the N5 starts (the others are the N5's)."""
+
+
+@dataclass(frozen=True)
+class TrustRule:
+    """One ``--trust`` value: ``CHOICE`` (every image) or ``PATTERN=CHOICE`` (the images
+    whose path inside the source matches the glob ``PATTERN``)."""
+
+    pattern: str | None
+    choice: str
+
+
+def parse_trust(values: Sequence[str]) -> tuple[TrustRule, ...]:
+    """The ``--trust`` values as rules; ValueError (naming the value) for an unknown choice,
+    or two different choices of one kind (cosem|neuroglancer, registry|n5) for one scope."""
+    rules: list[TrustRule] = []
+    seen: dict[tuple[str | None, bool], str] = {}
+    for value in values:
+        pattern, _, choice = value.rpartition("=") if "=" in value else ("", "", value)
+        if choice not in TRUST_CHOICES:
+            raise ValueError(
+                f"--trust {value!r}: expected {'|'.join(TRUST_CHOICES)}, or "
+                f"PATTERN={'|'.join(TRUST_CHOICES)} for the images matching PATTERN"
+            )
+        if "=" in value and not pattern:
+            raise ValueError(f"--trust {value!r}: empty PATTERN before '='")
+        scope = (pattern or None, choice in ("registry", "n5"))
+        if seen.get(scope, choice) != choice:
+            raise ValueError(
+                f"--trust {value!r} contradicts --trust {seen[scope]!r} "
+                f"({'for ' + repr(pattern) if pattern else 'for every image'})"
+            )
+        seen[scope] = choice
+        rules.append(TrustRule(pattern or None, choice))
+    return tuple(rules)
+
+
+def trust_for(rules: Sequence[TrustRule], path: str) -> tuple[Trust | None, RegistryTrust | None]:
+    """What ``--trust`` says for the image at ``path`` (inside its source): a rule whose
+    pattern matches it wins over a rule for every image; otherwise the last one given wins."""
+    n5: Trust | None = None
+    registry: RegistryTrust | None = None
+    for specific in (False, True):
+        for rule in rules:
+            if (rule.pattern is not None) != specific:
+                continue
+            if rule.pattern is not None and not fnmatch.fnmatchcase(path, rule.pattern):
+                continue
+            if rule.choice in ("registry", "n5"):
+                registry = cast(RegistryTrust, rule.choice)
+            else:
+                n5 = cast(Trust, rule.choice)
+    return n5, registry
+
 
 _DEFAULT_AXES_F = ("x", "y", "z")
 
@@ -66,7 +138,9 @@ class MappingOptions:
     downsampling: Downsampling = "windowed"
     """How Neuroglancer-only pyramids were made (decides their translations)."""
     trust: Trust | None = None
-    """Which convention wins when they disagree; None: disagreements are conflicts."""
+    """Which N5 convention wins when they disagree; None: disagreements are conflicts."""
+    trust_registry: RegistryTrust | None = None
+    """Which wins when the registry and the N5 disagree; None: conflicts."""
     allow_unknown_units: bool = False
     """Keep units that are not OME-NGFF unit names (as written) instead of failing."""
 
@@ -85,12 +159,17 @@ class MappedImage:
     """Things the user should know that do not stop the conversion."""
     conflicts: tuple[str, ...]
     """Disagreements between sources that block conversion until ``trust`` is given."""
+    mirror: tuple[bool, ...] | None = None
+    """The axes along which the image is written mirrored (C order); None: no axis."""
 
 
-def map_image(image: SourceImage, options: MappingOptions) -> MappedImage:
+def map_image(
+    image: SourceImage, options: MappingOptions, registry: Statement | None = None
+) -> MappedImage:
     """Map a source multiscale image to OME-NGFF axes and datasets (C order throughout).
 
-    Reads its COSEM and its Neuroglancer-N5 metadata and reconciles them (:func:`reconcile`).
+    Reads its COSEM and its Neuroglancer-N5 metadata and reconciles them, and with what
+    the ``registry`` states of it, when it has an entry there (:func:`reconcile`).
     Raises :class:`MetadataError` (naming file and field) for metadata that cannot be mapped;
     returns disagreements between sources in ``conflicts`` (or, with ``options.trust``, in
     ``warnings``).
@@ -112,7 +191,7 @@ def map_image(image: SourceImage, options: MappingOptions) -> MappedImage:
             "each level's attributes.json, and for Neuroglancer 'axes', 'scales', "
             "'pixelResolution' here and 'pixelResolution' in each level's attributes.json",
         )
-    return reconcile(statements, levels, options, where=image.group_location)
+    return reconcile(statements, levels, options, where=image.group_location, registry=registry)
 
 
 def reconcile(
@@ -121,6 +200,7 @@ def reconcile(
     options: MappingOptions,
     *,
     where: str,
+    registry: Statement | None = None,
 ) -> MappedImage:
     """The OME-NGFF axes and datasets of an image from what its conventions state (C order).
 
@@ -168,9 +248,28 @@ def reconcile(
         warnings.append(assumed)
         sources["axes"] = f"assumed {', '.join(names)} (no axes names stated)"
     units = chosen.units if chosen.units is not None else (None,) * ndim
-    axes = _build_axes(names, axes_ref, units, chosen.unit_refs, options, warnings)
+    unit_refs = chosen.unit_refs
     scales = [_known(level.scale) for level in chosen.levels]
     translations = [_known(level.translation) for level in chosen.levels]
+    _check_signs(levels, names, scales, [level.scale_ref for level in chosen.levels])
+    mirror = stored_reversed(scales[0])
+    shapes = [level.shape for level in levels]
+    if registry is None:
+        scales, translations = oriented(scales, translations, shapes, mirror)
+    else:
+        side = _RegistrySide(chosen, registry, levels, scales, translations, options)
+        for conflict in side.conflicts:
+            found.append(conflict)
+        mirror = side.mirror
+        scales, translations = side.geometry()
+        if side.trusted and side.units_differ and registry.units is not None:
+            units, unit_refs = registry.units, registry.unit_refs
+        if side.trusted and side.axes_differ and registry.axes is not None:
+            names, axes_ref = registry.axes, registry.axes_ref or axes_ref
+        sources.update(side.sources())
+    if any(mirror):
+        sources["orientation"] = _orientation_text(mirror, names, chosen, registry)
+    axes = _build_axes(names, axes_ref, units, unit_refs, options, warnings)
     _check_order(levels, names, scales, [level.scale_ref for level in chosen.levels])
     warnings += _shape_warnings(levels, names, [level.factor for level in chosen.levels])
 
@@ -191,17 +290,21 @@ def reconcile(
 
     conflicts: list[str] = []
     for conflict in found:
-        if options.trust is None:
+        trusted = (
+            options.trust_registry if conflict.text.startswith(REGISTRY_CONFLICT) else options.trust
+        )
+        if trusted is None:
             conflicts.append(conflict.text)
         else:
             used = conflict.used or f"the {chosen.name} value"
-            warnings.append(f"{conflict.text}; used {used} (--trust {options.trust})")
+            warnings.append(f"{conflict.text}; used {used} (--trust {trusted})")
     return MappedImage(
         axes=axes,
         datasets=datasets,
         sources=sources,
         warnings=tuple(warnings),
         conflicts=tuple(conflicts),
+        mirror=mirror if any(mirror) else None,
     )
 
 
@@ -268,7 +371,183 @@ def _checked_text(a: Statement, b: Statement, fields: Sequence[str], chosen: Sta
     return f"{other} {', '.join(fields)} compared (relative tolerance {REL_TOL:g})"
 
 
+# ------------------------------------------------------------- the registry and the N5
+
+
+class _RegistrySide:
+    """The registry's statement against the N5's chosen one (C order): the conflicts, the
+    orientation, and every level's OME scale and translation (positive scales, mirrored
+    levels placed by :func:`~migrate.source.mirror.oriented`)."""
+
+    def __init__(
+        self,
+        chosen: Statement,
+        registry: Statement,
+        levels: Sequence[SourceLevel],
+        scales: Sequence[tuple[float, ...]],
+        translations: Sequence[tuple[float, ...]],
+        options: MappingOptions,
+    ) -> None:
+        self.chosen, self.registry, self.levels = chosen, registry, levels
+        self.scales, self.translations = list(scales), list(translations)
+        self.trusted = options.trust_registry == "registry"
+        self.trust = options.trust_registry
+        stated = registry.levels[0]
+        self.reg_scale = _known(stated.scale)
+        self.reg_position = _known(stated.translation)
+        n0 = levels[0].shape
+        s0, t0 = scales[0], translations[0]
+        self.n5_low = tuple(first_position(t, r, n) for t, r, n in zip(t0, s0, n0, strict=True))
+        self.reg_low = tuple(
+            first_position(t, r, n)
+            for t, r, n in zip(self.reg_position, self.reg_scale, n0, strict=True)
+        )
+        self.conflicts: list[Conflict] = []
+        self.units_differ = self.axes_differ = False
+        self.scale_axes: set[int] = set()
+        self._compare()
+        n5_rev, reg_rev = stored_reversed(s0), stored_reversed(self.reg_scale)
+        # the registry's word on the orientation, unless the N5 says mirrored where it
+        # says upright (a conflict): then the trusted side's
+        self.mirror = tuple(
+            b or (a and self.trust != "registry") for a, b in zip(n5_rev, reg_rev, strict=True)
+        )
+
+    def _ref(self, level: int, what: str) -> Ref | str:
+        stated = self.chosen.levels[level]
+        ref = stated.scale_ref if what == "scale" else stated.translation_ref
+        return ref if ref is not None else self.chosen.name
+
+    def _add(self, text: str) -> None:
+        used = "the registry's value" if self.trusted else f"the {self.chosen.name} value"
+        self.conflicts.append(Conflict(REGISTRY_CONFLICT + text, used=used))
+
+    def _compare(self) -> None:
+        a, b = self.registry, self.chosen
+        if a.axes is not None and b.axes is not None and a.axes != b.axes:
+            self.axes_differ = True
+            self._add(
+                f"axes: registry {a.axes_ref} is {list(a.axes)} but {b.name} {b.axes_ref} "
+                f"is {list(b.axes)} (both in C order)"
+            )
+        if a.units is not None and b.units is not None and a.units != b.units:
+            self.units_differ = True
+            b_where = b.unit_refs[0] if b.unit_refs else b.name
+            self._add(
+                f"units: registry {a.unit_refs[0] if a.unit_refs else ''} gives "
+                f"{list(a.units)} but {b.name} {b_where} gives {list(b.units)} "
+                "(C order, normalised)"
+            )
+        s0 = self.scales[0]
+        magnitude = tuple(abs(v) for v in self.reg_scale)
+        n5_magnitude = tuple(abs(v) for v in s0)
+        reg_ref = self.registry.levels[0].scale_ref
+        if not same_values(magnitude, n5_magnitude, n5_magnitude):
+            self.scale_axes = {
+                k
+                for k, (x, y) in enumerate(zip(magnitude, n5_magnitude, strict=True))
+                if not close(x, y, y)
+            }
+            self._add(
+                f"scale of s0: registry {reg_ref} is {format_values(self.reg_scale)} (its sign "
+                f"is the orientation) but {b.name} {self._ref(0, 'scale')} is "
+                f"{format_values(s0)} (C order)"
+            )
+        flips = [k for k, (x, y) in enumerate(zip(s0, self.reg_scale, strict=True)) if x < 0 < y]
+        if flips:
+            self._add(
+                f"orientation: {b.name} {self._ref(0, 'scale')} {format_values(s0)} says "
+                f"stored mirrored along {', '.join(self._axis(k) for k in flips)} but registry "
+                f"{reg_ref} {format_values(self.reg_scale)} says upright (C order)"
+            )
+        moved = [
+            k
+            for k, (x, y, r) in enumerate(zip(self.reg_low, self.n5_low, n5_magnitude, strict=True))
+            if not close(x, y, r)
+        ]
+        if moved:
+            self.scale_axes |= set(moved)
+            expected = tuple(
+                low + (n * abs(r) if r < 0 else 0.0)
+                for low, r, n in zip(self.n5_low, self.reg_scale, self.levels[0].shape, strict=True)
+            )
+            stated = self.registry.levels[0].translation_ref
+            self._add(
+                f"translation of s0: registry {stated} is "
+                f"{format_values(_translate(self.reg_position, self.reg_scale))} but "
+                f"{b.name} {self._ref(0, 'translation')} puts s0 at "
+                f"{format_values(self.n5_low)}, for which the registry would say "
+                f"{format_values(expected)} (a mirrored axis: position + extent × |scale|; "
+                "C order)"
+            )
+
+    def _axis(self, k: int) -> str:
+        names = self.chosen.axes or self.registry.axes
+        return names[k] if names is not None else str(k)
+
+    def geometry(self) -> tuple[list[tuple[float, ...]], list[tuple[float, ...]]]:
+        """Every level's OME scale and translation (C order)."""
+        shapes = [level.shape for level in self.levels]
+        scales, translations = oriented(self.scales, self.translations, shapes, self.mirror)
+        if self.trusted:
+            for axis in sorted(self.scale_axes):
+                scales, translations = retarget(
+                    scales,
+                    translations,
+                    axis,
+                    abs(self.reg_scale[axis]),
+                    self.reg_low[axis],
+                )
+        return scales, translations
+
+    def sources(self) -> dict[str, str]:
+        compared = "registry axes, units, s0 scale (sign: orientation) and position compared"
+        return {**self.registry.sources, "registry checked": compared}
+
+
+def _translate(position: Sequence[float], scale: Sequence[float]) -> tuple[float, ...]:
+    """The registry ``translate`` back from a statement's s0 position (see
+    :mod:`migrate.source.registry`)."""
+    return tuple(p - s if s < 0 else p for p, s in zip(position, scale, strict=True))
+
+
+def _orientation_text(
+    mirror: Sequence[bool],
+    names: Sequence[str],
+    chosen: Statement,
+    registry: Statement | None,
+) -> str:
+    axes = ", ".join(name for name, flip in zip(names, mirror, strict=True) if flip)
+    if registry is not None and any(s < 0 for s in _known(registry.levels[0].scale)):
+        ref = registry.levels[0].scale_ref
+        said = f"registry {ref} {format_values(_known(registry.levels[0].scale))}"
+    else:
+        said = f"{chosen.name} {chosen.levels[0].scale_ref} (a negative scale)"
+    return f"{said}: stored mirrored along {axes}, written mirrored with positive scales"
+
+
 # ---------------------------------------------------------------------- final checks
+
+
+def _check_signs(
+    levels: Sequence[SourceLevel],
+    names: tuple[str, ...],
+    scales: Sequence[tuple[float, ...]],
+    refs: Sequence[Ref | None],
+) -> None:
+    """Every level runs the same way as s0 along each axis (a scale's sign is the
+    orientation of the stored data: C order)."""
+    for n in range(1, len(levels)):
+        for k, name in enumerate(names):
+            if (scales[n][k] < 0) != (scales[0][k] < 0):
+                ref = refs[n]
+                raise MetadataError(
+                    ref.location if ref else levels[n].location,
+                    ref.field if ref else None,
+                    f"{levels[n].name} scale {format_values(scales[n])} and s0 scale "
+                    f"{format_values(scales[0])} have opposite signs along {name} (C order): "
+                    "one level stored mirrored and another not",
+                )
 
 
 def _known(values: tuple[float, ...] | None) -> tuple[float, ...]:

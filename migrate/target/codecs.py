@@ -169,8 +169,13 @@ def zarr_v3_codecs(codec: CodecPlan, itemsize: int) -> list[dict[str, Any]]:
 
 
 def transplantable(level: LevelPlan) -> bool:
-    """Can this level's full-size source blocks be moved as bytes?"""
-    return level.codec.transplant and tuple(level.chunks) == tuple(level.source_blocks)
+    """Can this level's full-size source blocks be moved as bytes? (Not when it is
+    mirrored: a block's values are then written in the other order.)"""
+    return (
+        level.codec.transplant
+        and tuple(level.chunks) == tuple(level.source_blocks)
+        and level.mirror is None
+    )
 
 
 def source_codec(compression: dict[str, Any]) -> str | None:
@@ -193,11 +198,25 @@ def recodable(level: LevelPlan) -> bool:
     return (
         tuple(level.chunks) == tuple(level.source_blocks)
         and source_codec(level.source_compression) is not None
+        and level.mirror is None
     )
 
 
-def copy_path(level: LevelPlan, *, fast: bool = True) -> str:
+def mirrored_axes(level: LevelPlan, names: list[str] | None = None) -> str:
+    """The axes a level is mirrored along, by name (C order), e.g. ``y``."""
+    flips = level.mirror or ()
+    return ", ".join(
+        names[k] if names is not None else f"axis {k}" for k, flip in enumerate(flips) if flip
+    )
+
+
+def copy_path(level: LevelPlan, *, fast: bool = True, names: list[str] | None = None) -> str:
     """How a level's chunks are made (``fast`` False: ``--no-transplant``)."""
+    if level.mirror is not None:
+        return (
+            f"through TensorStore, mirrored along {mirrored_axes(level, names)} (a flipped "
+            "view of the source: mirrored blocks cannot be moved or re-encoded one by one)"
+        )
     if fast and transplantable(level):
         return "blocks moved as bytes"
     if fast and recodable(level):

@@ -7,10 +7,10 @@ import json
 from typing import Any
 
 from migrate.storage import Store
-from migrate.target.codecs import copy_path
+from migrate.target.codecs import copy_path, mirrored_axes
 from migrate.target.layout import all_documents, dumps
 from migrate.target.transforms import level_transforms, ome_multiscale
-from schemas.plan import Plan
+from schemas.plan import ImagePlan, Plan
 
 
 def _existing_text(dest: Store | None, key: str) -> str | None:
@@ -64,14 +64,23 @@ def render_plan(plan: Plan, *, detailed: bool = True, fast: bool = True) -> str:
         f"dest:   {plan.dest}",
         f"OME-NGFF {plan.ngff_version}, plan {plan.fingerprint}, {len(plan.images)} image(s)",
     ]
+    if plan.dataset is not None:
+        out.append(
+            f"registry: the manifest of {plan.dataset['name']} (digest "
+            f"{plan.dataset['registry']}), {sum(1 for i in plan.images if i.registry_source)} "
+            f"of {len(plan.images)} image(s) in it"
+        )
     root = plan.source.rstrip("/") + "/"
     for image in plan.images:
         units = sum(level.unit_count for level in image.levels)
         codecs = sorted({level.codec.describe() for level in image.levels})
+        names = _axis_names(image)
+        flips = mirrored_axes(image.levels[0], names) if image.levels[0].mirror else ""
         if not detailed:
             out.append(
                 f"  {image.kind} {image.source_path} -> {image.dest_path}: "
                 f"{len(image.levels)} level(s), {', '.join(codecs)}, {units} unit(s)"
+                + (f", mirrored along {flips}" if flips else "")
             )
             out.extend(f"    warning: {warning}" for warning in image.warnings)
             continue
@@ -79,12 +88,16 @@ def render_plan(plan: Plan, *, detailed: bool = True, fast: bool = True) -> str:
         out.append(f"{image.kind} {image.source_path} -> {image.dest_path}")
         for what, where in image.sources.items():
             out.append(f"  {what}: from {where.replace(root, '')}")
+        if plan.dataset is not None and image.registry_source is None:
+            out.append(
+                "  registry: no entry for this image (kind by its name, no display settings)"
+            )
         for level in image.levels:
             shard = f" shard {_shape(level.shard)}" if level.shard else ""
             out.append(
                 f"  {level.name:>4}  shape {_shape(level.shape)}  chunks {_shape(level.chunks)}"
                 f"{shard}  {level.dtype}  {level.codec.describe()}"
-                f"  [{level.codec.reason}; {copy_path(level, fast=fast)}]"
+                f"  [{level.codec.reason}; {copy_path(level, fast=fast, names=names)}]"
                 f"  {level.unit_count} unit(s)"
             )
         out.extend(f"  warning: {warning}" for warning in image.warnings)
@@ -92,6 +105,12 @@ def render_plan(plan: Plan, *, detailed: bool = True, fast: bool = True) -> str:
     gap = "\n" if detailed else ""
     for orphan in plan.orphan_arrays:
         out.append(f"{gap}not part of any multiscale image (skipped): {orphan}")
+    if plan.registry_unmatched:
+        shown = ", ".join(plan.registry_unmatched)
+        out.append(
+            f"{gap}in the registry but not in {plan.source_inner or 'this source'} "
+            f"({len(plan.registry_unmatched)}): {shown}"
+        )
     return "\n".join(out) + "\n"
 
 
@@ -166,6 +185,12 @@ def render_plan_levels(plan: Plan, *, fast: bool = True) -> str:
 
 def _numbers(values: list[float]) -> str:
     return ", ".join(f"{value:.12g}" for value in values)
+
+
+def _axis_names(image: ImagePlan) -> list[str]:
+    attributes: Any = image.attributes
+    multiscales = attributes.get("multiscales") or attributes.get("ome", {}).get("multiscales")
+    return [str(axis["name"]) for axis in multiscales[0]["axes"]]
 
 
 def _shape(shape: tuple[int, ...] | list[int] | None) -> str:

@@ -15,11 +15,28 @@ from migrate import __version__
 from migrate.errors import MetadataError, MigrationError
 from migrate.source.axes import f_to_c
 from migrate.source.discover import Discovery
-from migrate.source.image import SourceImage
+from migrate.source.image import SourceImage, ordered_levels
 from migrate.source.parse import parse_attrs
-from migrate.source.reconcile import MappedImage, MappingOptions, map_image
+from migrate.source.reconcile import (
+    MappedImage,
+    MappingOptions,
+    map_image,
+    parse_trust,
+    trust_for,
+)
+from migrate.source.registry import (
+    LoadedManifest,
+    Matched,
+    Registry,
+    dataset_of,
+    match_sources,
+    n5_image_key,
+    registry_statement,
+    unmatched_sources,
+)
 from migrate.storage import join_key, path_problem
 from migrate.target.codecs import CodecChoice, choose_codec
+from migrate.target.display import colour_hex, omero, registry_label
 from migrate.target.layout import PROVENANCE_KEY
 from schemas.n5 import ITEMSIZE, N5ArrayAttributes
 from schemas.ngff import (
@@ -30,6 +47,7 @@ from schemas.ngff import (
     LabelsAttrsV04,
     MultiscaleV04,
     MultiscaleV05,
+    Omero,
     OmeV05,
     Provenance,
     ScaleTransform,
@@ -50,42 +68,75 @@ class PlanOptions:
     shard: tuple[int, ...] | None = None
     prefix: str = ""
     downsampling: Literal["windowed", "subsample"] = "windowed"
-    trust: Literal["cosem", "neuroglancer"] | None = None
+    trust: tuple[str, ...] = ()
+    """The ``--trust`` values as given (``cosem``, ``registry``, ``labels/*=n5``, …; see
+    :func:`migrate.source.reconcile.parse_trust`)."""
     allow_unknown_units: bool = False
     label_patterns: tuple[str, ...] = ()
     unit_bytes: int = DEFAULT_UNIT_BYTES
+    registry: Registry | None = None
+    """The manifests of ``--registry`` (the one of the source's dataset is used)."""
 
-    def settings(self) -> dict[str, Any]:
-        return {
+    def _trust_setting(self) -> str | list[str] | None:
+        """``--trust`` as recorded: None, the value (as before per-image rules existed), or
+        the list of values."""
+        if not self.trust:
+            return None
+        return self.trust[0] if len(self.trust) == 1 else list(self.trust)
+
+    def settings(self, manifest: LoadedManifest | None = None) -> dict[str, Any]:
+        """The options as a plan records them; ``registry`` (the dataset's manifest: its
+        name and digest) only when a manifest applies, so plans without one keep their
+        fingerprints."""
+        settings: dict[str, Any] = {
             "ngff_version": self.ngff_version,
             "codec": self.codec,
             "chunks": list(self.chunks) if self.chunks else None,
             "shard": list(self.shard) if self.shard else None,
             "prefix": self.prefix,
             "downsampling": self.downsampling,
-            "trust": self.trust,
+            "trust": self._trust_setting(),
             "allow_unknown_units": self.allow_unknown_units,
             "label_patterns": list(self.label_patterns),
         }
+        if manifest is not None:
+            settings["registry"] = manifest.recorded()
+        return settings
 
-    def recorded(self) -> dict[str, Any]:
+    def recorded(self, manifest: LoadedManifest | None = None) -> dict[str, Any]:
         """What an image's provenance records: every setting that changes its output bytes
         (:meth:`settings` and the work-unit size, which the fingerprint covers)."""
-        return {**self.settings(), "unit_bytes": self.unit_bytes}
+        return {**self.settings(manifest), "unit_bytes": self.unit_bytes}
+
+    def manifest_for(self, source_url: str) -> LoadedManifest | None:
+        """The registry manifest of the dataset whose N5 root is ``source_url``."""
+        if self.registry is None:
+            return None
+        return self.registry.for_dataset(dataset_of(source_url))
 
     @classmethod
-    def from_recorded(cls, recorded: Mapping[str, Any], where: str) -> PlanOptions:
+    def from_recorded(
+        cls, recorded: Mapping[str, Any], where: str, registry: Registry | None = None
+    ) -> PlanOptions:
         """The options of a :meth:`recorded` value read back from DEST; ``where`` names the
-        file in errors."""
+        file in errors. A recorded registry must be among the manifests of ``registry``
+        with the recorded digest (the caller checks that, with its own message)."""
         expected = set(cls().recorded())
-        if not isinstance(recorded, Mapping) or set(recorded) != expected:
+        keys = set(recorded) - {"registry"} if isinstance(recorded, Mapping) else set()
+        if not isinstance(recorded, Mapping) or keys != expected:
             got = sorted(recorded) if isinstance(recorded, Mapping) else recorded
             raise MetadataError(
                 where,
                 f"{PROVENANCE_KEY}.settings",
                 f"expected the keys {sorted(expected)}, got {got}",
             )
+        trust = recorded["trust"]
+        manifest = None
         try:
+            if "registry" in recorded:
+                if registry is None:
+                    raise ValueError("a registry is recorded but none was given")
+                manifest = registry.for_dataset(str(recorded["registry"]["dataset"]))
             options = cls(
                 ngff_version=recorded["ngff_version"],
                 codec=recorded["codec"],
@@ -93,14 +144,16 @@ class PlanOptions:
                 shard=tuple(recorded["shard"]) if recorded["shard"] else None,
                 prefix=str(recorded["prefix"]),
                 downsampling=recorded["downsampling"],
-                trust=recorded["trust"],
+                trust=() if trust is None else (trust,) if isinstance(trust, str) else tuple(trust),
                 allow_unknown_units=bool(recorded["allow_unknown_units"]),
                 label_patterns=tuple(recorded["label_patterns"]),
                 unit_bytes=int(recorded["unit_bytes"]),
+                registry=registry,
             )
-        except (TypeError, ValueError) as exc:
+            parse_trust(options.trust)
+        except (TypeError, ValueError, KeyError, AttributeError) as exc:
             raise MetadataError(where, f"{PROVENANCE_KEY}.settings", str(exc)) from exc
-        if options.recorded() != dict(recorded):
+        if options.recorded(manifest) != dict(recorded):
             raise MetadataError(
                 where,
                 f"{PROVENANCE_KEY}.settings",
@@ -109,11 +162,17 @@ class PlanOptions:
         return options
 
 
-def is_label_image(path: str, dtype: str, patterns: Sequence[str]) -> bool:
-    """Segmentations: integer images named ``labels/…_seg``, or matched by ``--label``."""
+def is_label_image(
+    path: str, dtype: str, patterns: Sequence[str], registry: Matched | None = None
+) -> bool:
+    """Segmentations: integer images named ``labels/…_seg``, or matched by ``--label``; with
+    a registry entry, its ``contentType`` decides instead of the name
+    (:func:`migrate.target.display.registry_label`)."""
     parts = path.split("/")
     integer = dtype.startswith(("int", "uint"))
     by_name = len(parts) >= 2 and parts[-2] == "labels" and parts[-1].endswith("_seg")
+    if registry is not None:
+        by_name = registry_label(registry.source, dtype)
     by_pattern = any(fnmatch.fnmatchcase(path, pattern) for pattern in patterns)
     if by_pattern and not integer:
         raise MigrationError(
@@ -253,6 +312,7 @@ def _group_attributes(
     dest_path: str,
     provenance: Provenance,
     version: NgffVersion,
+    display: Omero | None = None,
 ) -> dict[str, Any]:
     ndim = len(mapped.axes)
     common: dict[str, Any] = {
@@ -264,27 +324,58 @@ def _group_attributes(
     if version == "0.4":
         return ImageAttrsV04(
             multiscales=(MultiscaleV04(**common),),
+            omero=display,
             image_label=ImageLabelV04() if kind == "label" else None,
             provenance=provenance,
         ).to_json_dict()
     return AttrsV05(
         ome=OmeV05(
             multiscales=(MultiscaleV05(**common),),
+            omero=display,
             image_label=ImageLabelV05() if kind == "label" else None,
         ),
         provenance=provenance,
     ).to_json_dict()
 
 
-def plan_image(image: SourceImage, source_url: str, options: PlanOptions) -> ImagePlan:
-    """The plan of one multiscale image (metadata mapping, codecs, chunks, work units)."""
+def _display(matched: Matched) -> Omero:
+    """The ``omero`` of an image from its registry entry; an unknown colour is an error
+    naming the manifest and the field."""
+    if colour_hex(matched.source.displaySettings.color) is None:
+        ref = matched.ref("displaySettings.color")
+        raise MetadataError(
+            ref.location,
+            ref.field,
+            f"{matched.source.displaySettings.color!r} is not a CSS colour name or RRGGBB",
+        )
+    return Omero.model_validate(omero(matched.source))
+
+
+def plan_image(
+    image: SourceImage,
+    source_url: str,
+    options: PlanOptions,
+    manifest: LoadedManifest | None = None,
+    matched: Matched | None = None,
+) -> ImagePlan:
+    """The plan of one multiscale image (metadata mapping, codecs, chunks, work units); with
+    its entry in the registry (``matched``, from ``manifest``), reconciled with it, mirrored
+    as it says, drawn as the portal drew it and classified by what it says the image is."""
+    n5_trust, registry_trust = trust_for(parse_trust(options.trust), image.path)
+    statement = None
+    if matched is not None:
+        statement = registry_statement(
+            matched, ordered_levels(image), allow_unknown_units=options.allow_unknown_units
+        )
     mapped = map_image(
         image,
         MappingOptions(
             downsampling=options.downsampling,
-            trust=options.trust,
+            trust=n5_trust,
+            trust_registry=registry_trust,
             allow_unknown_units=options.allow_unknown_units,
         ),
+        statement,
     )
     dest_path = join_key(options.prefix, image.path)
     levels = []
@@ -314,11 +405,15 @@ def plan_image(image: SourceImage, source_url: str, options: PlanOptions) -> Ima
                         source_url, join_key(image.path, level.name), level.attrs
                     ).to_json_dict()
                 },
+                mirror=mapped.mirror,
             )
         )
-    kind: Literal["image", "label"] = (
-        "label" if is_label_image(image.path, levels[0].dtype, options.label_patterns) else "image"
-    )
+    label = is_label_image(image.path, levels[0].dtype, options.label_patterns, matched)
+    kind: Literal["image", "label"] = "label" if label else "image"
+    provenance = _provenance(source_url, image.path, image.group_attrs, options.recorded(manifest))
+    if matched is not None:
+        entry = matched.source.to_json_dict()
+        provenance = provenance.model_copy(update={"registry_source": entry})
     return ImagePlan(
         source_path=image.path,
         dest_path=dest_path,
@@ -328,12 +423,14 @@ def plan_image(image: SourceImage, source_url: str, options: PlanOptions) -> Ima
             mapped,
             kind,
             dest_path,
-            _provenance(source_url, image.path, image.group_attrs, options.recorded()),
+            provenance,
             options.ngff_version,
+            _display(matched) if matched is not None else None,
         ),
         sources=dict(mapped.sources),
         warnings=mapped.warnings,
         conflicts=mapped.conflicts,
+        registry_source=matched.source.name if matched is not None else None,
     )
 
 
@@ -376,6 +473,11 @@ image finished at DEST (dest path → image fingerprint). Written after every ot
 so a DEST whose mark does not list an image with its fingerprint is not complete."""
 
 
+DATASET_KEY = "dataset"
+"""Under the ``cellmap-migrate`` attribute of the DEST root group, with a registry: the
+dataset's name, the digest of its manifest and the manifest's ``metadata`` verbatim."""
+
+
 def with_completion_mark(plan: Plan, previous: Mapping[str, str] | None = None) -> Plan:
     """``plan`` with the completion mark in its root group's attributes: this plan's images
     by fingerprint, plus the ``previous`` entries (images other runs finished at DEST) of
@@ -385,7 +487,9 @@ def with_completion_mark(plan: Plan, previous: Mapping[str, str] | None = None) 
     groups = []
     for group in plan.groups:
         if group.path == "":
-            mark = {COMPLETE_KEY: dict(sorted(complete.items()))}
+            mark: dict[str, Any] = {COMPLETE_KEY: dict(sorted(complete.items()))}
+            if plan.dataset is not None:
+                mark[DATASET_KEY] = plan.dataset
             attributes = {**group.attributes, "cellmap-migrate": mark}
             group = GroupPlan(path="", attributes=attributes)
         groups.append(group)
@@ -405,16 +509,37 @@ def build_plan(
         # not join_key: a URL keeps its leading "/" (or its "s3://")
         where = f"{source_url.rstrip('/')}/{source_inner}" if source_inner else source_url
         raise MetadataError(where, None, "no multiscale image (a group of s0…sN arrays) found")
-    images = tuple(plan_image(image, source_url, options) for image in discovery.images)
+    try:
+        parse_trust(options.trust)
+    except ValueError as exc:
+        raise MigrationError(str(exc)) from None
+    manifest = options.manifest_for(source_url)
+    keys = [n5_image_key(image.path) for image in discovery.images]
+    matches = match_sources(manifest, keys) if manifest is not None else {}
+    images = tuple(
+        plan_image(image, source_url, options, manifest, matches.get(key))
+        for image, key in zip(discovery.images, keys, strict=True)
+    )
     plan = Plan(
         tool_version=__version__,
         source=source_url,
         source_inner=source_inner,
         dest=dest_url,
         ngff_version=options.ngff_version,
-        settings=options.settings(),
+        settings=options.settings(manifest),
         images=images,
         groups=plan_groups(images, options.ngff_version),
         orphan_arrays=discovery.orphan_arrays,
+        dataset=None if manifest is None else _dataset_record(manifest),
+        registry_unmatched=() if manifest is None else tuple(unmatched_sources(manifest, keys)),
     )
     return with_completion_mark(plan)
+
+
+def _dataset_record(manifest: LoadedManifest) -> dict[str, Any]:
+    """What DEST's root keeps of the dataset's manifest (see :data:`DATASET_KEY`)."""
+    return {
+        "name": manifest.manifest.name,
+        "registry": manifest.digest,
+        "metadata": manifest.manifest.metadata,
+    }

@@ -88,6 +88,13 @@ def view_image(store: Store, image: FinishedImage, url: Callable[[str], str]) ->
         (t["translation"] for t in transforms if t["type"] == "translation"), [0.0] * len(axes)
     )
     segmentation = image.kind == "label" and image.levels[0].dtype.startswith("uint")
+    channel = omero_channel(ome)
+    contrast: tuple[float, float] | None = None
+    if channel is not None:
+        window = channel["window"]
+        contrast = (float(window["start"]), float(window["end"]))
+    elif not segmentation:
+        contrast = contrast_range(store, image)
     return ViewImage(
         path=image.dest_path,
         url=url(image.dest_path),
@@ -99,9 +106,27 @@ def view_image(store: Store, image: FinishedImage, url: Callable[[str], str]) ->
         scale=tuple(float(v) for v in scale),
         translation=tuple(float(v) for v in translation),
         shape=image.levels[0].shape,
-        contrast=None if segmentation else contrast_range(store, image),
+        contrast=None if segmentation else contrast,
         source_path=image.source_path,
+        colour=None if channel is None else str(channel["color"]),
+        inverted=bool(channel and channel.get("inverted")),
     )
+
+
+def omero_channel(ome: dict[str, Any]) -> dict[str, Any] | None:
+    """The first ``omero`` channel of an image's OME attributes, when it has a window and a
+    colour (what ``convert --registry`` writes); None otherwise."""
+    omero = ome.get("omero")
+    channels = omero.get("channels") if isinstance(omero, dict) else None
+    if not isinstance(channels, list) or not channels or not isinstance(channels[0], dict):
+        return None
+    channel = channels[0]
+    window = channel.get("window")
+    if not isinstance(window, dict) or not {"start", "end"} <= set(window):
+        return None
+    if not isinstance(channel.get("color"), str):
+        return None
+    return channel
 
 
 def output_images(

@@ -72,9 +72,14 @@ class ViewImage:
     shape: tuple[int, ...]
     """s0's shape."""
     contrast: tuple[float, float] | None = None
-    """The shader's display range (image layers), from the data's percentiles."""
+    """The shader's display range (image layers): the ``omero`` window's start and end
+    when the image has one, else the data's percentiles."""
     source_path: str = ""
     """The image's group in the source N5 root (from the output's provenance)."""
+    colour: str | None = None
+    """The ``omero`` channel's colour (``RRGGBB``); None: grey."""
+    inverted: bool = False
+    """The ``omero`` channel is drawn inverted (bright for low values)."""
 
     def spatial(self) -> dict[str, tuple[float, float, str]]:
         """Axis name → (s0 voxel size in base units, translation in base units, base unit),
@@ -98,12 +103,23 @@ def _number(value: float, dtype: str) -> float | int:
     return round(value) if not dtype.startswith("float") else float(f"{value:.6g}")
 
 
-def image_shader(contrast: tuple[float, float], dtype: str) -> str:
-    """A grayscale shader whose ``invlerp`` control maps ``contrast`` to black…white."""
+def image_shader(
+    contrast: tuple[float, float], dtype: str, colour: str | None = None, inverted: bool = False
+) -> str:
+    """A shader whose ``invlerp`` control maps ``contrast`` to black…white (``inverted``:
+    white…black), in grey, or in ``colour`` (``RRGGBB``, the ``omero`` colour) when given."""
     low, high = (_number(v, dtype) for v in contrast)
+    if inverted:
+        low, high = high, low
+    if colour is None:
+        return (
+            f"#uicontrol invlerp normalized(range=[{low}, {high}])\n"
+            "void main() {\n  emitGrayscale(normalized());\n}\n"
+        )
     return (
         f"#uicontrol invlerp normalized(range=[{low}, {high}])\n"
-        "void main() {\n  emitGrayscale(normalized());\n}\n"
+        f'#uicontrol vec3 color color(default="#{colour.lower()}")\n'
+        "void main() {\n  emitRGB(color * normalized());\n}\n"
     )
 
 
@@ -115,7 +131,7 @@ def image_layer(image: ViewImage, version: NgffVersion) -> dict[str, Any]:
         return {"type": "segmentation", "source": source, "name": image.path}
     layer: dict[str, Any] = {"type": "image", "source": source, "name": image.path}
     if image.contrast is not None:
-        layer["shader"] = image_shader(image.contrast, image.dtype)
+        layer["shader"] = image_shader(image.contrast, image.dtype, image.colour, image.inverted)
     return layer
 
 
