@@ -108,8 +108,9 @@ def convert_dataset(
     started = time.monotonic()
     try:
         prepared = prepare(
-            dataset.source, dataset.dest, options.plan, read_only_dest=False, s3=options.s3
-        )
+            dataset.source, dataset.dest, options.plan, read_only_dest=False, s3=options.s3,
+            strict_image_paths=False,
+        )  # fmt: skip
         check_conflicts(prepared.plan)
         check_dest_root(prepared.dest, prepared.plan, into_existing=options.into_existing)
         if stop is not None and stop.is_set():
@@ -280,8 +281,11 @@ def verify_dataset(
     outcome = DatasetOutcome(dataset.name, dataset.source, dataset.dest)
     started = time.monotonic()
     try:
-        source, inner, dest = open_for_verify(dataset.source, dataset.dest, s3)
-        result = verify(source, dest, inner=inner, sample=sample, workers=workers, seed=seed)
+        source, inner, dest, location = open_for_verify(dataset.source, dataset.dest, s3)
+        result = verify(
+            source, dest, inner=inner, sample=sample, workers=workers, seed=seed,
+            location=location,
+        )  # fmt: skip
     except MigrationError as exc:
         outcome.state, outcome.detail = "NOT PROVEN", str(exc)
         outcome.failures = [str(exc)]

@@ -12,6 +12,7 @@ from collections.abc import Callable
 import numpy as np
 
 from migrate.copy.options import EngineOptions
+from migrate.copy.precomputed import image_source
 from migrate.copy.transplant import Transplanter, n5_key, unit_blocks
 from migrate.copy.tsio import HandleCache, LevelHandles, box_slices
 from migrate.errors import SourceDataError
@@ -97,7 +98,16 @@ def make_copier(
         decode_check=options.decode_check,
     )
 
+    roots = {  # where each level is read: precomputed volumes from their dataset folder
+        level.dest_path: image_source(source, image)
+        for image in plan.images
+        if image.source_root is not None
+        for level in image.levels
+    }
+
     def copier(level: LevelPlan, unit: int) -> int:
+        if level.precomputed is not None:
+            return copy_unit(cache.get(level, roots.get(level.dest_path)), level, unit)
         if options.transplant and recodable(level):
             return transplanter.copy_unit(level, unit)
         if isinstance(source, LocalStore):

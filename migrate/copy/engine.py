@@ -21,9 +21,10 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from migrate.copy import resume, safety
+from migrate.copy import precomputed, resume, safety
 from migrate.copy.events import NullProgress, Progress
 from migrate.copy.options import EngineOptions
+from migrate.copy.precomputed import image_source
 from migrate.copy.tsio import HandleCache, is_storage_error, open_source, ts_error_text
 from migrate.errors import PlanMismatchError, SourceDataError, StoreError
 from migrate.storage import Store, iocounts, join_key
@@ -133,6 +134,9 @@ def refusal(
         return explain_difference(dest, plan, image, state)
     if state is not resume.ImageState.DIFFERENT:
         return None
+    clash = precomputed.format_clash(dest, image)
+    if clash is not None:
+        return clash
     levels = safety.recorded_levels(dest, image.dest_path)
     strays = safety.foreign_keys(dest, image.dest_path, levels)
     if strays:
@@ -307,7 +311,12 @@ class UnitWorker:
                 "run the same command again to resume"
             ) from exc
         box = level.unit_box(task.unit)
-        keys = bad_blocks(self.source, level, box, self.options.workers)
+        store = image_source(self.source, image)
+        keys = (
+            precomputed.bad_chunks(store, level, box)
+            if level.precomputed is not None
+            else bad_blocks(self.source, level, box, self.options.workers)
+        )
         return (
             "; ".join(keys)
             if keys
@@ -411,7 +420,15 @@ def recheck_done(
     whose recorded signature differs (their source changed since they were copied). The
     chunks those units wrote are deleted, so that their copy starts from nothing."""
     level_plans = [plan.images[i].levels[j] for i, j in levels]
-    signatures = source.map(lambda level: resume.unit_signatures(source, level), level_plans)
+    stores = [image_source(source, plan.images[i]) for i, _ in levels]
+    signatures = source.map(
+        lambda item: (
+            precomputed.unit_signatures(item[0], item[1])
+            if item[1].precomputed is not None
+            else resume.unit_signatures(item[0], item[1])
+        ),
+        list(zip(stores, level_plans, strict=True)),
+    )
     changed: dict[tuple[int, int], set[int]] = {}
     for (i, j), level, current in zip(levels, level_plans, signatures, strict=True):
         done = done_by_level[i, level.name]

@@ -15,7 +15,14 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from migrate.copy.tsio import open_dest_readonly, open_source_array, ts_error_text
+from migrate.copy.precomputed import sibling_store
+from migrate.copy.tsio import (
+    context,
+    open_dest_readonly,
+    open_precomputed,
+    open_source_array,
+    ts_error_text,
+)
 from migrate.report.model import ReportImage, ReportLevel, short_unit
 from migrate.report.planes import (
     PLANES,
@@ -111,11 +118,24 @@ class Reader:
         if key not in self._open:
             try:
                 if side == "source":
-                    if self.source is None or level.source_metadata is None:
+                    if self.source is None or (
+                        level.source_metadata is None and level.precomputed is None
+                    ):
                         raise ValueError("the source is not known")
-                    self._open[key] = open_source_array(
-                        self.source, level.source_path, level.source_metadata, self.workers
+                    store = (
+                        sibling_store(self.source, level.source_root)
+                        if level.source_root
+                        else self.source
                     )
+                    if level.precomputed is not None:
+                        self._open[key] = open_precomputed(
+                            store, level.precomputed, context(self.workers)
+                        )
+                    else:
+                        assert level.source_metadata is not None
+                        self._open[key] = open_source_array(
+                            store, level.source_path, level.source_metadata, self.workers
+                        )
                 else:
                     self._open[key] = open_dest_readonly(
                         self.dest, level.dest_path, image.ngff_version, self.workers

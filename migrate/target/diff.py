@@ -63,7 +63,11 @@ def render_plan(plan: Plan, *, detailed: bool = True, fast: bool = True) -> str:
         f"dest:   {plan.dest}",
         f"OME-NGFF {plan.ngff_version}, plan {plan.fingerprint}, {len(plan.images)} image(s)",
     ]
-    root = plan.source.rstrip("/") + "/"
+    if plan.dataset is not None:
+        volumes = sum(1 for image in plan.images if image.format == "precomputed")
+        out.insert(0, f"dataset: {plan.dataset} ({volumes} precomputed volume(s))")
+    roots = [plan.source.rstrip("/") + "/"]
+    roots += [plan.dataset.rstrip("/") + "/"] if plan.dataset else []
     for image in plan.images:
         units = sum(level.unit_count for level in image.levels)
         codecs = sorted({level.codec.describe() for level in image.levels})
@@ -77,7 +81,9 @@ def render_plan(plan: Plan, *, detailed: bool = True, fast: bool = True) -> str:
         out.append("")
         out.append(f"{image.kind} {image.source_path} -> {image.dest_path}")
         for what, where in image.sources.items():
-            out.append(f"  {what}: from {where.replace(root, '')}")
+            for root in roots:  # the N5 root first: it is inside the dataset folder
+                where = where.replace(root, "")
+            out.append(f"  {what}: from {where}")
         for level in image.levels:
             shard = f" shard {_shape(level.shard)}" if level.shard else ""
             out.append(

@@ -54,9 +54,12 @@ class PlanOptions:
     allow_unknown_units: bool = False
     label_patterns: tuple[str, ...] = ()
     unit_bytes: int = DEFAULT_UNIT_BYTES
+    image_paths: tuple[tuple[str, str], ...] = ()
+    """``--image-path VOLUME=PATH``: where a precomputed volume (its path inside the
+    dataset) goes inside the output, instead of its default image path."""
 
     def settings(self) -> dict[str, Any]:
-        return {
+        settings: dict[str, Any] = {
             "ngff_version": self.ngff_version,
             "codec": self.codec,
             "chunks": list(self.chunks) if self.chunks else None,
@@ -67,18 +70,29 @@ class PlanOptions:
             "allow_unknown_units": self.allow_unknown_units,
             "label_patterns": list(self.label_patterns),
         }
+        if self.image_paths:  # only when given: settings recorded before it stay valid
+            settings["image_paths"] = dict(sorted(self.image_paths))
+        return settings
 
     def recorded(self) -> dict[str, Any]:
-        """What an image's provenance records: every setting that changes its output bytes
-        (:meth:`settings` and the work-unit size, which the fingerprint covers)."""
-        return {**self.settings(), "unit_bytes": self.unit_bytes}
+        """What an N5 image's provenance records: every setting that changes its output bytes
+        (:meth:`settings` and the work-unit size, which the fingerprint covers).
+        ``image_paths`` places precomputed volumes only: see :meth:`recorded_for_volume`."""
+        settings = {k: v for k, v in self.settings().items() if k != "image_paths"}
+        return {**settings, "unit_bytes": self.unit_bytes}
+
+    def recorded_for_volume(self, volume: str) -> dict[str, Any]:
+        """What a precomputed volume's provenance records: :meth:`recorded`, and its own
+        ``--image-path`` when one was given (``{"image_paths": {volume: path}}``)."""
+        paths = {v: p for v, p in self.image_paths if v == volume}
+        return {**self.recorded(), **({"image_paths": paths} if paths else {})}
 
     @classmethod
     def from_recorded(cls, recorded: Mapping[str, Any], where: str) -> PlanOptions:
         """The options of a :meth:`recorded` value read back from DEST; ``where`` names the
         file in errors."""
         expected = set(cls().recorded())
-        if not isinstance(recorded, Mapping) or set(recorded) != expected:
+        if not isinstance(recorded, Mapping) or set(recorded) - {"image_paths"} != expected:
             got = sorted(recorded) if isinstance(recorded, Mapping) else recorded
             raise MetadataError(
                 where,
@@ -97,10 +111,15 @@ class PlanOptions:
                 allow_unknown_units=bool(recorded["allow_unknown_units"]),
                 label_patterns=tuple(recorded["label_patterns"]),
                 unit_bytes=int(recorded["unit_bytes"]),
+                image_paths=tuple(
+                    (str(volume), str(path))
+                    for volume, path in dict(recorded.get("image_paths") or {}).items()
+                ),
             )
         except (TypeError, ValueError) as exc:
             raise MetadataError(where, f"{PROVENANCE_KEY}.settings", str(exc)) from exc
-        if options.recorded() != dict(recorded):
+        paths = {"image_paths": dict(options.image_paths)} if options.image_paths else {}
+        if {**options.recorded(), **paths} != dict(recorded):
             raise MetadataError(
                 where,
                 f"{PROVENANCE_KEY}.settings",
