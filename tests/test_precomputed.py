@@ -523,3 +523,225 @@ def test_statement_of_an_info_file(tmp_path: Path) -> None:
     # z: 10.48 × ½ − 2.62 ; y: 8 × (−1 + ½) − 2 ; x: 8 × (1 + ½) − 2
     assert statement.levels[1].translation == pytest.approx((2.62, -6.0, 10.0))
     assert [level.shape for level in volume.levels] == [(5, 7, 11), (3, 4, 6)]
+
+
+# --------------------------------------------------------------------------------------
+# Killed and resumed; S3
+# --------------------------------------------------------------------------------------
+
+KILL_EM = ImageSpec(
+    path="em/x", shape=(64, 96, 96), dtype="uint8", levels=3, content="noise", seed=5
+)
+KILL_VOLUMES = {
+    JPEG: volume_of_image(KILL_EM, JPEG, encoding="jpeg", chunk=(16, 16, 16)),
+    SHARDED: volume_of_image(
+        KILL_EM, SHARDED, chunk=(16, 16, 16), sharded=sharding(3, 2), dtype="uint16"
+    ),
+}
+# one 16³ uint8 chunk per unit of the JPEG volume: a few hundred units, one at a time
+KILL_ARGS = ("--workers", "1", "--unit-mib", "0.00390625")
+
+
+def _kill_when_a_unit_is_recorded(data: Path, dest: Path) -> None:
+    """Start ``convert``, wait for its first unit record at DEST (an observed event, not a
+    time), then stop its whole process group and kill it."""
+    import signal
+    import time
+
+    from tests.helpers import popen_convert, unit_records
+
+    proc = popen_convert(str(data), str(dest), *KILL_ARGS, start_new_session=True)
+    deadline = time.monotonic() + 300
+    while unit_records(dest) < 1 and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.005)
+    if proc.poll() is not None:
+        proc.communicate()
+        pytest.fail("the run ended before a unit was recorded: make the volume bigger")
+    os.killpg(proc.pid, signal.SIGSTOP)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.communicate()
+    assert proc.returncode == -signal.SIGKILL
+
+
+@pytest.mark.slow
+def test_sigkill_then_resume_is_byte_identical(tmp_path: Path) -> None:
+    from tests.helpers import chunk_files, run_subprocess
+
+    data = tmp_path / "src" / NAME
+    data.mkdir(parents=True)
+    for spec in KILL_VOLUMES.values():
+        write_volume(data, spec)
+    reference = tmp_path / "reference.zarr"
+    assert run_subprocess("convert", str(data), str(reference), *KILL_ARGS).exit_code == 0
+    expected = {key: digest for key, (digest, _) in chunk_files(reference).items()}
+    dest = tmp_path / "out.zarr"
+    _kill_when_a_unit_is_recorded(data, dest)
+    assert not (dest / "em/fibsem-uint8/.zattrs").exists()  # not advertised as complete
+    status = run_subprocess("status", str(dest))
+    assert status.exit_code == 1
+    assert "INCOMPLETE" in status.stdout
+    final = run_subprocess("convert", str(data), str(dest), *KILL_ARGS)
+    assert final.exit_code == 0, final.stderr
+    assert "partial" in final.stdout
+    got = {key: digest for key, (digest, _) in chunk_files(dest).items()}
+    assert got == expected, "resumed output differs from an uninterrupted run"
+    assert run_subprocess("verify", str(data), str(dest)).exit_code == 0
+
+
+def test_s3_source_through_moto(aws: Any, tmp_path: Path) -> None:
+    from tests.s3server import s3_client, upload_tree
+    from tests.s3server import snapshot as bucket_snapshot
+
+    root = tmp_path / "root"
+    data = write_pc_dataset(root, {CROPPED: VOLUMES[CROPPED], SHARDED: VOLUMES[SHARDED]})
+    client = s3_client(aws.url)
+    client.create_bucket(Bucket="pc-src")
+    upload_tree(client, root, "pc-src", "")
+    before = bucket_snapshot(client)
+    src = f"s3://pc-src/{NAME}"
+    local = tmp_path / "out.zarr"
+    run = run_cli("convert", src, str(local))
+    assert run.exit_code == 0, run.stderr
+    for path in (CROPPED, SHARDED):
+        for index in range(3):
+            np.testing.assert_array_equal(
+                read_zarr(local / IMAGE_PATHS[path] / f"s{index}"),
+                read_scale(data / path, index),
+            )
+    assert run_cli("verify", src, str(local)).exit_code == 0
+    # one volume, S3 to S3: DEST defaults to the dataset's .zarr in the same bucket
+    one = run_cli("convert", f"{src}/{CROPPED}")
+    assert one.exit_code == 0, one.stderr
+    proved = run_cli("verify", f"{src}/{CROPPED}", f"{src}/{NAME}.zarr")
+    assert proved.exit_code == 0, proved.stdout
+    after = bucket_snapshot(client)
+    unchanged = {key: etag for key, etag in after.items() if key in before}
+    assert unchanged == before  # the source objects are untouched
+    assert all(key[1].startswith(f"{NAME}/{NAME}.zarr/") for key in set(after) - set(before))
+
+
+# --------------------------------------------------------------------------------------
+# The real Neuroglancer client in headless Chromium
+# --------------------------------------------------------------------------------------
+
+
+def test_real_neuroglancer_draws_the_volume_where_the_n5_em_is(tmp_path: Path) -> None:
+    """The precomputed-derived layer and the N5-derived layer of the same voxels, each drawn
+    alone by the real client (same position, same zoom, same shader), give the same pixels,
+    at the full resolution and zoomed out far enough that the client reads the coarsest
+    level. The control: the same volume written with the corner as translation (what
+    CloudVolume writes: ``resolution × voxel_offset``) is drawn elsewhere once zoomed out.
+    Noise content: every voxel differs from its neighbours."""
+    import io
+    import subprocess
+
+    from migrate.storage import open_store
+    from migrate.view.scan import output_images
+    from migrate.view.serve import make_server, serve_in_background
+    from migrate.view.state import viewer_state
+    from tests.test_view import _neuroglancer_and_chromium
+
+    neuroglancer, chromium = _neuroglancer_and_chromium()
+    image_module = pytest.importorskip("PIL.Image")
+    noise = ImageSpec(
+        path="em/fibsem-uint8", shape=(16, 256, 320), dtype="uint8", block_size=(16, 64, 64),
+        levels=3, content="noise", seed=9, compression={"type": "gzip", "level": 1},
+    )  # fmt: skip
+    n5 = write_dataset(tmp_path / "data", NAME, [noise])
+    volume = "neuroglancer/em/noise.precomputed"
+    write_volume(n5.parent, volume_of_image(noise, volume, chunk=(16, 64, 64)))
+    out = tmp_path / "out.zarr"
+    assert run_cli("convert", str(n5.parent), str(out)).exit_code == 0
+    corner = tmp_path / "corner.zarr"  # the control: translations of the corner rule
+    shutil.copytree(out, corner)
+    attrs_file = corner / "em/noise/.zattrs"
+    attrs = json.loads(attrs_file.read_text())
+    for dataset in attrs["multiscales"][0]["datasets"]:
+        dataset["coordinateTransformations"][1]["translation"] = [0.0, 0.0, 0.0]
+    attrs_file.write_text(json.dumps(attrs))
+
+    requests: list[str] = []
+    server = make_server(str(tmp_path), 0, requests)
+    serve_in_background(server)
+    cases: dict[str, dict[str, Any]] = {}
+    shader = (
+        "#uicontrol invlerp normalized(range=[0, 255])\n"
+        "void main() {\n  emitGrayscale(normalized());\n}\n"
+    )
+    for name, root in (("out", out), ("corner", corner)):
+        version, images = output_images(
+            open_store(str(root), read_only=True), f"{server.base_url}/{root.name}"
+        )
+        state = viewer_state(images, version)
+        layers = {layer["name"]: {**layer, "shader": shader} for layer in state["layers"]}
+        for zoom, scale in (("fine", 0.05), ("coarse", 3.0)):
+            view = {
+                **state, "layout": "xy", "crossSectionScale": scale, "showAxisLines": False,
+                "showScaleBar": False, "position": [160.3, 128.6, 8.4],
+            }  # fmt: skip
+            for layer in ("em/fibsem-uint8", "em/noise"):
+                cases[f"{name} {layer} {zoom}"] = {**view, "layers": [layers[layer]]}
+    neuroglancer.set_server_bind_address("127.0.0.1")
+    viewer = neuroglancer.Viewer()
+    browser = subprocess.Popen(
+        [chromium, "--headless=new", "--no-sandbox", "--use-angle=swiftshader",
+         "--enable-unsafe-swiftshader", "--window-size=800,600",
+         f"--user-data-dir={tmp_path / 'profile'}", viewer.get_viewer_url()],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    shots: dict[str, np.ndarray[Any, Any]] = {}
+    try:
+        for name, case in cases.items():
+            viewer.set_state(neuroglancer.ViewerState(case))
+            reply = viewer.screenshot(size=[400, 300])  # waits until the chunks are drawn
+            pixels = image_module.open(io.BytesIO(reply.screenshot.image))
+            shots[name] = np.asarray(pixels)[..., :3].astype(int)
+    finally:
+        browser.terminate()
+        browser.wait(timeout=30)
+        server.shutdown()
+        server.server_close()
+        neuroglancer.stop()
+    chunks = [line.split()[1] for line in requests if line.split()[2] in ("200", "206")]
+    read = {path.rsplit("/", 3)[0] for path in chunks if path.rsplit("/", 1)[-1].isdigit()}
+    assert {"/out.zarr/em/noise/s0", "/out.zarr/em/noise/s2"} <= read, read  # both zooms
+    for zoom in ("fine", "coarse"):
+        n5_layer, volume_layer = shots[f"out em/fibsem-uint8 {zoom}"], shots[f"out em/noise {zoom}"]
+        assert n5_layer.std() > 10, zoom  # the noise is on screen, not a blank panel
+        np.testing.assert_array_equal(volume_layer, n5_layer, err_msg=zoom)
+    # the control: the corner rule coincides at s0 and misplaces the coarser levels
+    np.testing.assert_array_equal(shots["corner em/noise fine"], shots["out em/fibsem-uint8 fine"])
+    shown = shots["out em/fibsem-uint8 coarse"]
+    drawn = np.any(shown != shown[0, 0], axis=2)  # where the volume is on screen
+    moved = np.any(shots["corner em/noise coarse"] != shown, axis=2)
+    assert drawn.sum() > 1000
+    assert moved[drawn].mean() > 0.3, (moved[drawn].mean(), drawn.sum())
+
+
+# --------------------------------------------------------------------------------------
+# --report previews
+# --------------------------------------------------------------------------------------
+
+
+def test_report_previews_the_volumes_from_source_and_dest(tmp_path: Path) -> None:
+    """``convert --report`` and ``verify --report`` of a dataset folder draw each volume's
+    planes read from the precomputed source (TensorStore's decode) beside the Zarr's: the
+    same pictures, not a blank or an error."""
+    pytest.importorskip("matplotlib")
+    from tests.test_report import picture
+
+    data = write_pc_dataset(tmp_path, {CROPPED: VOLUMES[CROPPED], JPEG: VOLUMES[JPEG]})
+    dest, report = tmp_path / "out.zarr", tmp_path / "report"
+    run = run_cli("convert", str(data), str(dest), "--report", str(report))
+    assert run.exit_code == 0, run.stderr
+    for image in ("em/crop-uint16", "em/fibsem-uint8", EM.path):
+        for plane in ("xy", "xz", "yz"):
+            source = picture(report, image, plane, "source")
+            np.testing.assert_array_equal(source, picture(report, image, plane, "dest"))
+            assert source.std() > 10, (image, plane)
+    proved = run_cli("verify", str(data), str(dest), "--report", str(report))
+    assert proved.exit_code == 0, proved.stdout
+    for plane in ("xy", "xz", "yz"):
+        source = picture(report, "em/crop-uint16", plane, "source")
+        np.testing.assert_array_equal(source, picture(report, "em/crop-uint16", plane, "dest"))
+    assert "cannot" not in (report / "index.html").read_text(encoding="utf-8")

@@ -116,7 +116,7 @@ def _select(
         raise MigrationError(
             f"{source.url}: no dataset selected (a dataset is <dataset>/<dataset>.n5 and/or "
             "<dataset>/neuroglancer/<group>/<name>.precomputed)"
-            + (f"; skipped for want of an N5 root: {skipped}{more}" if skipped else "")
+            + (f"; skipped for want of either: {skipped}{more}" if skipped else "")
         )
     return source, dest, selection
 
