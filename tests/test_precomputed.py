@@ -292,6 +292,18 @@ def test_one_volume_goes_to_the_datasets_zarr(tmp_path: Path) -> None:
     run = run_cli("convert", str(data / JPEG))
     assert run.exit_code == 0, run.stderr
     assert (data / f"{NAME}.zarr/em/fibsem-uint8/s2/.zarray").exists()
+    info = run_cli("info", str(data / JPEG))
+    assert info.exit_code == 0, info.stderr
+    assert f"precomputed: {data / JPEG} (1 image(s))" in info.stdout
+    # a volume outside a dataset's neuroglancer/ folder: DEST must be given
+    loose = tmp_path / "loose.precomputed"
+    shutil.copytree(data / JPEG, loose)
+    refused = run_cli("convert", str(loose), "--dry-run")
+    assert refused.exit_code == 1
+    assert "give DEST explicitly" in refused.stderr
+    given = run_cli("convert", str(loose), str(tmp_path / "loose.zarr"))
+    assert given.exit_code == 0, given.stderr
+    assert (tmp_path / "loose.zarr/loose/s0/.zarray").exists()
 
 
 def test_a_clash_with_an_n5_image_is_refused_until_told_where(tmp_path: Path) -> None:
@@ -309,6 +321,9 @@ def test_a_clash_with_an_n5_image_is_refused_until_told_where(tmp_path: Path) ->
         assert "em/fibsem-uint8" in line
         assert f"{NAME}.n5" in line
         assert "--image-path" in line
+    nested = run_cli("convert", str(data), "--dry-run", "--image-path", f"{JPEG}=em/fibsem-uint8/j")
+    assert nested.exit_code == 1
+    assert "would be nested (em/fibsem-uint8/j, em/fibsem-uint8)" in nested.stderr
     told = run_cli("convert", str(data), "--image-path", f"{JPEG}=em/fibsem-uint8-jpeg")
     assert told.exit_code == 0, told.stderr
     out = data / f"{NAME}.zarr"
@@ -482,9 +497,12 @@ def test_bulk_over_a_root_with_both_kinds(tmp_path: Path) -> None:
     assert "precomputed" in rows[NAME]["conventions"]
     assert rows["jrc_other-1"]["precomputed"] == 0
     summary = tmp_path / "summary.json"
-    run = run_cli("bulk", "convert", str(root), "--summary", str(summary))
+    # --image-path applies where the volume is, and is no error where it is not
+    where = f"{JPEG}=em/jpeg"
+    run = run_cli("bulk", "convert", str(root), "--summary", str(summary), "--image-path", where)
     assert run.exit_code == 0, run.stderr
     out = root / NAME / f"{NAME}.zarr"
+    assert (out / "em/jpeg/s0/.zarray").exists()
     np.testing.assert_array_equal(
         read_zarr(out / "em/crop-uint16/s0"), VOLUMES[CROPPED].scales[0].data
     )
