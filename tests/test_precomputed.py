@@ -644,16 +644,23 @@ def test_s3_source_through_moto(aws: Any, tmp_path: Path) -> None:
 
 
 def test_real_neuroglancer_draws_the_volume_where_the_n5_em_is(tmp_path: Path) -> None:
-    """The precomputed-derived layer and the N5-derived layer of the same voxels, each drawn
-    alone by the real client (same position, same zoom, same shader), give the same pixels,
-    at the full resolution and zoomed out far enough that the client reads the coarsest
-    level. The control: the same volume written with the corner as translation (what
-    CloudVolume writes: ``resolution × voxel_offset``) is drawn elsewhere once zoomed out.
+    """In the real client (same position, zoom and shader; at the full resolution and zoomed
+    out far enough that the client reads the coarsest level):
+
+    - the precomputed-derived layer and the N5-derived layer of the same voxels, each drawn
+      alone, give the same pixels;
+    - a portal state drawing a cropped volume (non-zero ``voxel_offset``) with Neuroglancer's
+      own precomputed reader, and that state re-pointed at the Zarr (``view --from-state``),
+      give the same pixels;
+    - the control: the volume written with the corner as translation (what CloudVolume
+      writes, ``resolution × voxel_offset``) is drawn elsewhere once zoomed out.
+
     Noise content: every voxel differs from its neighbours."""
     import io
     import subprocess
 
     from migrate.storage import open_store
+    from migrate.view.from_state import convert_state
     from migrate.view.scan import output_images
     from migrate.view.serve import make_server, serve_in_background
     from migrate.view.state import viewer_state
@@ -667,7 +674,10 @@ def test_real_neuroglancer_draws_the_volume_where_the_n5_em_is(tmp_path: Path) -
     )  # fmt: skip
     n5 = write_dataset(tmp_path / "data", NAME, [noise])
     volume = "neuroglancer/em/noise.precomputed"
+    crop = "neuroglancer/em/crop.precomputed"
     write_volume(n5.parent, volume_of_image(noise, volume, chunk=(16, 64, 64)))
+    cropped = volume_of_image(noise, crop, chunk=(16, 64, 64), crop=((4, 64, 64), (8, 128, 160)))
+    write_volume(n5.parent, cropped)
     out = tmp_path / "out.zarr"
     assert run_cli("convert", str(n5.parent), str(out)).exit_code == 0
     corner = tmp_path / "corner.zarr"  # the control: translations of the corner rule
@@ -686,19 +696,36 @@ def test_real_neuroglancer_draws_the_volume_where_the_n5_em_is(tmp_path: Path) -
         "#uicontrol invlerp normalized(range=[0, 255])\n"
         "void main() {\n  emitGrayscale(normalized());\n}\n"
     )
+    zooms = (("fine", 0.05), ("coarse", 3.0))
+    position = [150.3, 130.6, 8.4]  # x, y, z in s0 voxels: inside the crop too
     for name, root in (("out", out), ("corner", corner)):
         version, images = output_images(
             open_store(str(root), read_only=True), f"{server.base_url}/{root.name}"
         )
         state = viewer_state(images, version)
         layers = {layer["name"]: {**layer, "shader": shader} for layer in state["layers"]}
-        for zoom, scale in (("fine", 0.05), ("coarse", 3.0)):
+        for zoom, scale in zooms:
             view = {
                 **state, "layout": "xy", "crossSectionScale": scale, "showAxisLines": False,
-                "showScaleBar": False, "position": [160.3, 128.6, 8.4],
+                "showScaleBar": False, "position": position,
             }  # fmt: skip
             for layer in ("em/fibsem-uint8", "em/noise"):
                 cases[f"{name} {layer} {zoom}"] = {**view, "layers": [layers[layer]]}
+        if name == "out":
+            portal = {
+                "dimensions": {"x": [4e-9, "m"], "y": [4e-9, "m"], "z": [5.24e-9, "m"]},
+                "position": position, "layout": "xy", "showAxisLines": False,
+                "showScaleBar": False,
+                "layers": [{
+                    "type": "image", "name": "crop", "shader": shader,
+                    "source": f"precomputed://{server.base_url}/data/{NAME}/{crop}",
+                }],
+            }  # fmt: skip
+            moved = convert_state(portal, images, version).state
+            assert moved["layers"][0]["source"].endswith("/out.zarr/em/crop/")
+            for zoom, scale in zooms:
+                cases[f"portal {zoom}"] = {**portal, "crossSectionScale": scale}
+                cases[f"moved {zoom}"] = {**moved, "crossSectionScale": scale}
     neuroglancer.set_server_bind_address("127.0.0.1")
     viewer = neuroglancer.Viewer()
     browser = subprocess.Popen(
@@ -723,17 +750,25 @@ def test_real_neuroglancer_draws_the_volume_where_the_n5_em_is(tmp_path: Path) -
     chunks = [line.split()[1] for line in requests if line.split()[2] in ("200", "206")]
     read = {path.rsplit("/", 3)[0] for path in chunks if path.rsplit("/", 1)[-1].isdigit()}
     assert {"/out.zarr/em/noise/s0", "/out.zarr/em/noise/s2"} <= read, read  # both zooms
-    for zoom in ("fine", "coarse"):
+    assert {"/out.zarr/em/crop/s0", "/out.zarr/em/crop/s2"} <= read, read
+    scales = {
+        json.loads((n5.parent / crop / "info").read_text())["scales"][k]["key"] for k in (0, 2)
+    }
+    portal_read = {path.split("/")[-2] for path in chunks if "/crop.precomputed/" in path}
+    assert scales <= portal_read, portal_read  # the portal state read the volume itself
+    for zoom, _ in zooms:
         n5_layer, volume_layer = shots[f"out em/fibsem-uint8 {zoom}"], shots[f"out em/noise {zoom}"]
         assert n5_layer.std() > 10, zoom  # the noise is on screen, not a blank panel
         np.testing.assert_array_equal(volume_layer, n5_layer, err_msg=zoom)
+        assert shots[f"portal {zoom}"].std() > 10, zoom
+        np.testing.assert_array_equal(shots[f"moved {zoom}"], shots[f"portal {zoom}"], zoom)
     # the control: the corner rule coincides at s0 and misplaces the coarser levels
     np.testing.assert_array_equal(shots["corner em/noise fine"], shots["out em/fibsem-uint8 fine"])
     shown = shots["out em/fibsem-uint8 coarse"]
     drawn = np.any(shown != shown[0, 0], axis=2)  # where the volume is on screen
-    moved = np.any(shots["corner em/noise coarse"] != shown, axis=2)
+    moved_off = np.any(shots["corner em/noise coarse"] != shown, axis=2)
     assert drawn.sum() > 1000
-    assert moved[drawn].mean() > 0.3, (moved[drawn].mean(), drawn.sum())
+    assert moved_off[drawn].mean() > 0.3, (moved_off[drawn].mean(), drawn.sum())
 
 
 # --------------------------------------------------------------------------------------
