@@ -798,3 +798,19 @@ def test_report_previews_the_volumes_from_source_and_dest(tmp_path: Path) -> Non
         source = picture(report, "em/crop-uint16", plane, "source")
         np.testing.assert_array_equal(source, picture(report, "em/crop-uint16", plane, "dest"))
     assert "cannot" not in (report / "index.html").read_text(encoding="utf-8")
+
+
+def test_a_dangling_chunk_link_is_a_failed_unit_naming_it(tmp_path: Path) -> None:
+    """A chunk file that is a symbolic link to nothing is a lost chunk, not an absent
+    (all-zero) one: its unit fails naming it, the image is not finished."""
+    data = write_pc_dataset(tmp_path, {CROPPED: VOLUMES[CROPPED]})
+    key = json.loads((data / CROPPED / "info").read_text())["scales"][0]["key"]
+    chunk = data / CROPPED / key / "20-28_8-16_12-17"
+    chunk.unlink()
+    chunk.symlink_to(tmp_path / "gone")
+    dest = tmp_path / "out.zarr"
+    run = run_cli("convert", str(data), str(dest))
+    assert run.exit_code == 1
+    assert f"{chunk}: a symbolic link to {tmp_path / 'gone'}, which does not exist" in run.stderr
+    assert "a lost chunk, not an absent one" in run.stderr
+    assert not (dest / "em/crop-uint16/.zattrs").exists()

@@ -12,7 +12,7 @@ from collections.abc import Callable
 import numpy as np
 
 from migrate.copy.options import EngineOptions
-from migrate.copy.precomputed import image_source
+from migrate.copy.precomputed import check_chunk_links, image_source
 from migrate.copy.transplant import Transplanter, n5_key, unit_blocks
 from migrate.copy.tsio import HandleCache, LevelHandles, box_slices
 from migrate.errors import SourceDataError
@@ -107,7 +107,10 @@ def make_copier(
 
     def copier(level: LevelPlan, unit: int) -> int:
         if level.precomputed is not None:
-            return copy_unit(cache.get(level, roots.get(level.dest_path)), level, unit)
+            store = roots.get(level.dest_path, source)
+            if isinstance(store, LocalStore) and not level.precomputed.sharded:
+                check_chunk_links(store, level, unit)
+            return copy_unit(cache.get(level, store), level, unit)
         if options.transplant and recodable(level):
             return transplanter.copy_unit(level, unit)
         if isinstance(source, LocalStore):

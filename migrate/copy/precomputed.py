@@ -12,12 +12,15 @@ from __future__ import annotations
 import hashlib
 import itertools
 import math
+import os
 import re
 import threading
 
 from migrate.copy import resume
 from migrate.copy.tsio import context, open_precomputed, ts_error_text
-from migrate.storage import Store, join_key, open_store
+from migrate.errors import SourceDataError
+from migrate.storage import LocalStore, Store, join_key, open_store
+from migrate.storage.local import dangling_link
 from schemas.plan import ImagePlan, LevelPlan
 
 _siblings: dict[tuple[str, str, bool, str], Store] = {}
@@ -63,6 +66,26 @@ def chunk_key(level: LevelPlan, position: tuple[int, ...]) -> str:
         for o, p, c, n in zip(offset, position, level.source_blocks, level.shape, strict=True)
     ]
     return "_".join(f"{a}-{b}" for a, b in reversed(bounds))
+
+
+def check_chunk_links(store: LocalStore, level: LevelPlan, unit: int) -> None:
+    """Raise SourceDataError naming the chunk files of work unit ``unit`` of an unsharded
+    precomputed ``level`` that are symbolic links to nothing: TensorStore would read them as
+    absent, all-zero chunks (one ``lstat`` per chunk)."""
+    root = store.root / level.source_path
+    ranges = [
+        range(start // b, math.ceil(stop / b))
+        for (start, stop), b in zip(level.unit_box(unit), level.source_blocks, strict=True)
+    ]
+    lost = []
+    for position in itertools.product(*ranges):
+        path = root / chunk_key(level, position)
+        if os.path.islink(path) and not os.path.exists(path):
+            lost.append(dangling_link(path) or str(path))
+    if lost:
+        raise SourceDataError(
+            "; ".join(f"{text} (a lost chunk, not an absent one)" for text in lost)
+        )
 
 
 def unit_signatures(store: Store, level: LevelPlan) -> list[str]:
