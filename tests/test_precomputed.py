@@ -814,3 +814,20 @@ def test_a_dangling_chunk_link_is_a_failed_unit_naming_it(tmp_path: Path) -> Non
     assert f"{chunk}: a symbolic link to {tmp_path / 'gone'}, which does not exist" in run.stderr
     assert "a lost chunk, not an absent one" in run.stderr
     assert not (dest / "em/crop-uint16/.zattrs").exists()
+
+
+def test_hidden_names_in_neuroglancer_are_no_volumes(tmp_path: Path) -> None:
+    """A listing's hidden folders never become image paths: ``neuroglancer/.cellmap-migrate/``
+    would otherwise write into DEST's own state folder."""
+    data = write_pc_dataset(tmp_path, {JPEG: VOLUMES[JPEG]})
+    for hidden in ("neuroglancer/.cellmap-migrate/x.precomputed", "neuroglancer/em/.x.precomputed"):
+        shutil.copytree(data / JPEG, data / hidden)
+    dry = run_cli("convert", str(data), "--dry-run", "--json")
+    assert dry.exit_code == 0, dry.stderr
+    assert [image["dest_path"] for image in dry.json["plan"]["images"]] == [
+        EM.path,
+        "em/fibsem-uint8",
+    ]
+    alone = run_cli("convert", str(data / "neuroglancer/em/.x.precomputed"), "--dry-run")
+    assert alone.exit_code == 1
+    assert "would be hidden" in alone.stderr

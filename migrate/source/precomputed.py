@@ -100,24 +100,30 @@ def default_image_path(path: str) -> str:
     return "/".join(parts)
 
 
-def is_volume_name(name: str) -> bool:
-    """A folder name that names a precomputed volume: ``<name>.precomputed`` with a name
-    that can be an image path component (not empty, no control characters)."""
-    stem = name.removesuffix(SUFFIX)
+def is_safe_component(name: str) -> bool:
+    """A name from a listing that may become a component of an image path: not empty, not
+    hidden (``.cellmap-migrate`` is DEST's own), no backslash or control character."""
     return (
-        name.endswith(SUFFIX)
-        and stem not in ("", ".", "..")
+        name != ""
+        and not name.startswith(".")
         and "\\" not in name
         and not any(ord(char) < 32 for char in name)
     )
 
 
+def is_volume_name(name: str) -> bool:
+    """A folder name that names a precomputed volume: ``<name>.precomputed`` whose
+    ``<name>`` can be an image path component (:func:`is_safe_component`)."""
+    return name.endswith(SUFFIX) and is_safe_component(name.removesuffix(SUFFIX))
+
+
 def find_volumes(store: Store) -> list[str]:
     """The precomputed volumes of a dataset folder: every ``neuroglancer/<group>/<name>
     .precomputed`` folder (sorted), from two listings' depth of ``neuroglancer/``. Meshes
-    (``neuroglancer/mesh/<name>/``) have no ``.precomputed`` suffix and are not volumes."""
+    (``neuroglancer/mesh/<name>/``) have no ``.precomputed`` suffix and are not volumes;
+    hidden names (``.x``) and names that cannot be image path components are passed over."""
     groups, _ = store.list_dir(NEUROGLANCER)
-    safe = [group for group in groups if group not in ("", ".", "..") and "\\" not in group]
+    safe = [group for group in groups if is_safe_component(group)]
     listings = store.map(lambda group: store.list_dir(join_key(NEUROGLANCER, group))[0], safe)
     return sorted(
         join_key(NEUROGLANCER, group, name)

@@ -22,6 +22,7 @@ from migrate.source.precomputed import (
     PrecomputedVolume,
     chunk_shape,
     default_image_path,
+    is_safe_component,
     map_volume,
 )
 from migrate.source.reconcile import MappingOptions
@@ -81,7 +82,13 @@ def volume_image_path(volume_path: str, options: PlanOptions) -> str:
     """The image path of a volume inside the output, under ``--prefix``: its
     ``--image-path`` or :func:`~migrate.source.precomputed.default_image_path`."""
     explicit = dict(options.image_paths).get(volume_path)
-    return join_key(options.prefix, explicit or default_image_path(volume_path))
+    path = explicit or default_image_path(volume_path)
+    if not explicit and not all(is_safe_component(part) for part in path.split("/")):
+        raise MigrationError(
+            f"{volume_path}: its image path {path!r} would be hidden or hold characters an "
+            f"image path cannot; say where it goes with --image-path {volume_path}=PATH"
+        )
+    return join_key(options.prefix, path)
 
 
 def plan_volume_image(
