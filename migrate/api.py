@@ -158,7 +158,7 @@ def _check_n5_clash(
 ) -> None:
     """Refuse one volume whose default image path is that of an image of the dataset's N5
     root, unless ``--prefix`` or ``--image-path`` says where it goes (one read)."""
-    if options.prefix or options.image_paths:
+    if options.prefix or location.inner in dict(options.image_paths):
         return
     image = plan.images[0]
     n5_group = join_key(f"{location.name}.n5", image.dest_path)
