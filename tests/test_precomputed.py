@@ -135,6 +135,8 @@ def test_every_level_equals_tensorstores_read_of_the_scale(dataset: Path, conver
             np.testing.assert_array_equal(got, decoded, err_msg=f"{path} s{index}")
             if scale.encoding != "jpeg":  # lossless: the very voxels the volume was made of
                 np.testing.assert_array_equal(got, scale.data)
+            zarray = json.loads((image / f"s{index}" / ".zarray").read_text())
+            assert zarray["chunks"] == list(scale.chunk)  # the stored chunks, by default
         assert not (image / "s3").exists()  # stored scales only: no re-downsampling
 
 
@@ -489,6 +491,8 @@ def test_bulk_over_a_root_with_both_kinds(tmp_path: Path) -> None:
     root = tmp_path / "root"
     write_pc_dataset(root, {JPEG: VOLUMES[JPEG], CROPPED: VOLUMES[CROPPED]})
     write_dataset(root, "jrc_other-1", [EM])
+    (root / "jrc_volumes-1").mkdir()  # precomputed volumes only, no N5 root
+    write_volume(root / "jrc_volumes-1", VOLUMES[SEG])
     survey = run_cli("bulk", "convert", str(root), "--dry-run", "--json")
     assert survey.exit_code == 0, survey.stderr
     rows = {row["name"]: row for row in survey.json["datasets"]}
@@ -507,6 +511,8 @@ def test_bulk_over_a_root_with_both_kinds(tmp_path: Path) -> None:
         read_zarr(out / "em/crop-uint16/s0"), VOLUMES[CROPPED].scales[0].data
     )
     assert (root / "jrc_other-1/jrc_other-1.zarr/em/fibsem-uint16/s2/.zarray").exists()
+    labels = root / "jrc_volumes-1/jrc_volumes-1.zarr/labels/cells_seg"
+    np.testing.assert_array_equal(read_zarr(labels / "s1"), VOLUMES[SEG].scales[1].data)
     verified = run_cli("bulk", "verify", str(root))
     assert verified.exit_code == 0, verified.stdout + verified.stderr
     assert "verified 3 image(s)" in verified.stdout
@@ -802,18 +808,32 @@ def test_report_previews_the_volumes_from_source_and_dest(tmp_path: Path) -> Non
 
 def test_a_dangling_chunk_link_is_a_failed_unit_naming_it(tmp_path: Path) -> None:
     """A chunk file that is a symbolic link to nothing is a lost chunk, not an absent
-    (all-zero) one: its unit fails naming it, the image is not finished."""
+    (all-zero) one: its unit fails naming it, the image is not finished. Run again once it
+    is back, after another chunk was rewritten: the unit copied from that chunk is redone
+    (its signature, from the listing of the scale, changed), and the output is right."""
     data = write_pc_dataset(tmp_path, {CROPPED: VOLUMES[CROPPED]})
     key = json.loads((data / CROPPED / "info").read_text())["scales"][0]["key"]
     chunk = data / CROPPED / key / "20-28_8-16_12-17"
+    original = chunk.read_bytes()
     chunk.unlink()
     chunk.symlink_to(tmp_path / "gone")
     dest = tmp_path / "out.zarr"
-    run = run_cli("convert", str(data), str(dest))
+    one_chunk_units = ("--unit-mib", str(8**3 * 2 / 2**20))
+    run = run_cli("convert", str(data), str(dest), *one_chunk_units)
     assert run.exit_code == 1
     assert f"{chunk}: a symbolic link to {tmp_path / 'gone'}, which does not exist" in run.stderr
     assert "a lost chunk, not an absent one" in run.stderr
     assert not (dest / "em/crop-uint16/.zattrs").exists()
+    chunk.unlink()
+    chunk.write_bytes(original)
+    other = data / CROPPED / key / "12-20_8-16_4-12"  # a chunk of a unit recorded as done
+    later = other.stat().st_mtime_ns + 10**9
+    os.utime(other, ns=(later, later))
+    again = run_cli("convert", str(data), str(dest), *one_chunk_units)
+    assert again.exit_code == 0, again.stderr
+    assert "1 unit(s) redone: their source changed since they were copied" in again.stderr
+    for index, scale in enumerate(VOLUMES[CROPPED].scales):
+        np.testing.assert_array_equal(read_zarr(dest / f"em/crop-uint16/s{index}"), scale.data)
 
 
 def test_hidden_names_in_neuroglancer_are_no_volumes(tmp_path: Path) -> None:
@@ -831,3 +851,19 @@ def test_hidden_names_in_neuroglancer_are_no_volumes(tmp_path: Path) -> None:
     alone = run_cli("convert", str(data / "neuroglancer/em/.x.precomputed"), "--dry-run")
     assert alone.exit_code == 1
     assert "would be hidden" in alone.stderr
+
+
+def test_chunks_and_shards_of_a_volume_can_be_chosen(tmp_path: Path) -> None:
+    data = write_pc_dataset(tmp_path, {RAW: VOLUMES[RAW]})
+    dest = tmp_path / "out.zarr"
+    run = run_cli(
+        "convert", str(data / RAW), str(dest), "--ngff-version", "0.5",
+        "--chunks", "8,8,8", "--shard", "16,32,32",
+    )  # fmt: skip
+    assert run.exit_code == 0, run.stderr
+    meta = json.loads((dest / "em/fibsem-raw/s0/zarr.json").read_text())
+    assert meta["chunk_grid"]["configuration"]["chunk_shape"] == [16, 32, 32]
+    assert meta["codecs"][0]["configuration"]["chunk_shape"] == [8, 8, 8]
+    for index, scale in enumerate(VOLUMES[RAW].scales):
+        np.testing.assert_array_equal(read_zarr(dest / f"em/fibsem-raw/s{index}"), scale.data)
+    assert run_cli("verify", str(data / RAW), str(dest)).exit_code == 0
