@@ -3,6 +3,7 @@
 ``options`` and ``events`` are what the engine is told and what it tells; ``engine`` runs
 units in a thread pool (``distributed`` on a Dask cluster) and writes metadata last;
 ``copiers`` picks how a unit is copied: ``transplant`` (block payloads moved or re-encoded
-one at a time) or ``tsio`` (TensorStore); ``resume`` keeps the per-unit records; ``memory``
-caps malloc arenas. Imports :mod:`migrate.target` and below.
+one at a time) or ``tsio`` (TensorStore); ``precomputed`` says where a precomputed volume is
+read and signs its units from its chunk (shard) files; ``resume`` keeps the per-unit
+records; ``memory`` caps malloc arenas. Imports :mod:`migrate.target` and below.
 """
