@@ -16,9 +16,12 @@ from migrate.dest import lease, marks, ours, records
 from migrate.dest.lease import Notice
 from migrate.dest.state import DestState, RootListing, read_root, read_state
 from migrate.errors import ConflictError, MigrationError, PlanMismatchError
-from migrate.source.discover import discover, normalize_url, split_n5_url
-from migrate.storage import S3Options, Store, open_store
+from migrate.source.dataset import SourceLocation, locate, read_source
+from migrate.source.discover import ATTRIBUTES, discover, normalize_url
+from migrate.source.precomputed import NEUROGLANCER
+from migrate.storage import S3Options, Store, join_key, open_store
 from migrate.target.plan import PlanOptions, build_plan
+from migrate.target.precomputed import build_dataset_plan
 from schemas.plan import Plan
 
 
@@ -104,12 +107,27 @@ def prepare(
     *,
     read_only_dest: bool,
     s3: S3Options | None = None,
+    strict_image_paths: bool = True,
 ) -> Prepared:
     """Discover SRC and plan its migration to DEST (default: the sibling ``.zarr``).
 
-    Either may be a local path or ``s3://bucket/prefix``; ``s3`` says how to reach S3.
+    Either may be a local path or ``s3://bucket/prefix``; ``s3`` says how to reach S3. SRC
+    may be an N5 tree or a group in it, a dataset folder or a precomputed volume. With
+    ``strict_image_paths`` (``convert``; bulk runs pass False), an ``--image-path`` that
+    names no volume of SRC is an error.
     """
-    n5_root, inner = split_n5_url(_normalize(src))
+    location = locate(_normalize(src), lambda url: open_store(url, read_only=True, s3=s3))
+    if location.kind != "n5":
+        return _prepare_dataset(
+            location, dest, options, read_only_dest=read_only_dest, s3=s3,
+            strict_image_paths=strict_image_paths,
+        )  # fmt: skip
+    if options.image_paths and strict_image_paths:
+        raise MigrationError(
+            f"--image-path {options.image_paths[0][0]}=…: SRC {location.root} is an N5 tree, "
+            "which holds no precomputed volume; give the dataset folder or the volume"
+        )
+    n5_root, inner = location.root, location.inner
     dest_url = _normalize(dest) if dest else default_dest(n5_root)
     _check_not_inside(n5_root, dest_url)
     source = open_store(n5_root, read_only=True, s3=s3)
@@ -130,14 +148,95 @@ def inspect_dest(prepared: Prepared) -> tuple[RootListing, DestState]:
     return root, found
 
 
-def open_for_verify(src: str, dest: str, s3: S3Options | None = None) -> tuple[Store, str, Store]:
-    """(the N5 root of SRC, SRC's path inside it, DEST), both opened read-only, with paths
-    normalized as ``prepare`` normalizes them (so they compare with what DEST records)."""
-    n5_root, inner = split_n5_url(_normalize(src))
+def default_dataset_dest(location: SourceLocation) -> str:
+    """``<dataset>/<dataset>.zarr`` of a dataset folder or of a volume in its
+    ``neuroglancer/`` folder."""
+    if location.dataset is None or (
+        location.kind == "volume" and not location.in_neuroglancer_folder
+    ):
+        raise MigrationError(
+            f"{location.root}/{location.inner}: not in a dataset's neuroglancer/ folder; "
+            "give DEST explicitly"
+        )
+    return f"{location.dataset.rstrip('/')}/{location.name}.zarr"
+
+
+def _prepare_dataset(
+    location: SourceLocation,
+    dest: str | None,
+    options: PlanOptions,
+    *,
+    read_only_dest: bool,
+    s3: S3Options | None,
+    strict_image_paths: bool,
+) -> Prepared:
+    """:func:`prepare` for a dataset folder (its N5 images and precomputed volumes) or one
+    precomputed volume."""
+    assert location.dataset is not None
+    dest_url = _normalize(dest) if dest else default_dataset_dest(location)
+    inside = [location.n5_root] if location.n5_root else []
+    inside.append(f"{location.dataset.rstrip('/')}/{location.inner or NEUROGLANCER}")
+    for root in inside:
+        _check_not_inside(root, dest_url)
+    dataset = open_store(location.dataset, read_only=True, s3=s3)
+    n5 = open_store(location.n5_root, read_only=True, s3=s3) if location.n5_root else None
+    dest_s3 = s3 if read_only_dest or s3 is None else s3.for_writing()
+    dest_store = open_store(dest_url, read_only=read_only_dest, s3=dest_s3)
+    read = read_source(location, n5, dataset)
+    volumes = {volume.path for volume in read.volumes}
+    for volume, _ in options.image_paths:
+        if volume not in volumes and strict_image_paths:
+            raise MigrationError(
+                f"--image-path {volume}=…: {dataset.display(volume)} is not a precomputed "
+                f"volume of SRC (it has {', '.join(sorted(volumes)) or 'none'})"
+            )
+    plan = build_dataset_plan(
+        read.discovery,
+        n5.url if n5 is not None else None,
+        read.volumes,
+        dataset.url,
+        location.inner,
+        dest_store.url,
+        options,
+    )
+    if location.in_neuroglancer_folder:
+        _check_n5_clash(dataset, location, plan, options)
+    for root in inside:
+        check_output_paths(plan, root)
+    source = n5 if n5 is not None and plan.source == n5.url else dataset
+    return Prepared(plan, source, dest_store)
+
+
+def _check_n5_clash(
+    dataset: Store, location: SourceLocation, plan: Plan, options: PlanOptions
+) -> None:
+    """Refuse one volume whose default image path is that of an image of the dataset's N5
+    root, unless ``--prefix`` or ``--image-path`` says where it goes (one read)."""
+    if options.prefix or location.inner in dict(options.image_paths):
+        return
+    image = plan.images[0]
+    n5_group = join_key(f"{location.name}.n5", image.dest_path)
+    if dataset.read(join_key(n5_group, ATTRIBUTES)) is not None:
+        raise MigrationError(
+            f"{dataset.display(location.inner)} would be written to {image.dest_path}, the "
+            f"path of the N5 image {dataset.display(n5_group)}; say where it goes with "
+            f"--image-path {location.inner}=PATH (or --prefix)"
+        )
+
+
+def open_for_verify(
+    src: str, dest: str, s3: S3Options | None = None
+) -> tuple[Store, str, Store, SourceLocation]:
+    """(the N5 root of SRC, or its dataset folder; SRC's path inside it; DEST; what SRC
+    is), opened read-only, with paths normalized as ``prepare`` normalizes them (so they
+    compare with what DEST records)."""
+    location = locate(_normalize(src), lambda url: open_store(url, read_only=True, s3=s3))
+    root = location.dataset if location.dataset is not None else location.root
     return (
-        open_store(n5_root, read_only=True, s3=s3),
-        inner,
+        open_store(root, read_only=True, s3=s3),
+        location.inner,
         open_store(_normalize(dest), read_only=True, s3=s3),
+        location,
     )
 
 

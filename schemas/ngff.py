@@ -194,9 +194,13 @@ class Provenance(TargetModel):
     tool: Literal["cellmap-migrate"] = "cellmap-migrate"
     version: str
     source: str
-    """The source N5 root (URL or absolute path)."""
+    """The source N5 root (URL or absolute path), or the dataset folder of a precomputed
+    volume."""
     path: str
-    """The group or array inside the source N5 root."""
+    """The group or array inside the source N5 root, or the precomputed volume (or its
+    scale folder) inside the dataset folder."""
+    format: Literal["precomputed"] | None = None
+    """``precomputed`` for a Neuroglancer precomputed volume; None (left out) for N5."""
     source_attributes: dict[str, Any]
     settings: dict[str, Any] | None = None
     """On an image group: the options it was planned with (``PlanOptions.recorded``), so

@@ -11,7 +11,7 @@ import math
 from collections.abc import Iterator
 from typing import Any, Literal
 
-from pydantic import Field, PositiveInt
+from pydantic import Field, NonNegativeInt, PositiveInt
 
 from schemas._base import TargetModel
 
@@ -39,6 +39,27 @@ class CodecPlan(TargetModel):
         if self.level is not None:
             parts.append(f"level {self.level}")
         return " ".join(parts) + f", {self.endian}-endian"
+
+
+class PrecomputedLevel(TargetModel):
+    """Where a level of a Neuroglancer precomputed volume is read from: one scale, opened
+    with TensorStore's ``neuroglancer_precomputed`` driver."""
+
+    volume: str
+    """The volume folder, relative to the image's source root (a dataset folder)."""
+    scale_index: NonNegativeInt
+    scale: dict[str, Any]
+    """The ``info`` file's ``scales[scale_index]`` as planned (lists in **F order**, x, y, z):
+    the volume is opened only while its ``info`` still says this."""
+
+    @property
+    def voxel_offset(self) -> tuple[int, ...]:
+        """The scale's ``voxel_offset`` in C order (z, y, x): where its chunk grid starts."""
+        return tuple(reversed([int(v) for v in self.scale.get("voxel_offset", (0, 0, 0))]))
+
+    @property
+    def sharded(self) -> bool:
+        return self.scale.get("sharding") is not None
 
 
 class LevelPlan(TargetModel):
@@ -71,6 +92,10 @@ class LevelPlan(TargetModel):
             (n - stop, n - start) if flip else (start, stop)
             for (start, stop), flip, n in zip(box, self.mirror, self.shape, strict=True)
         )
+
+    precomputed: PrecomputedLevel | None = None
+    """Set for a level of a precomputed volume (``source_path`` is then the scale's folder);
+    None for an N5 array (left out of the JSON: N5 plans keep their fingerprints)."""
 
     @property
     def unit_grid(self) -> tuple[int, ...]:
@@ -111,6 +136,13 @@ class ImagePlan(TargetModel):
     dest_path: str
     kind: Literal["image", "label"]
     levels: tuple[LevelPlan, ...] = Field(min_length=1)
+    source_format: Literal["precomputed"] | None = None
+    """The source format: None for an N5 group (left out of the JSON, so N5 plans keep
+    their fingerprints), ``precomputed`` for a Neuroglancer precomputed volume."""
+    source_root: str | None = None
+    """The root ``source_path`` (and its levels') are relative to, when it is not the
+    plan's ``source``: the dataset folder of a precomputed volume. Its path inside the
+    dataset is then ``source_path`` (``neuroglancer/em/fibsem-uint8.precomputed``)."""
     attributes: dict[str, Any]
     """The image group's attributes as written at finalize (OME metadata + provenance)."""
     sources: dict[str, str]
@@ -119,6 +151,11 @@ class ImagePlan(TargetModel):
     conflicts: tuple[str, ...] = ()
     registry_source: str | None = None
     """The name of the image's entry in the registry manifest (None: it has none)."""
+
+    @property
+    def format(self) -> Literal["n5", "precomputed"]:
+        """``n5`` or ``precomputed``: what the image is read from."""
+        return self.source_format or "n5"
 
 
 class GroupPlan(TargetModel):
@@ -134,17 +171,22 @@ class Plan(TargetModel):
     tool_version: str
     source: str
     source_inner: str
+    """SRC's path inside ``source``: an N5 group, or the volume of a one-volume plan."""
     dest: str
     ngff_version: NgffVersion
     settings: dict[str, Any]
     images: tuple[ImagePlan, ...]
     groups: tuple[GroupPlan, ...]
     orphan_arrays: tuple[str, ...] = ()
-    dataset: dict[str, Any] | None = None
+    registry_dataset: dict[str, Any] | None = None
     """With a registry manifest: the dataset's name, the manifest's digest and its
     ``metadata`` (title, DOIs, publications, imaging), kept at DEST's root group."""
     registry_unmatched: tuple[str, ...] = ()
     """Sources the manifest lists that match no image of this plan."""
+    dataset: str | None = None
+    """The dataset folder, when SRC was one (its N5 images and precomputed volumes
+    together) or a precomputed volume in one; None for an N5 SRC. ``source`` is then the
+    dataset's N5 root (or the dataset folder, when it has none or SRC is one volume)."""
 
     def canonical_json(self) -> str:
         return json.dumps(self.to_json_dict(), sort_keys=True, separators=(",", ":"))

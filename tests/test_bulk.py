@@ -693,8 +693,9 @@ def test_a_root_without_datasets_is_an_error(tmp_path: Path) -> None:
         run = run_cli("bulk", command, str(root))
         assert run.exit_code == 1, (command, run.stdout, run.stderr)
         assert (
-            f"error: {root}: no dataset selected (a dataset is <dataset>/<dataset>.n5); "
-            "skipped for want of an N5 root: notes"
+            f"error: {root}: no dataset selected (a dataset is <dataset>/<dataset>.n5 and/or "
+            "<dataset>/neuroglancer/<group>/<name>.precomputed); skipped for want of either: "
+            "notes"
         ) in run.stderr
     assert sorted(p.name for p in root.iterdir()) == ["notes"]
 

@@ -109,8 +109,9 @@ def convert_dataset(
     started = time.monotonic()
     try:
         prepared = prepare(
-            dataset.source, dataset.dest, options.plan, read_only_dest=False, s3=options.s3
-        )
+            dataset.source, dataset.dest, options.plan, read_only_dest=False, s3=options.s3,
+            strict_image_paths=False,
+        )  # fmt: skip
         check_conflicts(prepared.plan)
         if stop is not None and stop.is_set():
             raise PoolClosedError("the bulk run was stopped; run the same command again")
@@ -288,10 +289,10 @@ def verify_dataset(
     outcome = DatasetOutcome(dataset.name, dataset.source, dataset.dest)
     started = time.monotonic()
     try:
-        source, inner, dest = open_for_verify(dataset.source, dataset.dest, s3)
+        source, inner, dest, location = open_for_verify(dataset.source, dataset.dest, s3)
         result = verify(
             source, dest, inner=inner, sample=sample, workers=workers, seed=seed,
-            registry=registry,
+            registry=registry, location=location,
         )  # fmt: skip
     except MigrationError as exc:
         outcome.state, outcome.detail = "NOT PROVEN", str(exc)

@@ -1,8 +1,8 @@
-"""Which datasets a bulk run covers: the children of ROOT laid out as ``<dataset>/<dataset>.n5``.
+"""Which datasets a bulk run covers: the children of ROOT laid out as ``<dataset>/<dataset>.n5``
+and/or ``<dataset>/neuroglancer/<group>/<name>.precomputed``.
 
 Discovery lists only what it must: one listing of ROOT (none with ``--datasets FILE``), then
-one existence check of each candidate's N5 root, many at a time on S3
-(:meth:`~migrate.storage.Store.map`).
+one listing of each candidate, many at a time on S3 (:meth:`~migrate.storage.Store.map`).
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from migrate.errors import MigrationError
+from migrate.source.precomputed import NEUROGLANCER
 from migrate.storage import Store, join_key, segment_problem
 from migrate.storage.keys import RULE
 
@@ -27,7 +28,9 @@ class Dataset:
 
     name: str
     source: str
-    """URL of ``<ROOT>/<name>/<name>.n5``."""
+    """URL of ``<ROOT>/<name>/<name>.n5``, or of the dataset folder ``<ROOT>/<name>`` when
+    it has a ``neuroglancer/`` folder (its precomputed volumes are migrated with its N5
+    images)."""
     dest: str
     """URL of ``<DEST_ROOT>/<name>/<name>.zarr``."""
 
@@ -90,8 +93,8 @@ def select_datasets(
     names: Sequence[str] | None = None,
 ) -> Selection:
     """The datasets under ``root`` to migrate into ``dest_root``: in the order of ``names``
-    (``--datasets FILE``) when given, else by name; filtered by the globs; those without a
-    ``<name>.n5`` root are skipped with a reason."""
+    (``--datasets FILE``) when given, else by name; filtered by the globs; those with
+    neither a ``<name>.n5`` root nor a ``neuroglancer/`` folder are skipped with a reason."""
     skipped: list[Skipped] = []
     if names is None:
         candidates = []
@@ -105,22 +108,23 @@ def select_datasets(
     else:
         candidates = list(names)
     candidates = [name for name in candidates if matches(name, include, exclude)]
-    has_n5 = root.map(lambda name: root.exists_prefix(n5_root_key(name)), candidates)
+    listings = root.map(lambda name: root.list_dir(name), candidates)
     datasets: list[Dataset] = []
     warnings: list[str] = []
-    for name, found in zip(candidates, has_n5, strict=True):
-        if not found:
+    for name, (dirs, files) in zip(candidates, listings, strict=True):
+        n5, volumes = f"{name}.n5" in dirs, NEUROGLANCER in dirs
+        if not n5 and not volumes:
             where = root.display(n5_root_key(name))
             reason = (
-                f"{where}: no N5 root (expected <dataset>/<dataset>.n5)"
-                if names is None or root.exists_prefix(name)
+                f"{where}: no N5 root (expected <dataset>/<dataset>.n5) and no "
+                f"{NEUROGLANCER}/ folder of precomputed volumes"
+                if names is None or dirs or files
                 else f"{root.display(name)}: no such dataset"
             )
             skipped.append(Skipped(name, reason))
             continue
         if not DATASET_NAME.match(name):
             warnings.append(f"{name}: the name does not follow <institute>_<id> (e.g. jrc_hela-2)")
-        datasets.append(
-            Dataset(name, root.display(n5_root_key(name)), dest_root.display(zarr_root_key(name)))
-        )
+        source = root.display(name) if volumes else root.display(n5_root_key(name))
+        datasets.append(Dataset(name, source, dest_root.display(zarr_root_key(name))))
     return Selection(tuple(datasets), tuple(skipped), tuple(warnings))

@@ -36,6 +36,8 @@ class SurveyRow:
     source: str
     dest: str
     images: int = 0
+    precomputed: int = 0
+    """Of the images, how many are precomputed volumes (the others are N5 images)."""
     levels: int = 0
     voxels: int = 0
     bytes: int = 0
@@ -74,6 +76,8 @@ def conventions(image: ImagePlan) -> set[str]:
             found.add("cosem")
         if "Neuroglancer" in text:
             found.add("neuroglancer")
+        if text.startswith("precomputed"):
+            found.add("precomputed")
     return found
 
 
@@ -142,7 +146,8 @@ def survey_plan(
     name: str, plan: Plan, dest: Store, *, overwrite: bool = False, into_existing: bool = False
 ) -> SurveyRow:
     """The survey row of one planned dataset; reads DEST's metadata and unit records only."""
-    row = SurveyRow(name, plan.source, plan.dest, images=len(plan.images))
+    row = SurveyRow(name, plan.dataset or plan.source, plan.dest, images=len(plan.images))
+    row.precomputed = sum(1 for image in plan.images if image.format == "precomputed")
     found: set[str] = set()
     for image in plan.images:
         found |= conventions(image)
@@ -153,7 +158,7 @@ def survey_plan(
             row.source_blocks += _grid_count(level.shape, level.source_blocks)
     row.conventions = sorted(found)
     row.problems = problems(plan)
-    if plan.dataset is not None:
+    if plan.registry_dataset is not None:
         row.registry = registry_counts(plan)
     root = read_root(dest)
     at_dest = read_state(dest, plan, root)  # DEST's state, read once
@@ -204,7 +209,10 @@ def survey(
 ) -> SurveyRow:
     """The survey row of one dataset; a plan that cannot be made is a refused row."""
     try:
-        prepared = prepare(dataset.source, dataset.dest, options, read_only_dest=True, s3=s3)
+        prepared = prepare(
+            dataset.source, dataset.dest, options, read_only_dest=True, s3=s3,
+            strict_image_paths=False,
+        )  # fmt: skip
     except MigrationError as exc:
         return SurveyRow(
             dataset.name, dataset.source, dataset.dest, state="refused", refusal=str(exc)

@@ -15,12 +15,21 @@ from typing import Any
 
 from migrate.dest import records
 from migrate.errors import MetadataError, MigrationError
-from migrate.source.discover import ATTRIBUTES, discover, read_json_object, split_n5_url
+from migrate.source.dataset import SourceLocation, locate
+from migrate.source.discover import (
+    ATTRIBUTES,
+    discover,
+    normalize_url,
+    read_json_object,
+    split_n5_url,
+)
 from migrate.source.image import SourceImage
+from migrate.source.precomputed import find_volumes, read_volume
 from migrate.source.units import KNOWN_UNITS
 from migrate.storage import S3Options, Store, join_key, open_store
 from migrate.target.layout import PROVENANCE_KEY
 from migrate.target.plan import PlanOptions, plan_image
+from migrate.target.precomputed import plan_volume_image
 from schemas.plan import ImagePlan
 
 Shape = tuple[int, ...]
@@ -42,6 +51,9 @@ class LevelInfo:
     objects: int | None = None
     """Objects stored under the level (``--sizes``), metadata included."""
     stored_bytes: int | None = None
+    key: str | None = None
+    """Where the level's objects are, when not ``<image path>/<name>`` (a precomputed
+    scale's folder)."""
 
 
 @dataclass(frozen=True)
@@ -96,8 +108,15 @@ class TreeInfo:
 
 
 def tree_info(url: str, *, sizes: bool = False, s3: S3Options | None = None) -> TreeInfo:
-    """Describe the N5 tree, N5 group or OME-Zarr tree at ``url``. Reads only metadata and
-    listings (``sizes``: also lists every object under each level)."""
+    """Describe the N5 tree, N5 group, OME-Zarr tree, dataset folder (its N5 images and
+    precomputed volumes) or precomputed volume at ``url``. Reads only metadata and listings
+    (``sizes``: also lists every object under each level)."""
+    location = locate(
+        normalize_url(url.removeprefix("file://")),
+        lambda where: open_store(where, read_only=True, s3=s3),
+    )
+    if location.kind != "n5":
+        return dataset_info(location, sizes=sizes, s3=s3)
     n5_root, inner = split_n5_url(url.removeprefix("file://").rstrip("/"))
     if n5_root.endswith(".n5"):
         store = open_store(n5_root, read_only=True, s3=s3)
@@ -132,7 +151,9 @@ def _sizes(store: Store, path: str) -> tuple[int, int]:
 def _with_sizes(store: Store, images: list[ImageInfo]) -> list[ImageInfo]:
     """The images with each level's objects and stored bytes (listed many at a time)."""
     work = [(image, level) for image in images for level in image.levels]
-    counted = store.map(lambda item: _sizes(store, join_key(item[0].path, item[1].name)), work)
+    counted = store.map(
+        lambda item: _sizes(store, item[1].key or join_key(item[0].path, item[1].name)), work
+    )
     by_level = {(i.path, lv.name): c for (i, lv), c in zip(work, counted, strict=True)}
     return [
         dataclasses.replace(
@@ -169,8 +190,14 @@ def describe_n5_compression(compression: Any) -> str:
     return " ".join([kind, *params])
 
 
+def describe_precomputed(compression: dict[str, Any]) -> str:
+    """A precomputed scale's encoding in a few words: ``precomputed jpeg, sharded``."""
+    sharded = ", sharded" if compression.get("sharding") else ""
+    return f"precomputed {compression.get('encoding', '?')}{sharded}"
+
+
 def _convention(text: str) -> str:
-    for name in ("COSEM", "Neuroglancer", "OME"):
+    for name in ("COSEM", "Neuroglancer", "OME", "precomputed"):
         if text.startswith(name):
             return name
     return "rule"
@@ -209,9 +236,12 @@ def _planned_image(plan: ImagePlan, root: str) -> ImageInfo:
                 dtype=level.dtype,
                 chunks=tuple(level.source_blocks),
                 shard=None,
-                codec=describe_n5_compression(level.source_compression),
+                codec=describe_precomputed(level.source_compression)
+                if level.precomputed is not None
+                else describe_n5_compression(level.source_compression),
                 scale=scale,
                 translation=translation,
+                key=level.source_path if level.precomputed is not None else None,
             )
         )
     return ImageInfo(
@@ -273,6 +303,41 @@ def n5_info(store: Store, inner: str, *, sizes: bool = False) -> TreeInfo:
     problems = () if images else (f"{store.display(inner)}: no multiscale image (s0…sN) found",)
     return TreeInfo(
         url=store.display(inner), format="N5", images=tuple(images), notes=notes,
+        problems=problems, sizes=sizes,
+    )  # fmt: skip
+
+
+def dataset_info(
+    location: SourceLocation, *, sizes: bool = False, s3: S3Options | None = None
+) -> TreeInfo:
+    """A dataset folder's N5 images and precomputed volumes, or one volume, mapped the way
+    ``convert`` maps them (default options). A volume whose ``info`` cannot be read is an
+    error naming the file and field."""
+    assert location.dataset is not None
+    dataset = open_store(location.dataset, read_only=True, s3=s3)
+    images: list[ImageInfo] = []
+    notes: tuple[str, ...] = ()
+    n5_images = 0
+    if location.kind == "dataset" and location.n5_root is not None:
+        n5 = n5_info(open_store(location.n5_root, read_only=True, s3=s3), "", sizes=sizes)
+        prefix = location.n5_root.rstrip("/").rsplit("/", 1)[-1]
+        images += [dataclasses.replace(i, path=join_key(prefix, i.path)) for i in n5.images]
+        notes, n5_images = n5.notes, len(n5.images)
+    paths = [location.inner] if location.kind == "volume" else find_volumes(dataset)
+    volumes = []
+    root = dataset.url.rstrip("/") + "/"
+    for path in paths:
+        volume = read_volume(dataset, path)
+        planned = plan_volume_image(volume, dataset.url, PlanOptions())
+        volumes.append(_planned_image(planned, root))
+    if sizes:
+        volumes = _with_sizes(dataset, volumes)
+    images += volumes
+    problems = () if images else (f"{dataset.display()}: no multiscale image found",)
+    kind = "precomputed" if location.kind == "volume" else "dataset"
+    return TreeInfo(
+        url=dataset.display(location.inner), format=kind, images=tuple(images),
+        notes=(*notes, f"{n5_images} N5 image(s), {len(volumes)} precomputed volume(s)"),
         problems=problems, sizes=sizes,
     )  # fmt: skip
 

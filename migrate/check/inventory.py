@@ -55,6 +55,8 @@ class FinishedImage:
     fingerprint: str = ""
     confirmed: bool = False
     """The DEST completion mark lists this image with its fingerprint."""
+    source_format: str | None = None
+    """``precomputed`` for a precomputed volume's migration; None for N5."""
 
 
 @dataclass(frozen=True)
@@ -128,6 +130,7 @@ def _finished(
         fingerprint=str(provenance["fingerprint"]),
         # no mark at all when DEST's root is itself an image: its own mark is the only one
         confirmed=mark is None or mark.get(path) == provenance["fingerprint"],
+        source_format=provenance.get("format") if provenance.get("format") else None,
     )
 
 

@@ -9,19 +9,22 @@ was planned with. From those and SRC's own metadata, :func:`plan_again` builds t
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from migrate.check.inventory import marked_groups
+from migrate.copy.precomputed import sibling_store
 from migrate.dest import records
 from migrate.dest.state import read_state
 from migrate.errors import VerificationError
+from migrate.source.dataset import SourceLocation, read_source
 from migrate.source.discover import discover
 from migrate.source.registry import Registry, dataset_of
 from migrate.storage import Store, join_key
 from migrate.target.layout import PROVENANCE_KEY
 from migrate.target.plan import PlanOptions, build_plan
+from migrate.target.precomputed import build_dataset_plan
 from schemas.plan import Plan
 
 
@@ -81,10 +84,13 @@ def recorded_options(
     dest: Store,
     recorded: Sequence[Recorded],
     registry: Registry | None = None,
+    of_src: Callable[[Recorded], bool] | None = None,
 ) -> PlanOptions:
     """The options recorded by the images at DEST (``recorded``) that were migrated from
-    SRC (its ``inner`` part), where SRC is the source they record, at the same location
-    (the location is part of what they record, so a moved source plans differently).
+    SRC (its ``inner`` part; ``of_src``, when given, says which those are), where SRC is the
+    source they record, at the same location (the location is part of what they record, so
+    a moved source plans differently). ``--image-path`` settings, recorded by each
+    precomputed volume for itself, are gathered from all of them.
 
     Raises VerificationError when DEST holds no such image, when they were migrated with
     different settings, or when the settings are not recorded."""
@@ -95,8 +101,8 @@ def recorded_options(
     ours = [
         r
         for r in recorded
-        if str(r.provenance.get("source")) == source.url
-        and _within(str(r.provenance.get("path", "")), inner)
+        if (of_src(r) if of_src is not None else str(r.provenance.get("source")) == source.url)
+        and (of_src is not None or _within(str(r.provenance.get("path", "")), inner))
     ]
     if not ours:
         origins = sorted(
@@ -117,11 +123,16 @@ def recorded_options(
                 "same migration again; convert it again with --overwrite"
             )
     variants: dict[str, Recorded] = {}
+    image_paths: dict[str, Any] = {}
     for r in ours:
-        variants.setdefault(json.dumps(r.provenance["settings"], sort_keys=True), r)
+        own = dict(r.provenance["settings"])
+        paths = own.pop(IMAGE_PATHS, None)
+        if isinstance(paths, dict):
+            image_paths.update(paths)
+        variants.setdefault(json.dumps(own, sort_keys=True), r)
     if len(variants) > 1:
-        settings = [r.provenance["settings"] for r in variants.values()]
-        differ = [k for k in settings[0] if any(s.get(k) != settings[0][k] for s in settings)]
+        every = [r.provenance["settings"] for r in variants.values()]
+        differ = [k for k in every[0] if any(s.get(k) != every[0][k] for s in every)]
         shown = "; ".join(
             f"{r.dest_path}: "
             + ", ".join(f"{k} {r.provenance['settings'].get(k)!r}" for k in differ)
@@ -132,9 +143,15 @@ def recorded_options(
             f"different settings ({shown}); verify each part with its own SRC"
         )
     first = ours[0]
+    settings = {k: v for k, v in first.provenance["settings"].items() if k != IMAGE_PATHS}
+    if image_paths:
+        settings[IMAGE_PATHS] = dict(sorted(image_paths.items()))
     where = dest.display(first.metadata_key)
-    check_registry(first.provenance["settings"], where, registry, dataset_of(source.url))
-    return PlanOptions.from_recorded(first.provenance["settings"], where, registry)
+    check_registry(settings, where, registry, dataset_of(source.url))
+    return PlanOptions.from_recorded(settings, where, registry)
+
+
+IMAGE_PATHS = "image_paths"
 
 
 def check_registry(
@@ -176,13 +193,45 @@ def check_registry(
         )
 
 
+def plan_again_dataset(
+    dataset: Store, location: SourceLocation, dest: Store, registry: Registry | None = None
+) -> tuple[Plan, list[Recorded]]:
+    """:func:`plan_again` for a dataset folder or one precomputed volume (``dataset``: the
+    dataset folder's store): its N5 images and volumes, recorded by their N5 root and by
+    the dataset folder."""
+    n5 = sibling_store(dataset, location.n5_root) if location.n5_root else None
+    read = read_source(location, n5, dataset)
+    recorded = recorded_images(dest)
+    n5_url = n5.url if n5 is not None else None
+
+    def of_src(r: Recorded) -> bool:
+        source, path = str(r.provenance.get("source")), str(r.provenance.get("path", ""))
+        if location.kind == "volume":
+            return source == dataset.url and path == location.inner
+        return source == dataset.url or (n5_url is not None and source == n5_url)
+
+    options = recorded_options(dataset, location.inner, dest, recorded, registry, of_src)
+    plan = build_dataset_plan(
+        read.discovery, n5_url, read.volumes, dataset.url, location.inner, dest.url, options
+    )
+    return read_state(dest, plan, lease=False).plan_at_dest(plan), recorded
+
+
 def plan_again(
-    source: Store, inner: str, dest: Store, registry: Registry | None = None
+    source: Store,
+    inner: str,
+    dest: Store,
+    registry: Registry | None = None,
+    location: SourceLocation | None = None,
 ) -> tuple[Plan, list[Recorded]]:
     """The plan of the migration DEST records, made again from SRC's own metadata (and the
     label images DEST's ``labels`` groups list, as ``convert`` merges them) and the registry
     manifest it records (found in ``registry``, checked by digest); with every image
-    cellmap-migrate finished or started at DEST."""
+    cellmap-migrate finished or started at DEST. ``location`` says what SRC is when it is
+    not an N5 tree (a dataset folder or a precomputed volume: ``source`` is then the
+    dataset folder)."""
+    if location is not None and location.kind != "n5":
+        return plan_again_dataset(source, location, dest, registry)
     discovery = discover(source, inner)
     recorded = recorded_images(dest)
     options = recorded_options(source, inner, dest, recorded, registry)

@@ -33,7 +33,9 @@ from migrate.check.replan import Recorded, origin, plan_again
 from migrate.check.validate import validate_image, validate_labels_listing
 from migrate.check.voxels import compare_voxels
 from migrate.copy.events import NullProgress, Progress
+from migrate.copy.precomputed import image_source, sibling_store
 from migrate.dest import marks, records
+from migrate.source.dataset import SourceLocation
 from migrate.source.registry import Registry
 from migrate.storage import Store, join_key
 from migrate.target.layout import Documents, all_documents, array_documents, image_final_documents
@@ -167,7 +169,7 @@ def check_metadata(
             missing.update(level.dest_path for level in image.levels)
             result.problems.append(
                 f"{dest.display(image.dest_path)}: image missing (the plan migrates "
-                f"{source.display(image.source_path)} there)"
+                f"{image_source(source, image).display(image.source_path)} there)"
             )
             continue
         for level, docs in zip(image.levels, level_docs, strict=True):
@@ -176,7 +178,7 @@ def check_metadata(
                 missing.add(level.dest_path)
                 result.problems.append(
                     f"{dest.display(level.dest_path)}: level missing (the plan migrates "
-                    f"{source.display(level.source_path)} there)"
+                    f"{image_source(source, image).display(level.source_path)} there)"
                 )
                 continue
             compare(docs)
@@ -228,8 +230,15 @@ def check_layout(
     images_and_labels = {image.dest_path for image in plan.images} | {
         group.path for group in plan.groups if group.attributes and group.path
     }
+    volumes = (  # the migrations of precomputed volumes, when SRC is an N5 tree
+        {path for path, r in marked.items() if r.provenance.get("format") == "precomputed"}
+        if plan.dataset is None
+        else set()
+    )
     prefix = str(plan.settings.get("prefix") or "")
     top = join_key(prefix, plan.source_inner)
+    if plan.dataset is not None:  # a dataset folder: all of DEST; one volume: its image
+        top = plan.images[0].dest_path if plan.source_inner else prefix
     frontier = [top]
     while frontier:
         listings = dest.map(dest.list_dir, frontier)
@@ -259,6 +268,13 @@ def check_layout(
                     next_frontier.append(child)
                     continue
                 what = _describe(dest, child, marked)
+                if child in volumes or any(v.startswith(child + "/") for v in volumes):
+                    result.notes.append(  # an N5 SRC: the dataset's volumes are no part of it
+                        f"{dest.display(child)}: {what}, holding the migration of precomputed "
+                        "volumes, not part of SRC (not verified: verify the dataset folder to "
+                        "prove it too)"
+                    )
+                    continue
                 if what == _NOT_ZARR and not inside_image:
                     result.notes.append(
                         f"{dest.display(child)}: {what} beside the migration, not written by "
@@ -322,16 +338,19 @@ def verify(
     seed: int | None = None,
     progress: Progress | None = None,
     registry: Registry | None = None,
+    location: SourceLocation | None = None,
 ) -> VerifyResult:
-    """Prove that DEST is the migration of SRC (``source``, its part ``inner``) with the
-    settings DEST records (and the registry manifest it records, found in ``registry``);
-    collect every problem found. A mirrored level is compared with its source read through
-    the mirror.
+    """Prove that DEST is the migration of SRC (``source``, its part ``inner``; ``location``
+    when SRC is a dataset folder or a precomputed volume, ``source`` being the dataset
+    folder) with the settings DEST records (and the registry manifest it records, found in
+    ``registry``); collect every problem found. A mirrored level is compared with its
+    source read through the mirror.
 
     Raises MigrationError (one line) when SRC cannot be read or planned, or when DEST holds
     no migration of it."""
     progress = progress or NullProgress()
-    plan, recorded = plan_again(source, inner, dest, registry)
+    plan, recorded = plan_again(source, inner, dest, registry, location)
+    source = sibling_store(source, plan.source)  # the N5 root of a dataset folder
     sharded = any(level.shard for image in plan.images for level in image.levels)
     result = VerifyResult(sample=sample, grid="shards" if sharded else "chunks")
     result.images = len(plan.images)

@@ -1,6 +1,6 @@
-"""Voxel comparison: DEST read with TensorStore's zarr driver against the N5 source read
-with its n5 driver, every voxel in boxes of about DEFAULT_UNIT_BYTES or a random sample of
-chunks (shards). Boxes are in **C order** (z, y, x).
+"""Voxel comparison: DEST read with TensorStore's zarr driver against the source read with
+its n5 (or neuroglancer_precomputed) driver, every voxel in boxes of about DEFAULT_UNIT_BYTES
+or a random sample of chunks (shards). Boxes are in **C order** (z, y, x).
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from migrate.copy.events import Progress
+from migrate.copy.precomputed import image_source
 from migrate.copy.tsio import box_slices, open_dest_readonly, open_source, ts_error_text
 from migrate.storage import Store
 from migrate.target.plan import DEFAULT_UNIT_BYTES, grow_unit
@@ -127,7 +128,7 @@ def compare_voxels(
         progress.start(image.dest_path, sum(len(b) for _, b, _ in work), total_bytes, 0, 0)
         for level, level_boxes, count in work:
             result.units_total += count
-            pair = _open_pair(plan, source, dest, level, workers)
+            pair = _open_pair(plan, image_source(source, image), dest, level, workers)
             if isinstance(pair, str):
                 result.problems.append(f"{level.dest_path}: {pair}")
                 progress.advance(image.dest_path, len(level_boxes), 0)

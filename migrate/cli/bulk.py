@@ -47,6 +47,7 @@ HANDLED = {
     "ngff_version", "prefix", "codec", "chunks", "shard", "downsampling", "trust", "registry",
     "allow_unknown_units", "labels", "workers", "unit_mib", "overwrite", "no_transplant",
     "skip_decode_check", "report", "into_existing", "break_lease", "lease_timeout",
+    "image_paths",
 }  # fmt: skip
 """The single-dataset options that bulk passes on (s3 and cluster options come as groups)."""
 CLUSTER = {
@@ -117,8 +118,9 @@ def _select(
         skipped = ", ".join(s.name for s in selection.skipped[:3])
         more = ", …" if len(selection.skipped) > 3 else ""
         raise MigrationError(
-            f"{source.url}: no dataset selected (a dataset is <dataset>/<dataset>.n5)"
-            + (f"; skipped for want of an N5 root: {skipped}{more}" if skipped else "")
+            f"{source.url}: no dataset selected (a dataset is <dataset>/<dataset>.n5 and/or "
+            "<dataset>/neuroglancer/<group>/<name>.precomputed)"
+            + (f"; skipped for want of either: {skipped}{more}" if skipped else "")
         )
     return source, dest, selection
 
@@ -154,6 +156,7 @@ def _plan_and_engine(values: dict[str, Any], s3: S3Options) -> tuple[PlanOptions
         label_patterns=values["labels"],
         unit_bytes=int(values["unit_mib"] * 2**20),
         registry=load_registry_option(values["registry"], s3),
+        image_paths=values["image_paths"],
     )
     engine = EngineOptions(
         workers=values["workers"] or default_workers(),
@@ -337,7 +340,9 @@ def _dry_run(
         table = [["dataset", "at DEST", "images", "levels", "voxels", "MB", "blocks≤",
                   "conventions", "writes≤", "requests≤"]]  # fmt: skip
         for row in rows:
-            table.append([row.name, row.state, str(row.images), str(row.levels),
+            volumes = f" ({row.precomputed} precomputed)" if row.precomputed else ""
+            images = f"{row.images}{volumes}"
+            table.append([row.name, row.state, images, str(row.levels),
                           str(row.voxels), _mb(row.bytes), str(row.source_blocks),
                           "+".join(row.conventions) or "-", str(row.objects_to_write),
                           str(row.requests)])  # fmt: skip

@@ -110,6 +110,32 @@ class PrefixParam(click.ParamType[str]):
 PREFIX = PrefixParam()
 
 
+def image_path_pairs(
+    ctx: click.Context | None, param: click.Parameter | None, values: tuple[str, ...]
+) -> tuple[tuple[str, str], ...]:
+    """``--image-path VOLUME=PATH`` values as (volume, path) pairs, sorted (the option's
+    callback); a value without ``=``, an empty side, a path that leaves the output
+    (``..``) or starts with ``.``, or a volume given twice is a usage error (exit 2)."""
+    pairs: dict[str, str] = {}
+    for value in values:
+        volume, equals, path = value.partition("=")
+        volume, path = volume.strip("/"), path.strip("/")
+        parts = path.split("/")
+        problem = None
+        if not equals or not volume or not path:
+            problem = "expected VOLUME=PATH, e.g. neuroglancer/em/x.precomputed=em/x-jpeg"
+        elif any(part in ("", ".", "..") for part in parts) or "\\" in path:
+            problem = "PATH must be a relative path inside the output (no '..', '.', '//')"
+        elif parts[0].startswith(".") or any(ord(char) < 32 for char in path):
+            problem = "PATH may not start with '.' or hold control characters"
+        elif volume in pairs:
+            problem = f"{volume} is given twice"
+        if problem is not None:
+            raise click.BadParameter(f"{value!r}: {problem}", param_hint="--image-path")
+        pairs[volume] = path
+    return tuple(sorted(pairs.items()))
+
+
 def reports_errors(command: F) -> F:
     """Turn MigrationError (and anything unexpected) into one ``error:`` line and an exit code.
 
@@ -285,6 +311,16 @@ def cli(debug: bool) -> None:
 @click.option("--allow-unknown-units", is_flag=True, help="Keep units OME-NGFF does not name.")
 @click.option("--label", "labels", multiple=True, help="Treat images matching PATTERN as labels.")
 @click.option(
+    "--image-path",
+    "image_paths",
+    multiple=True,
+    metavar="VOLUME=PATH",
+    callback=image_path_pairs,
+    help="Write the precomputed volume VOLUME (its path in the dataset, e.g. "
+    "neuroglancer/em/fibsem-uint8.precomputed) to the image path PATH (under --prefix) "
+    "instead of em/fibsem-uint8.",
+)
+@click.option(
     "--workers",
     type=click.IntRange(min=1),
     help="Parallel copies (default: cores); with --cluster local, worker processes.",
@@ -347,6 +383,7 @@ def convert(
     registry: str | None,
     allow_unknown_units: bool,
     labels: tuple[str, ...],
+    image_paths: tuple[tuple[str, str], ...],
     workers: int | None,
     unit_mib: float,
     overwrite: bool,
@@ -359,12 +396,15 @@ def convert(
     s3: S3Options,
     **cluster: Any,
 ) -> None:
-    """Migrate every multiscale image under SRC (an N5 root or a group in it) to DEST.
+    """Migrate every multiscale image under SRC to DEST. SRC is an N5 root or a group in it,
+    a dataset folder (its N5 images and its neuroglancer/<group>/<name>.precomputed volumes
+    together), or one precomputed volume.
 
-    DEST defaults to the sibling <dataset>.zarr of the <dataset>.n5 root; paths inside the
-    N5 root are kept. SRC and DEST are local paths or s3://bucket/prefix, in any mix. With
-    --scheduler or --cluster, the chunks are copied by the workers of a Dask cluster (they
-    must reach SRC and DEST at the same paths or URLs).
+    DEST defaults to the sibling <dataset>.zarr of the <dataset>.n5 root (or of the dataset
+    folder); paths inside the N5 root are kept, a volume goes to <group>/<name>. SRC and
+    DEST are local paths or s3://bucket/prefix, in any mix. With --scheduler or --cluster,
+    the chunks are copied by the workers of a Dask cluster (they must reach SRC and DEST at
+    the same paths or URLs).
     """
     dry_run = dry_run or plan_only
     cluster_settings = _cluster_settings(cluster, workers)
@@ -403,6 +443,7 @@ def convert(
         label_patterns=labels,
         unit_bytes=int(unit_mib * 2**20),
         registry=load_registry_option(registry, s3),
+        image_paths=image_paths,
     )
     prepared = prepare(src, dest, options, read_only_dest=dry_run, s3=s3)
     found = inspect_dest(prepared) if dry_run or report else None  # DEST's state, read once
@@ -617,11 +658,12 @@ def verify_command(
     from migrate.api import open_for_verify
     from migrate.check.verify import verify
 
-    source, inner, dest_store = open_for_verify(src, dest, s3)
+    source, inner, dest_store, location = open_for_verify(src, dest, s3)
     result = verify(
         source,
         dest_store,
         inner=inner,
+        location=location,
         sample=sample,
         workers=workers or default_workers(),
         seed=seed,

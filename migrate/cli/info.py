@@ -20,8 +20,9 @@ from migrate.storage import S3Options
 @s3_options
 @reports_errors
 def info_command(path: str, sizes: bool, as_json: bool, s3: S3Options) -> None:
-    """Show the multiscale images of PATH: an N5 tree, any group in it, or an OME-Zarr
-    (0.4 or 0.5) tree, local or s3://. Per level: shape, dtype, chunks, codec, voxel size
+    """Show the multiscale images of PATH: an N5 tree, any group in it, an OME-Zarr (0.4 or
+    0.5) tree, a dataset folder (its N5 images and precomputed volumes) or a precomputed
+    volume, local or s3://. Per level: shape, dtype, chunks, codec, voxel size
     and translation (C order: z, y, x), where each value came from, and what is wrong.
     Exits non-zero when an image cannot be read or mapped."""
     from migrate.check.info import render_info, tree_info

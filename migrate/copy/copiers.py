@@ -13,6 +13,7 @@ from stat import S_ISREG
 import numpy as np
 
 from migrate.copy.options import EngineOptions
+from migrate.copy.precomputed import check_chunk_links, image_source
 from migrate.copy.transplant import Transplanter, block_error, file_kind, n5_key, unit_blocks
 from migrate.copy.tsio import HandleCache, LevelHandles, box_slices
 from migrate.errors import SourceDataError
@@ -110,7 +111,19 @@ def make_copier(
         decode_check=options.decode_check,
     )
 
+    roots = {  # where each level is read: precomputed volumes from their dataset folder
+        level.dest_path: image_source(source, image)
+        for image in plan.images
+        if image.source_root is not None
+        for level in image.levels
+    }
+
     def copier(level: LevelPlan, unit: int) -> int:
+        if level.precomputed is not None:
+            store = roots.get(level.dest_path, source)
+            if isinstance(store, LocalStore) and not level.precomputed.sharded:
+                check_chunk_links(store, level, unit)
+            return copy_unit(cache.get(level, store), level, unit)
         if options.transplant and recodable(level):
             return transplanter.copy_unit(level, unit)
         if isinstance(source, LocalStore):

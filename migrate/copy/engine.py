@@ -21,8 +21,10 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from migrate.copy import precomputed
 from migrate.copy.events import NullProgress, Progress
 from migrate.copy.options import EngineOptions
+from migrate.copy.precomputed import image_source
 from migrate.copy.tsio import (
     HandleCache,
     is_storage_error,
@@ -129,6 +131,9 @@ def refusal(
     if state is not ImageState.DIFFERENT:
         return None
     at = found.image(image.dest_path) if found is not None else None
+    clash = precomputed.format_clash(dest, image, at)
+    if clash is not None:
+        return clash
     levels = ours.recorded_levels(
         dest,
         image.dest_path,
@@ -347,7 +352,12 @@ class UnitWorker:
                 "run the same command again to resume"
             ) from exc
         box = level.unit_box(task.unit)
-        keys = bad_blocks(self.source, level, box, self.options.workers)
+        store = image_source(self.source, image)
+        keys = (
+            precomputed.bad_chunks(store, level, level.source_box(box))
+            if level.precomputed is not None
+            else bad_blocks(self.source, level, box, self.options.workers)
+        )
         return (
             "; ".join(keys)
             if keys
@@ -455,13 +465,21 @@ def recheck_done(
     levels: list[tuple[int, int]],
     done_by_level: dict[tuple[int, str], set[int]],
     generations: list[str],
-) -> tuple[dict[tuple[int, int], dict[int, str]], dict[tuple[int, int], set[int]]]:
+) -> tuple[dict[tuple[int, int], Mapping[int, str]], dict[tuple[int, int], set[int]]]:
     """List every level's source blocks once: the signature of each unit that has blocks,
     and the done units whose recorded signature differs (their source changed since they
     were copied). The chunks those units wrote are deleted, so that their copy starts from
     nothing."""
     level_plans = [plan.images[i].levels[j] for i, j in levels]
-    signatures = source.map(lambda level: records.unit_signatures(source, level), level_plans)
+    stores = [image_source(source, plan.images[i]) for i, _ in levels]
+    signatures = source.map(
+        lambda item: (
+            precomputed.unit_signatures(item[0], item[1])
+            if item[1].precomputed is not None
+            else records.unit_signatures(item[0], item[1])
+        ),
+        list(zip(stores, level_plans, strict=True)),
+    )
     changed: dict[tuple[int, int], set[int]] = {}
     for (i, j), level, current in zip(levels, level_plans, signatures, strict=True):
         done = done_by_level.get((i, level.name), set())
@@ -649,8 +667,8 @@ def _mark_finished_images(writer: DestWriter, plan: Plan, results: list[ImageRes
         mark[image.dest_path] = plan.image_fingerprint(image)
     attributes = dict(found.attributes("") or {})
     provenance: dict[str, Any] = {COMPLETE_KEY: dict(sorted(mark.items()))}
-    if plan.dataset is not None:
-        provenance[DATASET_KEY] = plan.dataset
+    if plan.registry_dataset is not None:
+        provenance[DATASET_KEY] = plan.registry_dataset
     attributes[PROVENANCE_KEY] = provenance
     writer.write_if_changed(group_documents(plan, "", attributes))
 

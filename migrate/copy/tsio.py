@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from migrate.errors import StoreError
 from migrate.storage import Store
-from schemas.plan import LevelPlan, NgffVersion
+from schemas.plan import LevelPlan, NgffVersion, PrecomputedLevel
 
 if TYPE_CHECKING:  # imported where used: a run with nothing for TensorStore to do starts faster
     import tensorstore as ts
@@ -83,10 +83,14 @@ def level_n5_metadata(level: LevelPlan) -> dict[str, Any]:
 
 
 def open_source(store: Store, level: LevelPlan, workers: int) -> ts.TensorStore:
-    """The N5 array of a planned level, opened read-only, as a C-order (z, y, x) view; a
+    """The source array of a planned level (an N5 array, or a precomputed scale: ``store``
+    is then the image's source root), opened read-only, as a C-order (z, y, x) view; a
     mirrored level (``level.mirror``) is seen through the mirror, so that index ``j`` of a
     mirrored axis reads source voxel ``N - 1 - j``, what the output holds at ``j``."""
-    array = open_source_array(store, level.source_path, level_n5_metadata(level), workers)
+    if level.precomputed is not None:
+        array = open_precomputed(store, level.precomputed, context(workers))
+    else:
+        array = open_source_array(store, level.source_path, level_n5_metadata(level), workers)
     return mirrored(array, level.mirror)
 
 
@@ -99,6 +103,36 @@ def mirrored(array: ts.TensorStore, mirror: tuple[bool, ...] | None) -> ts.Tenso
 
     axes = [k for k, flip in enumerate(mirror) if flip]
     return array[ts.d[axes].stride[-1]].translate_to[0]
+
+
+def open_precomputed(store: Store, source: PrecomputedLevel, context: ts.Context) -> ts.TensorStore:
+    """A planned precomputed scale (``store``: the root its volume path is relative to)
+    opened read-only as a C-order (z, y, x) view from 0: TensorStore's
+    ``neuroglancer_precomputed`` driver exposes x, y, z, channel with the domain starting at
+    ``voxel_offset``; the one channel is taken, moved to the origin and transposed. The
+    scale's planned metadata is given to TensorStore, which refuses to open a volume whose
+    ``info`` no longer says it."""
+    import tensorstore as ts
+
+    scale = dict(source.scale)
+    metadata = {
+        "key": scale["key"],
+        "size": scale["size"],
+        "voxel_offset": scale.get("voxel_offset", [0, 0, 0]),
+        "resolution": scale["resolution"],
+        "chunk_size": scale["chunk_sizes"][0],
+        "encoding": scale["encoding"],
+        "sharding": scale.get("sharding"),
+    }
+    spec = {
+        "driver": "neuroglancer_precomputed",
+        "kvstore": store.kvstore_spec(source.volume),
+        "scale_index": source.scale_index,
+        "scale_metadata": metadata,
+    }
+    array = ts.open(spec, read=True, open=True, context=context).result()
+    single = array[..., 0]  # the one channel (its domain is [0, 1))
+    return single.translate_to[0, 0, 0].T
 
 
 def open_source_array(
@@ -158,11 +192,12 @@ class HandleCache:
         self._handles: dict[str, LevelHandles] = {}
         self._lock = threading.Lock()
 
-    def get(self, level: LevelPlan) -> LevelHandles:
+    def get(self, level: LevelPlan, source: Store | None = None) -> LevelHandles:
+        """The handles of ``level``, read from ``source`` (default: the cache's store)."""
         with self._lock:
             if level.dest_path not in self._handles:
                 self._handles[level.dest_path] = LevelHandles(
-                    open_source(self._source, level, self._workers),
+                    open_source(source or self._source, level, self._workers),
                     open_dest(self._dest, level.dest_path, self._version, self._workers),
                 )
             return self._handles[level.dest_path]

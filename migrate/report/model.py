@@ -13,7 +13,7 @@ from typing import Any, Literal
 from migrate.copy.tsio import level_n5_metadata
 from migrate.target.codecs import copy_path
 from migrate.target.transforms import level_transforms, ome_multiscale
-from schemas.plan import ImagePlan, Plan
+from schemas.plan import ImagePlan, Plan, PrecomputedLevel
 
 
 @dataclass(frozen=True)
@@ -39,6 +39,11 @@ class ReportLevel:
     mirror: tuple[bool, ...] | None = None
     """The level is written mirrored along these axes: its source is shown through the
     mirror, as the output holds it."""
+    source_root: str | None = None
+    """The root ``source_path`` is relative to, when not the report's source (the dataset
+    folder of a precomputed volume, or the source DEST records)."""
+    precomputed: PrecomputedLevel | None = None
+    """How to open a precomputed scale (``source_metadata`` is then unused)."""
 
 
 @dataclass(frozen=True)
@@ -110,6 +115,8 @@ def image_of_plan(plan: Plan, image: ImagePlan, *, fast: bool = True) -> ReportI
                 codec=level.codec.describe(),
                 copy_path=copy_path(level, fast=fast),
                 mirror=level.mirror,
+                source_root=image.source_root,
+                precomputed=level.precomputed,
             )
         )
     return ReportImage(
@@ -136,6 +143,8 @@ class DestLevel:
     source_metadata: dict[str, Any] | None
     chunks: tuple[int, ...] | None = None
     """The chunk (or shard) shape: how DEST is cut for writing."""
+    source_root: str | None = None
+    precomputed: PrecomputedLevel | None = None
 
 
 def image_of_dest(
@@ -164,6 +173,8 @@ def image_of_dest(
                 source_metadata=level.source_metadata,
                 dest_path=level.dest_path,
                 chunks=level.chunks,
+                source_root=level.source_root,
+                precomputed=level.precomputed,
             )
         )
     return ReportImage(dest_path, source_path, kind, ngff_version, names, types, units, tuple(out))

@@ -15,7 +15,15 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from migrate.copy.tsio import mirrored, open_dest_readonly, open_source_array, ts_error_text
+from migrate.copy.precomputed import sibling_store
+from migrate.copy.tsio import (
+    context,
+    mirrored,
+    open_dest_readonly,
+    open_precomputed,
+    open_source_array,
+    ts_error_text,
+)
 from migrate.report.model import ReportImage, ReportLevel, short_unit
 from migrate.report.planes import (
     PLANES,
@@ -121,14 +129,23 @@ class Reader:
         if key not in self._open:
             try:
                 if side == "source":
-                    if self.source is None or level.source_metadata is None:
+                    if self.source is None or (
+                        level.source_metadata is None and level.precomputed is None
+                    ):
                         raise ValueError("the source is not known")
-                    self._open[key] = mirrored(
-                        open_source_array(
-                            self.source, level.source_path, level.source_metadata, self.workers
-                        ),
-                        level.mirror,
+                    store = (
+                        sibling_store(self.source, level.source_root)
+                        if level.source_root
+                        else self.source
                     )
+                    if level.precomputed is not None:
+                        array = open_precomputed(store, level.precomputed, context(self.workers))
+                    else:
+                        assert level.source_metadata is not None
+                        array = open_source_array(
+                            store, level.source_path, level.source_metadata, self.workers
+                        )
+                    self._open[key] = mirrored(array, level.mirror)
                 else:
                     self._open[key] = open_dest_readonly(
                         self.dest, level.dest_path, image.ngff_version, self.workers

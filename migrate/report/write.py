@@ -23,7 +23,7 @@ from migrate.report.timeline import Timeline
 from migrate.source.parse import parse_attrs
 from migrate.storage import Store, join_key
 from schemas.n5 import N5ArrayAttributes
-from schemas.plan import Plan
+from schemas.plan import Plan, PrecomputedLevel
 
 INDEX = "index.html"
 DATA = "report.json"
@@ -119,6 +119,7 @@ def images_at_dest(dest: Store) -> list[ReportImage]:
     """Every finished image at DEST, as its own metadata describes it."""
     out = []
     for image in finished_images(dest):
+        precomputed = image.source_format == "precomputed"
         levels = [
             DestLevel(
                 level.name,
@@ -126,10 +127,16 @@ def images_at_dest(dest: Store) -> list[ReportImage]:
                 level.shape,
                 level.dtype,
                 level.source_path,
-                _source_metadata(level.source_attributes, level.dest_path),
+                None if precomputed else _source_metadata(level.source_attributes, level.dest_path),
                 level.grid,
+                source_root=image.source or None,
+                precomputed=PrecomputedLevel(
+                    volume=image.source_path, scale_index=index, scale=level.source_attributes
+                )
+                if precomputed
+                else None,
             )
-            for level in image.levels
+            for index, level in enumerate(image.levels)
         ]
         out.append(
             image_of_dest(

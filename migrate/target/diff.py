@@ -65,12 +65,17 @@ def render_plan(plan: Plan, *, detailed: bool = True, fast: bool = True) -> str:
         f"OME-NGFF {plan.ngff_version}, plan {plan.fingerprint}, {len(plan.images)} image(s)",
     ]
     if plan.dataset is not None:
+        volumes = sum(1 for image in plan.images if image.format == "precomputed")
+        out.insert(0, f"dataset: {plan.dataset} ({volumes} precomputed volume(s))")
+    if plan.registry_dataset is not None:
         out.append(
-            f"registry: the manifest of {plan.dataset['name']} (digest "
-            f"{plan.dataset['registry']}), {sum(1 for i in plan.images if i.registry_source)} "
-            f"of {len(plan.images)} image(s) in it"
+            f"registry: the manifest of {plan.registry_dataset['name']} (digest "
+            f"{plan.registry_dataset['registry']}), "
+            f"{sum(1 for i in plan.images if i.registry_source)} of {len(plan.images)} "
+            "image(s) in it"
         )
-    root = plan.source.rstrip("/") + "/"
+    roots = [plan.source.rstrip("/") + "/"]
+    roots += [plan.dataset.rstrip("/") + "/"] if plan.dataset else []
     for image in plan.images:
         units = sum(level.unit_count for level in image.levels)
         codecs = sorted({level.codec.describe() for level in image.levels})
@@ -87,8 +92,10 @@ def render_plan(plan: Plan, *, detailed: bool = True, fast: bool = True) -> str:
         out.append("")
         out.append(f"{image.kind} {image.source_path} -> {image.dest_path}")
         for what, where in image.sources.items():
-            out.append(f"  {what}: from {where.replace(root, '')}")
-        if plan.dataset is not None and image.registry_source is None:
+            for root in roots:  # the N5 root first: it is inside the dataset folder
+                where = where.replace(root, "")
+            out.append(f"  {what}: from {where}")
+        if plan.registry_dataset is not None and image.registry_source is None:
             out.append(
                 "  registry: no entry for this image (kind by its name, no display settings)"
             )

@@ -76,6 +76,9 @@ class PlanOptions:
     unit_bytes: int = DEFAULT_UNIT_BYTES
     registry: Registry | None = None
     """The manifests of ``--registry`` (the one of the source's dataset is used)."""
+    image_paths: tuple[tuple[str, str], ...] = ()
+    """``--image-path VOLUME=PATH``: where a precomputed volume (its path inside the
+    dataset) goes inside the output, instead of its default image path."""
 
     def _trust_setting(self) -> str | list[str] | None:
         """``--trust`` as recorded: None, the value (as before per-image rules existed), or
@@ -86,8 +89,8 @@ class PlanOptions:
 
     def settings(self, manifest: LoadedManifest | None = None) -> dict[str, Any]:
         """The options as a plan records them; ``registry`` (the dataset's manifest: its
-        name and digest) only when a manifest applies, so plans without one keep their
-        fingerprints."""
+        name and digest) only when a manifest applies, and ``image_paths`` only when given,
+        so plans without them keep their fingerprints."""
         settings: dict[str, Any] = {
             "ngff_version": self.ngff_version,
             "codec": self.codec,
@@ -101,18 +104,30 @@ class PlanOptions:
         }
         if manifest is not None:
             settings["registry"] = manifest.recorded()
+        if self.image_paths:  # only when given: settings recorded before it stay valid
+            settings["image_paths"] = dict(sorted(self.image_paths))
         return settings
 
     def recorded(self, manifest: LoadedManifest | None = None) -> dict[str, Any]:
-        """What an image's provenance records: every setting that changes its output bytes
-        (:meth:`settings` and the work-unit size, which the fingerprint covers)."""
-        return {**self.settings(manifest), "unit_bytes": self.unit_bytes}
+        """What an N5 image's provenance records: every setting that changes its output bytes
+        (:meth:`settings` and the work-unit size, which the fingerprint covers).
+        ``image_paths`` places precomputed volumes only: see :meth:`recorded_for_volume`."""
+        settings = {k: v for k, v in self.settings(manifest).items() if k != "image_paths"}
+        return {**settings, "unit_bytes": self.unit_bytes}
 
-    def manifest_for(self, source_url: str) -> LoadedManifest | None:
-        """The registry manifest of the dataset whose N5 root is ``source_url``."""
-        if self.registry is None:
+    def recorded_for_volume(
+        self, volume: str, manifest: LoadedManifest | None = None
+    ) -> dict[str, Any]:
+        """What a precomputed volume's provenance records: :meth:`recorded`, and its own
+        ``--image-path`` when one was given (``{"image_paths": {volume: path}}``)."""
+        paths = {v: p for v, p in self.image_paths if v == volume}
+        return {**self.recorded(manifest), **({"image_paths": paths} if paths else {})}
+
+    def manifest_for(self, dataset: str | None) -> LoadedManifest | None:
+        """The registry manifest of the dataset named ``dataset`` (None: no dataset)."""
+        if self.registry is None or dataset is None:
             return None
-        return self.registry.for_dataset(dataset_of(source_url))
+        return self.registry.for_dataset(dataset)
 
     @classmethod
     def from_recorded(
@@ -122,7 +137,9 @@ class PlanOptions:
         file in errors. A recorded registry must be among the manifests of ``registry``
         with the recorded digest (the caller checks that, with its own message)."""
         expected = set(cls().recorded())
-        keys = set(recorded) - {"registry"} if isinstance(recorded, Mapping) else set()
+        keys = (
+            set(recorded) - {"registry", "image_paths"} if isinstance(recorded, Mapping) else set()
+        )
         if not isinstance(recorded, Mapping) or keys != expected:
             got = sorted(recorded) if isinstance(recorded, Mapping) else recorded
             raise MetadataError(
@@ -149,11 +166,16 @@ class PlanOptions:
                 label_patterns=tuple(recorded["label_patterns"]),
                 unit_bytes=int(recorded["unit_bytes"]),
                 registry=registry,
+                image_paths=tuple(
+                    (str(volume), str(path))
+                    for volume, path in dict(recorded.get("image_paths") or {}).items()
+                ),
             )
             parse_trust(options.trust)
         except (TypeError, ValueError, KeyError, AttributeError) as exc:
             raise MetadataError(where, f"{PROVENANCE_KEY}.settings", str(exc)) from exc
-        if options.recorded(manifest) != dict(recorded):
+        paths = {"image_paths": dict(options.image_paths)} if options.image_paths else {}
+        if {**options.recorded(manifest), **paths} != dict(recorded):
             raise MetadataError(
                 where,
                 f"{PROVENANCE_KEY}.settings",
@@ -338,7 +360,7 @@ def _group_attributes(
     ).to_json_dict()
 
 
-def _display(matched: Matched) -> Omero:
+def display_of(matched: Matched) -> Omero:
     """The ``omero`` of an image from its registry entry; an unknown colour is an error
     naming the manifest and the field."""
     if colour_hex(matched.source.displaySettings.color) is None:
@@ -425,7 +447,7 @@ def plan_image(
             dest_path,
             provenance,
             options.ngff_version,
-            _display(matched) if matched is not None else None,
+            display_of(matched) if matched is not None else None,
         ),
         sources=dict(mapped.sources),
         warnings=mapped.warnings,
@@ -488,8 +510,8 @@ def with_completion_mark(plan: Plan, previous: Mapping[str, str] | None = None) 
     for group in plan.groups:
         if group.path == "":
             mark: dict[str, Any] = {COMPLETE_KEY: dict(sorted(complete.items()))}
-            if plan.dataset is not None:
-                mark[DATASET_KEY] = plan.dataset
+            if plan.registry_dataset is not None:
+                mark[DATASET_KEY] = plan.registry_dataset
             attributes = {**group.attributes, "cellmap-migrate": mark}
             group = GroupPlan(path="", attributes=attributes)
         groups.append(group)
@@ -513,7 +535,7 @@ def build_plan(
         parse_trust(options.trust)
     except ValueError as exc:
         raise MigrationError(str(exc)) from None
-    manifest = options.manifest_for(source_url)
+    manifest = options.manifest_for(dataset_of(source_url))
     keys = [n5_image_key(image.path) for image in discovery.images]
     matches = match_sources(manifest, keys) if manifest is not None else {}
     images = tuple(
@@ -530,13 +552,13 @@ def build_plan(
         images=images,
         groups=plan_groups(images, options.ngff_version),
         orphan_arrays=discovery.orphan_arrays,
-        dataset=None if manifest is None else _dataset_record(manifest),
+        registry_dataset=None if manifest is None else dataset_record(manifest),
         registry_unmatched=() if manifest is None else tuple(unmatched_sources(manifest, keys)),
     )
     return with_completion_mark(plan)
 
 
-def _dataset_record(manifest: LoadedManifest) -> dict[str, Any]:
+def dataset_record(manifest: LoadedManifest) -> dict[str, Any]:
     """What DEST's root keeps of the dataset's manifest (see :data:`DATASET_KEY`)."""
     return {
         "name": manifest.manifest.name,

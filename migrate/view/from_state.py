@@ -1,4 +1,5 @@
-"""Old Neuroglancer states of an N5 tree, re-pointed at its migrated Zarr. Pure.
+"""Old Neuroglancer states of an N5 tree (and of a dataset's precomputed volumes), re-pointed
+at its migrated Zarr. Pure.
 
 A state that showed the N5 (``n5://…/<dataset>.n5/em/fibsem-uint16``) places each voxel by
 its N5 grid alone: dimensions x, y, z (the N5 order), voxel ``i`` covering
@@ -68,6 +69,24 @@ def n5_image_path(source: str) -> str | None:
     if match is None or not match.group("path"):
         return None
     return LEVEL.sub("", match.group("path").strip("/"))
+
+
+PRECOMPUTED_SOURCE = re.compile(
+    r"^(?:precomputed://)?.*?/(?P<path>neuroglancer/[^/|]+/[^/|]+\.precomputed)/?"
+    r"(?:\|neuroglancer-precomputed:?.*)?$"
+)
+"""A precomputed volume of a Cellmap dataset, legacy (``precomputed://s3://bucket/ds/
+neuroglancer/em/x.precomputed``) or pipeline style (``…x.precomputed|neuroglancer-
+precomputed:``): its path inside the dataset folder."""
+
+
+def precomputed_volume_path(source: str) -> str | None:
+    """The volume path inside its dataset (``neuroglancer/em/x.precomputed``) that a layer
+    source names, or None when the source is not a precomputed volume of a dataset."""
+    if not (source.startswith("precomputed://") or "|neuroglancer-precomputed" in source):
+        return None
+    match = PRECOMPUTED_SOURCE.match(source.strip())
+    return match.group("path") if match else None
 
 
 def _source_url(source: Any) -> str | None:
@@ -185,7 +204,7 @@ def convert_state(
             raise StateError(f"layers[{index}]: expected an object")
         sources = layer.get("source")
         url = _source_url(sources[0] if isinstance(sources, list) and sources else sources)
-        path = n5_image_path(url) if url else None
+        path = (n5_image_path(url) or precomputed_volume_path(url)) if url else None
         if path is None:
             continue
         image = by_source.get(path)
@@ -204,12 +223,17 @@ def convert_state(
         matched.append((layer, image))
     if not matched:
         raise StateError(
-            "layers: no layer shows an N5 image of this output (sources like "
-            "n5://…/<dataset>.n5/em/fibsem-uint16)"
+            "layers: no layer shows an N5 image or precomputed volume of this output "
+            "(sources like n5://…/<dataset>.n5/em/fibsem-uint16 or "
+            "precomputed://…/<dataset>/neuroglancer/em/fibsem-uint8.precomputed)"
         )
     reference = next((image for layer, image in matched if layer.get("type") == "image"), None)
     reference = reference or matched[0][1]
     offset = {name: origin - size / 2 for name, (size, origin, _) in reference.spatial().items()}
+    if reference.source_path.endswith(".precomputed"):
+        # the old state placed the volume's voxel i at its corner (voxel_offset + i) × r:
+        # its migration moved every voxel by −r_0 / 2 (README: the coordinate rule)
+        offset = {name: -size / 2 for name, (size, _, _) in reference.spatial().items()}
     new_dims = coordinate_space([image for _, image in matched])
     old_dims = (
         _dimensions(state["dimensions"], "dimensions")
