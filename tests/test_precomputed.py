@@ -711,7 +711,9 @@ def test_real_neuroglancer_draws_the_volume_where_the_n5_em_is(tmp_path: Path) -
             open_store(str(root), read_only=True), f"{server.base_url}/{root.name}"
         )
         state = viewer_state(images, version)
-        layers = {layer["name"]: {**layer, "shader": shader} for layer in state["layers"]}
+        layers = {  # each drawn alone (view lists all but the first EM image hidden)
+            layer["name"]: {**layer, "shader": shader, "visible": True} for layer in state["layers"]
+        }
         for zoom, scale in zooms:
             view = {
                 **state, "layout": "xy", "crossSectionScale": scale, "showAxisLines": False,

@@ -5,6 +5,7 @@ strings, NaN). Each is run through the CLI, most as a real process."""
 from __future__ import annotations
 
 import json
+import math
 import os
 import signal
 import subprocess
@@ -247,6 +248,23 @@ def test_a_dangling_block_link_is_an_error_naming_it(
     )
     status = run_cli("status", str(dest), "--json")
     assert {image["image"]: image["complete"] for image in status.json} == {SMALL.path: False}
+
+
+def test_a_dangling_link_alone_in_its_unit_is_not_taken_for_an_empty_block(
+    n5: Path, tmp_path: Path
+) -> None:
+    """Units of one block each: the unit whose only block is a link to nothing is not
+    skipped as all zero (units without stored blocks are), it fails naming the link."""
+    block = n5 / SMALL.path / "s0" / "1" / "1" / "1"
+    block.unlink()
+    block.symlink_to(tmp_path / "gone" / "1")
+    dest = tmp_path / "out.zarr"
+    one_block = str(math.prod(SMALL.block_size) / 2**20)
+    run = run_cli("convert", str(n5), str(dest), "--unit-mib", one_block)
+    assert run.exit_code == 1, run.stdout + run.stderr
+    assert f"{block}: a symbolic link to {tmp_path / 'gone' / '1'}, which does not exist" in (
+        run.stderr
+    )
 
 
 def test_a_dangling_attributes_link_is_an_error(n5: Path, tmp_path: Path) -> None:

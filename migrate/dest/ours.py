@@ -192,12 +192,20 @@ def describe_foreign(dest: Store, path: str, keys: list[str] | None = None) -> s
     return f"files cellmap-migrate did not write ({shown})"
 
 
+DATASET_FOLDER = re.compile(r"[A-Za-z0-9]+_[A-Za-z0-9][A-Za-z0-9._-]*")
+"""A Cellmap dataset folder's name, ``<institute>_<id>`` (``jrc_hela-2``)."""
+
+
 def dataset_of(source: str) -> str:
     """The dataset a recorded source location belongs to: ``jrc_hela-2`` for
-    ``…/jrc_hela-2/jrc_hela-2.n5`` (the name of a ``<dataset>.n5`` root); the location
-    itself for a root named otherwise."""
-    name = source.rstrip("/").rsplit("/", 1)[-1]
-    return name[: -len(".n5")] if name.endswith(".n5") and len(name) > 3 else source.rstrip("/")
+    ``…/jrc_hela-2/jrc_hela-2.n5`` (the name of a ``<dataset>.n5`` root) and for
+    ``…/jrc_hela-2`` (the dataset folder a precomputed volume records); the location itself
+    for an N5 root named otherwise (``/data/volume``: it belongs to no named dataset)."""
+    location = source.rstrip("/")
+    name = location.rsplit("/", 1)[-1]
+    if name.endswith(".n5") and len(name) > 3:
+        return name[: -len(".n5")]
+    return name if DATASET_FOLDER.fullmatch(name) else location
 
 
 def recorded_source(attributes: dict[str, Any] | None, started: dict[str, Any] | None) -> str:

@@ -33,6 +33,11 @@ DELETE_ATTEMPTS = 5
 LOCK_PATIENCE = 10.0
 """Seconds a conditional write waits for the lock file another process holds."""
 
+DANGLING_STAMP = "dangling-link"
+"""The stamp :meth:`LocalStore.list_stats` gives a symbolic link to nothing: it is listed
+(the work unit it falls in is copied, and fails naming it) rather than taken for an absent,
+all-zero block."""
+
 TEMPORARY = re.compile(r"\.(?P<host>[A-Za-z0-9_]+)-(?P<pid>[0-9]+)-(?P<start>[0-9]+)-[0-9]+\.tmp$")
 """The end of a temporary file's name: ``.<host>-<pid>-<process start>-<thread>.tmp``."""
 
@@ -354,7 +359,9 @@ class LocalStore(Store):
                         continue
                     stat = entry.stat()
                 except FileNotFoundError:
-                    continue  # removed meanwhile, or a dangling link: not an object
+                    if entry.is_symlink():  # a dangling link: a lost object, not an absent one
+                        yield key, 0, DANGLING_STAMP  # (reading it fails, naming the link)
+                    continue  # removed meanwhile: not an object
                 yield key, stat.st_size, str(stat.st_mtime_ns)
 
     def remove_dead_temporaries(self, prefix: str, *, recursive: bool = True) -> int:
