@@ -871,3 +871,67 @@ def test_chunks_and_shards_of_a_volume_can_be_chosen(tmp_path: Path) -> None:
     for index, scale in enumerate(VOLUMES[RAW].scales):
         np.testing.assert_array_equal(read_zarr(dest / f"em/fibsem-raw/s{index}"), scale.data)
     assert run_cli("verify", str(data / RAW), str(dest)).exit_code == 0
+
+
+# --------------------------------------------------------------------------------------
+# With the registry: a volume stored upside down, as 5 of the 9 real ones are
+# --------------------------------------------------------------------------------------
+
+FLIPPED = "neuroglancer/em/fibsem-flipped.precomputed"
+
+
+def test_a_volume_the_registry_says_is_upside_down_lands_on_the_n5_em(tmp_path: Path) -> None:
+    """The EM's voxels stored as a precomputed volume mirrored along y, every scale (the
+    real jrc_hela-2 ``fibsem-uint8``: registry scale y −4, translate y the extent); the
+    manifest says so. After ``convert <dataset> --registry``: each level is the stored
+    scale read back mirrored, s0 equals the N5 EM voxel for voxel, and the OME metadata
+    places every level where the portal drew it. The expected translation is worked out
+    here from the corner-based positions (precomputed voxel ``i`` of scale k covers
+    ``[i·r_k, (i+1)·r_k)``; mirrored about the registry's ``T = N_0·r_0``), then moved by
+    the N5 convention's ``−r_0/2``: ``T − (N_k − ½)·r_k − r_0/2`` along y."""
+    import dataclasses
+
+    upright = volume_of_image(EM, FLIPPED, chunk=(8, 16, 16))
+    stored = dataclasses.replace(
+        upright,
+        scales=[dataclasses.replace(s, data=np.flip(s.data, axis=1)) for s in upright.scales],
+    )
+    data = write_pc_dataset(tmp_path, {FLIPPED: stored})
+    manifest = json.loads((Path(__file__).parent / "data/registry/jrc_hela-2.manifest.json")
+                          .read_text())  # fmt: skip
+    em = manifest["sources"]["fibsem-uint16"]
+    em["url"] = f"s3://bucket/{NAME}/{NAME}.n5/em/fibsem-uint16"
+    volume = manifest["sources"]["fibsem-uint8"]  # scale [5.24, -4.0, 4.0] in the real one
+    volume["url"] = f"s3://bucket/{NAME}/{FLIPPED}/"
+    extent_y = EM.shape[1]
+    volume["transform"]["translate"] = [0.0, extent_y * 4.0, 0.0]
+    manifest["name"] = NAME
+    manifest["sources"] = {"fibsem-uint16": em, "fibsem-uint8": volume}
+    manifest["views"] = []
+    path = tmp_path / f"{NAME}.manifest.json"
+    path.write_text(json.dumps(manifest))
+
+    dry = run_cli("convert", str(data), "--dry-run", "--registry", str(path))
+    assert dry.exit_code == 0, dry.stderr
+    assert "mirrored along y" in dry.stdout
+    run = run_cli("convert", str(data), "--registry", str(path))
+    assert run.exit_code == 0, run.stderr
+    out = data / f"{NAME}.zarr"
+    image = out / "em/fibsem-flipped"
+    n5_em = read_zarr(out / EM.path / "s0")
+    np.testing.assert_array_equal(read_zarr(image / "s0"), n5_em)  # upright again
+    r0 = np.array(EM.voxel_size)
+    for index, ((scale, translation), spec) in enumerate(
+        zip(ome_transforms(image), stored.scales, strict=True)
+    ):
+        np.testing.assert_array_equal(
+            read_zarr(image / f"s{index}"), np.flip(read_scale(data / FLIPPED, index), axis=1)
+        )
+        rk = np.array(spec.resolution)
+        n_k = spec.data.shape[1]
+        expected = rk / 2 - r0 / 2  # z and x: the precomputed rule at voxel_offset 0
+        expected[1] = extent_y * r0[1] - (n_k - 0.5) * rk[1] - r0[1] / 2
+        np.testing.assert_allclose(scale, rk, rtol=1e-12)
+        np.testing.assert_allclose(translation, expected, rtol=1e-12, atol=1e-9)
+    verify = run_cli("verify", str(data), str(out), "--registry", str(path))
+    assert verify.exit_code == 0, verify.stdout + verify.stderr
