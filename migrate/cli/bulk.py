@@ -40,7 +40,8 @@ F = TypeVar("F", bound=Callable[..., Any])
 OWN = {"src", "dest", "dry_run", "as_json"}
 """Parameters of ``convert`` that ``bulk convert`` defines its own way."""
 HANDLED = {
-    "ngff_version", "prefix", "codec", "chunks", "shard", "downsampling", "trust",
+    "ngff_version", "prefix", "codec", "codec_level", "blosc_cname", "blosc_shuffle",
+    "chunks", "shard", "downsampling", "trust",
     "allow_unknown_units", "labels", "workers", "unit_mib", "overwrite", "no_transplant",
     "skip_decode_check", "report", "into_existing", "break_lease", "lease_timeout",
 }  # fmt: skip
@@ -141,6 +142,9 @@ def _plan_and_engine(values: dict[str, Any]) -> tuple[PlanOptions, EngineOptions
     plan = PlanOptions(
         ngff_version=values["ngff_version"],
         codec=values["codec"],
+        codec_level=values["codec_level"],
+        blosc_cname=values["blosc_cname"],
+        blosc_shuffle=values["blosc_shuffle"],
         chunks=values["chunks"],
         shard=values["shard"],
         prefix=values["prefix"].strip("/"),

@@ -27,6 +27,7 @@ from migrate.copy.options import EngineOptions
 from migrate.copy.tsio import HandleCache, is_storage_error, open_source, ts_error_text
 from migrate.errors import PlanMismatchError, SourceDataError, StoreError
 from migrate.storage import Store, iocounts, join_key
+from migrate.target import compare
 from migrate.target.layout import (
     PROVENANCE_KEY,
     Documents,
@@ -35,7 +36,7 @@ from migrate.target.layout import (
     image_final_documents,
     image_start_documents,
 )
-from migrate.target.plan import COMPLETE_KEY, plan_groups
+from migrate.target.plan import COMPLETE_KEY, plan_groups, settings_changes
 from schemas.plan import ImagePlan, LevelPlan, Plan
 
 
@@ -96,32 +97,90 @@ def _write_if_absent(dest: Store, docs: Documents) -> None:
             dest.write(key, dumps(document))
 
 
+def recorded_attributes(dest: Store, image: ImagePlan) -> dict[str, Any] | None:
+    """The image group attributes DEST records for the image at ``image.dest_path``: those
+    of the finished image, else those its run started with (the resume record), else
+    None."""
+    finished = resume.group_attributes(dest, image.dest_path)
+    if finished and PROVENANCE_KEY in finished:
+        return finished
+    started = resume.read_json(dest, resume.image_state_key(image.dest_path, "plan.json"))
+    attributes = (started or {}).get("image", {}).get("attributes")
+    return attributes if isinstance(attributes, dict) else None
+
+
+def _settings_of(attributes: dict[str, Any] | None) -> dict[str, Any] | None:
+    provenance = (attributes or {}).get(PROVENANCE_KEY)
+    settings = provenance.get("settings") if isinstance(provenance, dict) else None
+    return settings if isinstance(settings, dict) else None
+
+
 def explain_difference(dest: Store, plan: Plan, image: ImagePlan, state: resume.ImageState) -> str:
-    """What differs between the metadata at DEST and what this plan would write."""
+    """What differs between the image at DEST and what this plan would write: the settings
+    (old → new, as the options that give them, and the options that go on with DEST's),
+    then the metadata fields."""
     if state is resume.ImageState.FOREIGN:
         return (
             f"{dest.display(image.dest_path)} holds "
             f"{safety.describe_foreign(dest, image.dest_path)}, not written by cellmap-migrate;"
             " it is never replaced: choose another DEST or move it away"
         )
+    recorded = recorded_attributes(dest, image)
+    old_settings, new_settings = _settings_of(recorded), _settings_of(image.attributes)
+    changes = (
+        settings_changes(old_settings, new_settings)
+        if old_settings is not None and new_settings is not None
+        else []
+    )
     wanted = {**image_start_documents(plan, image), **image_final_documents(plan, image)}
+    own_group = {join_key(image.dest_path, name) for name in (".zattrs", "zarr.json")}
     differences: list[str] = []
     for key, document in wanted.items():
+        if key in own_group:
+            continue  # the image's attributes: compared field by field below
         existing = resume.read_json(dest, key)
         if existing is None:
-            if key != join_key(image.dest_path, ".zattrs"):  # absent until finalize anyway
-                differences.append(f"{key} does not exist (DEST has other Zarr metadata)")
+            differences.append(f"{key} does not exist (DEST has other Zarr metadata)")
             continue
         for name in sorted(set(document) | set(existing)):
             old, new = existing.get(name), document.get(name)
             if old != new and name != "attributes":
                 differences.append(f"{key}: {name} {_compact(old)} → {_compact(new)}")
-    if not differences:
-        differences.append("the metadata (scale, translation, axes or provenance) differs")
+    if recorded is not None:  # the OME metadata (the settings are named above)
+        attributes = {k: v for k, v in recorded.items() if k != PROVENANCE_KEY}
+        planned = {k: v for k, v in image.attributes.items() if k != PROVENANCE_KEY}
+        differences += [
+            f"{image.dest_path} attributes: {text}"
+            for text in compare.differences(attributes, planned)
+        ]
     shown = "; ".join(differences[:4]) + (
         f"; … {len(differences) - 4} more" if len(differences) > 4 else ""
     )
-    return f"{dest.display(image.dest_path)} was written with other settings: {shown}"
+    where = dest.display(image.dest_path)
+    if changes:
+        options = ", ".join(f"{old} → {new}" for old, new in changes)
+        keep = " ".join(old for old, _ in changes if not old.startswith("no "))
+        without = [old.removeprefix("no ") for old, _ in changes if old.startswith("no ")]
+        going_on = " and ".join(
+            part
+            for part in (
+                f"with {keep}" if keep else "",
+                f"without {', '.join(without)}" if without else "",
+            )
+            if part
+        )
+        return (
+            f"{where} was written with other settings: {options}"
+            + (f" ({shown})" if differences else "")
+            + f"; the same command {going_on} goes on with it"
+        )
+    if not differences:
+        differences.append("the metadata (scale, translation, axes or provenance) differs")
+        shown = differences[0]
+    return (
+        f"{where} was written from other source metadata or by another version of "
+        f"cellmap-migrate: {shown}"
+    )
 
 
 def refusal(
@@ -365,6 +424,51 @@ def prepare_dest(
     return results, todo, generations
 
 
+def with_started_units(dest: Store, plan: Plan, partial: Sequence[int]) -> tuple[Plan, list[str]]:
+    """``plan`` with each partially copied image (indices ``partial``) cut into the work units
+    its first run cut it into, as its resume record says: unit records are per unit index,
+    so a run resumed with another ``--unit-mib`` goes on with those units (the unit size
+    changes no output byte and is not part of the image's identity). Returns the plan and
+    the images whose units this changed. A record whose units are not whole chunks (shards)
+    of the level is refused (PlanMismatchError)."""
+    keys = [resume.image_state_key(plan.images[i].dest_path, "plan.json") for i in partial]
+    records = dest.map(lambda key: resume.read_json(dest, key), keys)
+    images = list(plan.images)
+    changed: list[str] = []
+    for index, key, record in zip(partial, keys, records, strict=True):
+        image = images[index]
+        levels = (record or {}).get("image", {}).get("levels")
+        started = {
+            level.get("name"): level.get("unit_shape")
+            for level in (levels if isinstance(levels, list) else [])
+            if isinstance(level, dict)
+        }
+        cut = []
+        for level in image.levels:
+            shape = started.get(level.name)
+            grid = level.shard or level.chunks
+            if not (
+                isinstance(shape, list)
+                and len(shape) == len(grid)
+                and all(
+                    type(n) is int and n > 0 and n % g == 0
+                    for n, g in zip(shape, grid, strict=True)
+                )
+            ):
+                raise PlanMismatchError(
+                    f"{dest.display(key)}: image.levels[{level.name}].unit_shape is "
+                    f"{_compact(shape)}, not whole chunks {list(grid)} of the level; "
+                    "use --overwrite to start the image again"
+                )
+            cut.append(level.model_copy(update={"unit_shape": tuple(shape)}))
+        if tuple(cut) != image.levels:
+            images[index] = image.model_copy(update={"levels": tuple(cut)})
+            changed.append(image.dest_path)
+    if changed:
+        plan = plan.model_copy(update={"images": tuple(images)})
+    return plan, changed
+
+
 def _planned_mark(plan: Plan) -> dict[str, str]:
     """The completion mark this plan writes last (empty when its root is an image)."""
     root = next((group for group in plan.groups if group.path == ""), None)
@@ -452,6 +556,13 @@ def run_plan(
     started = time.monotonic()
     counted = iocounts.totals()
     results, todo, generations = prepare_dest(dest, plan, options, run_id or uuid.uuid4().hex)
+    partial = [i for i in todo if results[i].state_before == resume.ImageState.PARTIAL.value]
+    plan, recut = with_started_units(dest, plan, partial)
+    for path in recut:
+        progress.message(
+            f"note: {path} goes on with the work units it was started with (the unit size "
+            "of the run that started it); --unit-mib applies to the images a run starts"
+        )
     fingerprints = {i: plan.image_fingerprint(plan.images[i]) for i in todo}
     levels = [(i, level.name) for i in todo for level in plan.images[i].levels]
     done_sets = dest.map(

@@ -6,19 +6,21 @@ All shapes, chunks and unit boxes are in **C order** (z, y, x).
 from __future__ import annotations
 
 import fnmatch
+import json
 import math
-from collections.abc import Mapping, Sequence
+import posixpath
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
 from migrate import __version__
-from migrate.errors import MetadataError, MigrationError
+from migrate.errors import MetadataError, MigrationError, OptionError
 from migrate.source.axes import f_to_c
 from migrate.source.discover import Discovery
 from migrate.source.mapping import MappedImage, MappingOptions, SourceImage, map_image
 from migrate.source.parse import parse_attrs
 from migrate.storage import join_key
-from migrate.target.codecs import CodecChoice, choose_codec
+from migrate.target.codecs import CodecChoice, check_codec_options, choose_codec
 from migrate.target.layout import PROVENANCE_KEY
 from schemas.n5 import ITEMSIZE, N5ArrayAttributes
 from schemas.ngff import (
@@ -27,11 +29,11 @@ from schemas.ngff import (
     ImageLabelV04,
     ImageLabelV05,
     LabelsAttrsV04,
+    LabelSource,
     MultiscaleV04,
     MultiscaleV05,
     OmeV05,
     Provenance,
-    ScaleTransform,
 )
 from schemas.plan import GroupPlan, ImagePlan, LevelPlan, NgffVersion, Plan
 
@@ -41,7 +43,8 @@ DEFAULT_UNIT_BYTES = 32 * 2**20
 
 @dataclass(frozen=True)
 class PlanOptions:
-    """Everything the user can choose that changes the output."""
+    """Everything the user can choose that changes the output (and the work-unit size,
+    which does not: see :meth:`recorded`)."""
 
     ngff_version: NgffVersion = "0.4"
     codec: CodecChoice = "keep"
@@ -52,12 +55,27 @@ class PlanOptions:
     trust: Literal["cosem", "neuroglancer"] | None = None
     allow_unknown_units: bool = False
     label_patterns: tuple[str, ...] = ()
+    codec_level: int | None = None
+    blosc_cname: str | None = None
+    blosc_shuffle: str | None = None
     unit_bytes: int = DEFAULT_UNIT_BYTES
+
+    def __post_init__(self) -> None:
+        """Options that cannot go together are a usage error (OptionError), before any I/O."""
+        if self.shard is not None and self.ngff_version != "0.5":
+            raise OptionError(
+                f"--shard {_csv(self.shard)}: sharding needs --ngff-version 0.5 (Zarr v3); "
+                "0.4 (Zarr v2) has no shards"
+            )
+        check_codec_options(self.codec, self.codec_level, self.blosc_cname, self.blosc_shuffle)
 
     def settings(self) -> dict[str, Any]:
         return {
             "ngff_version": self.ngff_version,
             "codec": self.codec,
+            "codec_level": self.codec_level,
+            "blosc_cname": self.blosc_cname,
+            "blosc_shuffle": self.blosc_shuffle,
             "chunks": list(self.chunks) if self.chunks else None,
             "shard": list(self.shard) if self.shard else None,
             "prefix": self.prefix,
@@ -69,8 +87,9 @@ class PlanOptions:
 
     def recorded(self) -> dict[str, Any]:
         """What an image's provenance records: every setting that changes its output bytes
-        (:meth:`settings` and the work-unit size, which the fingerprint covers)."""
-        return {**self.settings(), "unit_bytes": self.unit_bytes}
+        (:meth:`settings`). The work-unit size is not one of them: a run resumed with
+        another ``--unit-mib`` goes on with the work units the image was started with."""
+        return self.settings()
 
     @classmethod
     def from_recorded(cls, recorded: Mapping[str, Any], where: str) -> PlanOptions:
@@ -88,6 +107,9 @@ class PlanOptions:
             options = cls(
                 ngff_version=recorded["ngff_version"],
                 codec=recorded["codec"],
+                codec_level=recorded["codec_level"],
+                blosc_cname=recorded["blosc_cname"],
+                blosc_shuffle=recorded["blosc_shuffle"],
                 chunks=tuple(recorded["chunks"]) if recorded["chunks"] else None,
                 shard=tuple(recorded["shard"]) if recorded["shard"] else None,
                 prefix=str(recorded["prefix"]),
@@ -95,9 +117,8 @@ class PlanOptions:
                 trust=recorded["trust"],
                 allow_unknown_units=bool(recorded["allow_unknown_units"]),
                 label_patterns=tuple(recorded["label_patterns"]),
-                unit_bytes=int(recorded["unit_bytes"]),
             )
-        except (TypeError, ValueError) as exc:
+        except (TypeError, ValueError, OptionError) as exc:
             raise MetadataError(where, f"{PROVENANCE_KEY}.settings", str(exc)) from exc
         if options.recorded() != dict(recorded):
             raise MetadataError(
@@ -106,6 +127,58 @@ class PlanOptions:
                 f"not settings cellmap-migrate writes: {dict(recorded)}",
             )
         return options
+
+
+SETTING_OPTIONS = {
+    "ngff_version": "--ngff-version",
+    "codec": "--codec",
+    "codec_level": "--codec-level",
+    "blosc_cname": "--blosc-cname",
+    "blosc_shuffle": "--blosc-shuffle",
+    "chunks": "--chunks",
+    "shard": "--shard",
+    "prefix": "--prefix",
+    "downsampling": "--downsampling",
+    "trust": "--trust",
+    "allow_unknown_units": "--allow-unknown-units",
+    "label_patterns": "--label",
+    "unit_bytes": "--unit-mib",
+}
+"""The ``convert`` option of each recorded setting (``unit_bytes``: recorded by earlier
+versions, whose outputs depended on it)."""
+
+
+def setting_as_option(name: str, value: Any) -> str:
+    """A recorded setting as the options that give it: ``--codec zstd``, ``--chunks
+    64,64,64``, ``no --shard`` (the option left out), ``--label a --label b``."""
+    option = SETTING_OPTIONS.get(name)
+    if option is None:
+        return f"{name} {json.dumps(value)}"
+    if value is None or value is False or value == [] or (name == "prefix" and value == ""):
+        return f"no {option}"
+    if value is True:
+        return option
+    if name == "label_patterns" and isinstance(value, list):
+        return " ".join(f"{option} {pattern}" for pattern in value)
+    if name == "unit_bytes" and isinstance(value, int):
+        return f"{option} {value / 2**20:g}"
+    if isinstance(value, list):
+        return f"{option} {','.join(str(v) for v in value)}"
+    return f"{option} {value}"
+
+
+def settings_changes(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[tuple[str, str]]:
+    """Each setting that differs between ``old`` (recorded at DEST) and ``new`` (this run),
+    as (the options that gave the old value, the options that give the new one)."""
+    return [
+        (setting_as_option(name, old.get(name)), setting_as_option(name, new.get(name)))
+        for name in [*new, *(key for key in old if key not in new)]
+        if old.get(name) != new.get(name)
+    ]
+
+
+def _csv(values: Iterable[int]) -> str:
+    return ",".join(str(v) for v in values)
 
 
 def is_label_image(path: str, dtype: str, patterns: Sequence[str]) -> bool:
@@ -141,27 +214,109 @@ def grow_unit(
 
 
 def _output_grid(
-    source_blocks: tuple[int, ...], shape: tuple[int, ...], options: PlanOptions, where: str
+    source_blocks: tuple[int, ...], shape: tuple[int, ...], options: PlanOptions
 ) -> tuple[tuple[int, ...], tuple[int, ...] | None]:
-    """(chunks, shard) of one level, C order."""
-    ndim = len(shape)
-    if options.chunks is not None and len(options.chunks) != ndim:
-        raise MigrationError(f"{where}: --chunks has {len(options.chunks)} values for {ndim} axes")
+    """(chunks, shard) of one level, C order, for options :func:`check_grid_options` took.
+
+    The shard rule: ``--shard`` holds a whole number of chunks on every axis; a level smaller
+    than the shard along an axis gets a shard cut to its size, rounded up to whole chunks (one
+    shard covers it; a shard never needs to be larger)."""
     chunks = options.chunks or source_blocks
     if options.shard is None:
         return chunks, None
-    if len(options.shard) != ndim:
-        raise MigrationError(f"{where}: --shard has {len(options.shard)} values for {ndim} axes")
-    # A shard never needs to be larger than the level, rounded up to whole chunks.
     shard = tuple(
         min(s, math.ceil(max(n, 1) / c) * c)
         for s, c, n in zip(options.shard, chunks, shape, strict=True)
     )
-    if any(s % c for s, c in zip(shard, chunks, strict=True)):
-        raise MigrationError(
-            f"{where}: --shard {list(options.shard)} is not a whole number of chunks {list(chunks)}"
-        )
     return chunks, shard
+
+
+def _nearest_multiple(value: int, step: int) -> int:
+    """The multiple of ``step`` nearest to ``value`` (at least ``step``)."""
+    return max(step, round(value / step) * step)
+
+
+def _divisor_near(value: int, near: int) -> int | None:
+    """The divisor of ``value`` closest to ``near`` by ratio (the larger on a tie); None when
+    even that one is off by more than a factor of 2 (or ``value`` is too large to factor
+    quickly: this only makes a suggestion)."""
+    if value > 2**40:
+        return None
+    divisors: set[int] = set()
+    for d in range(1, math.isqrt(value) + 1):
+        if value % d == 0:
+            divisors.update((d, value // d))
+    best = min(sorted(divisors, reverse=True), key=lambda d: abs(math.log(d / near)))
+    return best if abs(math.log(best / near)) <= math.log(2) else None
+
+
+@dataclass(frozen=True)
+class _LevelGrid:
+    image: str
+    level: str
+    shape: tuple[int, ...]
+    chunks: tuple[int, ...]
+    """The level's output chunks: ``--chunks``, or its source blocks (C order)."""
+
+
+def check_grid_options(images: Sequence[SourceImage], options: PlanOptions) -> None:
+    """Refuse ``--chunks`` / ``--shard`` values that a level cannot take, with one message
+    that names the option, lists every such level and says what would work. Pure.
+
+    Raises OptionError (a usage error): ``--chunks``/``--shard`` with another number of
+    values than the images have axes, and a ``--shard`` that is not a whole number of some
+    level's chunks on every axis."""
+    grids: list[_LevelGrid] = []
+    for image in images:
+        for level in image.levels:
+            attrs = parse_attrs(N5ArrayAttributes, level.attrs, level.location)
+            shape = f_to_c(attrs.dimensions)
+            grids.append(_LevelGrid(image.path, level.name, shape, f_to_c(attrs.blockSize)))
+    for option, value in (("--chunks", options.chunks), ("--shard", options.shard)):
+        if value is None:
+            continue
+        wrong = {g.image: len(g.shape) for g in grids if len(g.shape) != len(value)}
+        if wrong:
+            counts = sorted(set(wrong.values()))
+            axes = f"{counts[0]} axes" if len(counts) == 1 else "other numbers of axes"
+            names = ", ".join(wrong)
+            raise OptionError(
+                f"{option} {_csv(value)} has {len(value)} value(s) for the {axes} of "
+                f"{names}: give one size per axis, C order (z, y, x), e.g. "
+                f"{option} {_csv([value[0]] * counts[0])}"
+            )
+    if options.chunks is not None:
+        grids = [_LevelGrid(g.image, g.level, g.shape, options.chunks) for g in grids]
+    shard = options.shard
+    if shard is None:
+        return
+    bad = [g for g in grids if any(s % c for s, c in zip(shard, g.chunks, strict=True))]
+    if not bad:
+        return
+    groups: dict[tuple[str, tuple[int, ...]], list[str]] = {}
+    for g in bad:
+        groups.setdefault((g.image, g.chunks), []).append(g.level)
+    listed = "; ".join(
+        f"{image} {', '.join(levels)} (chunks {_csv(chunks)})"
+        for (image, chunks), levels in groups.items()
+    )
+    steps = [math.lcm(*(g.chunks[axis] for g in grids)) for axis in range(len(shard))]
+    multiples = (_nearest_multiple(s, c) for s, c in zip(shard, steps, strict=True))
+    fixes = [f"--shard {_csv(multiples)}"]
+    divisors = [_divisor_near(s, c) for s, c in zip(shard, bad[0].chunks, strict=True)]
+    if all(d is not None for d in divisors):
+        slower = (
+            ""
+            if options.chunks is not None
+            else " (chunks other than the source blocks are copied through TensorStore)"
+        )
+        fixes.append(f"--chunks {_csv(d for d in divisors if d is not None)}{slower}")
+    raise OptionError(
+        f"--shard {_csv(shard)} (z, y, x) is not a whole number of chunks at {listed}: a "
+        "shard must hold a whole number of chunks on every axis, at every level (a level "
+        "smaller than the shard gets one shard of its size, rounded up to whole chunks); "
+        "use " + " or ".join(fixes)
+    )
 
 
 def _provenance(
@@ -185,31 +340,59 @@ def _group_attributes(
     dest_path: str,
     provenance: Provenance,
     version: NgffVersion,
+    label_source: str | None = None,
 ) -> dict[str, Any]:
-    ndim = len(mapped.axes)
+    """The image group's attributes. No multiscale-level ``coordinateTransformations``: the
+    identity scale it would hold says nothing (and ngff-zarr's validator refuses it)."""
     common: dict[str, Any] = {
         "name": "/" + dest_path,
         "axes": mapped.axes,
         "datasets": mapped.datasets,
-        "coordinateTransformations": (ScaleTransform(scale=(1.0,) * ndim),),
     }
+    source = LabelSource(image=label_source) if label_source is not None else None
     if version == "0.4":
         return ImageAttrsV04(
             multiscales=(MultiscaleV04(**common),),
-            image_label=ImageLabelV04() if kind == "label" else None,
+            image_label=ImageLabelV04(source=source) if kind == "label" else None,
             provenance=provenance,
         ).to_json_dict()
     return AttrsV05(
         ome=OmeV05(
             multiscales=(MultiscaleV05(**common),),
-            image_label=ImageLabelV05() if kind == "label" else None,
+            image_label=ImageLabelV05(source=source) if kind == "label" else None,
         ),
         provenance=provenance,
     ).to_json_dict()
 
 
-def plan_image(image: SourceImage, source_url: str, options: PlanOptions) -> ImagePlan:
-    """The plan of one multiscale image (metadata mapping, codecs, chunks, work units)."""
+EM_GROUP = "em"
+"""The N5 group of a Cellmap dataset's electron-microscopy images (``em/fibsem-uint16``)."""
+
+
+def label_source_image(image_path: str, source_images: Sequence[str]) -> str | None:
+    """What a label image's ``image-label.source.image`` names: the image its labels were
+    made from, as a path relative to the label image. The rule: the dataset's EM image, an
+    image directly under ``em/`` among ``source_images`` (the paths of the images migrated
+    with it, inside the N5 root); with several, the first by name (``em/fibsem-uint16``
+    before ``em/fibsem-uint8``); with none, None (the field is left out). Both paths are in
+    the same output tree, so the prefix cancels out."""
+    em = sorted(
+        path for path in source_images if path.rpartition("/")[0] == EM_GROUP and path != image_path
+    )
+    if not em:
+        return None
+    return posixpath.relpath(em[0], image_path)
+
+
+def plan_image(
+    image: SourceImage,
+    source_url: str,
+    options: PlanOptions,
+    migrated_with: Sequence[str] = (),
+) -> ImagePlan:
+    """The plan of one multiscale image (metadata mapping, codecs, chunks, work units);
+    ``migrated_with`` are the paths of the images planned with it (for a label image's
+    source, :func:`label_source_image`)."""
     mapped = map_image(
         image,
         MappingOptions(
@@ -224,8 +407,16 @@ def plan_image(image: SourceImage, source_url: str, options: PlanOptions) -> Ima
         attrs = parse_attrs(N5ArrayAttributes, level.attrs, level.location)
         shape = f_to_c(attrs.dimensions)
         blocks = f_to_c(attrs.blockSize)
-        codec = choose_codec(attrs.compression, options.codec, options.ngff_version, level.location)
-        chunks, shard = _output_grid(blocks, shape, options, level.location)
+        codec = choose_codec(
+            attrs.compression,
+            options.codec,
+            options.ngff_version,
+            level.location,
+            level=options.codec_level,
+            cname=options.blosc_cname,
+            shuffle=options.blosc_shuffle,
+        )
+        chunks, shard = _output_grid(blocks, shape, options)
         itemsize = ITEMSIZE[attrs.dataType]
         levels.append(
             LevelPlan(
@@ -261,6 +452,7 @@ def plan_image(image: SourceImage, source_url: str, options: PlanOptions) -> Ima
             dest_path,
             _provenance(source_url, image.path, image.group_attrs, options.recorded()),
             options.ngff_version,
+            label_source_image(image.path, migrated_with) if kind == "label" else None,
         ),
         sources=dict(mapped.sources),
         warnings=mapped.warnings,
@@ -327,13 +519,13 @@ def build_plan(
     discovery: Discovery, source_url: str, source_inner: str, dest_url: str, options: PlanOptions
 ) -> Plan:
     """The whole plan. Raises MetadataError / MigrationError on input that cannot be mapped."""
-    if options.shard is not None and options.ngff_version != "0.5":
-        raise MigrationError("--shard needs --ngff-version 0.5 (Zarr v3); 0.4 has no sharding")
     if not discovery.images:
         # not join_key: a URL keeps its leading "/" (or its "s3://")
         where = f"{source_url.rstrip('/')}/{source_inner}" if source_inner else source_url
         raise MetadataError(where, None, "no multiscale image (a group of s0…sN arrays) found")
-    images = tuple(plan_image(image, source_url, options) for image in discovery.images)
+    check_grid_options(discovery.images, options)
+    paths = [image.path for image in discovery.images]
+    images = tuple(plan_image(image, source_url, options, paths) for image in discovery.images)
     plan = Plan(
         tool_version=__version__,
         source=source_url,
