@@ -1,11 +1,12 @@
 """The library entry points the CLI calls: each builds stores, plans, and acts.
 
 This is the I/O layer's front: the pure parts (discovery results → plan → documents) live
-in ``plan``, ``layout`` and ``mapping``.
+in ``plan``, ``layout`` and ``reconcile``.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from migrate.copy import lease, resume, safety
@@ -13,7 +14,7 @@ from migrate.copy.engine import RunResult, UnitExecutor, run_plan
 from migrate.copy.events import Progress
 from migrate.copy.lease import Notice
 from migrate.copy.options import EngineOptions
-from migrate.errors import MigrationError, PlanMismatchError
+from migrate.errors import ConflictError, MigrationError, PlanMismatchError
 from migrate.source.discover import discover, normalize_url, split_n5_url
 from migrate.storage import S3Options, Store, open_store
 from migrate.target.plan import PlanOptions, build_plan
@@ -53,6 +54,46 @@ def _check_not_inside(source_root: str, dest: str) -> None:
         raise MigrationError(f"{dest}: DEST is inside the source {source_root}; choose another")
 
 
+def _within(inner: str, outer: str) -> bool:
+    """True when the location ``inner`` is ``outer`` or lies under it (lexically, and for
+    local paths also with their symbolic links resolved)."""
+    if (inner.rstrip("/") + "/").startswith(outer.rstrip("/") + "/"):
+        return True
+    if "://" in inner or "://" in outer:
+        return False
+    import os.path
+
+    real_inner, real_outer = os.path.realpath(inner), os.path.realpath(outer)
+    return (real_inner.rstrip("/") + "/").startswith(real_outer.rstrip("/") + "/")
+
+
+def check_output_paths(plan: Plan, source_root: str) -> None:
+    """Refuse a plan that would write where it must not: an image (with ``--prefix``) inside
+    the N5 source or around it (``--overwrite`` would delete the source with it), or in the
+    folder where DEST keeps the state of its runs. Every image path is already made of plain
+    segments (discovery and ``--prefix`` are checked), so it stays under DEST."""
+    for image in plan.images:
+        if image.dest_path.split("/")[0] == resume.STATE_DIR:
+            raise MigrationError(
+                f"{plan.dest}/{image.dest_path}: an image would be written into "
+                f"{resume.STATE_DIR}, where DEST keeps the state of its runs; choose another "
+                "--prefix"
+            )
+        where = f"{plan.dest.rstrip('/')}/{image.dest_path}".rstrip("/")
+        if _within(where, source_root):
+            raise MigrationError(
+                f"{where}: the image {image.source_path or '(SRC)'} would be written inside "
+                f"the source {source_root}, which is only ever read; choose another DEST or "
+                "--prefix"
+            )
+        if _within(source_root, where):
+            raise MigrationError(
+                f"{where}: the image {image.source_path or '(SRC)'} would be written around "
+                f"the source {source_root} (it holds it), which is only ever read; choose "
+                "another DEST or --prefix"
+            )
+
+
 def prepare(
     src: str,
     dest: str | None,
@@ -73,6 +114,7 @@ def prepare(
     dest_store = open_store(dest_url, read_only=read_only_dest, s3=dest_s3)
     discovery = discover(source, inner)
     plan = build_plan(discovery, source.url, inner, dest_store.url, options)
+    check_output_paths(plan, source.url)
     plan = resume.plan_at_dest(plan, dest_store)
     return Prepared(plan, source, dest_store)
 
@@ -86,6 +128,16 @@ def open_for_verify(src: str, dest: str, s3: S3Options | None = None) -> tuple[S
         inner,
         open_store(_normalize(dest), read_only=True, s3=s3),
     )
+
+
+def check_conflicts(plan: Plan) -> None:
+    """Refuse a plan whose source metadata disagrees (between COSEM and Neuroglancer, or
+    inside one of them: each conflict says which) until ``--trust`` is given."""
+    if plan.conflicts:
+        raise ConflictError(
+            f"{len(plan.conflicts)} metadata conflict(s) (first: {plan.conflicts[0]}); "
+            "say which metadata to use with --trust cosem|neuroglancer"
+        )
 
 
 def check_dest_root(dest: Store, plan: Plan, *, into_existing: bool) -> None:
@@ -129,12 +181,14 @@ def run_prepared(
     lease_timeout: float,
     break_lease: bool,
     notice: Notice,
+    finishing: Callable[[], None] | None = None,
 ) -> RunResult:
     """Migrate a prepared plan the one way every writer does (``convert`` and each dataset of
     ``bulk convert``): take DEST's lease, plan again against what DEST holds now that no
     other run can change it (labels other runs listed, images other runs finished), run the
     plan under the lease (a lost lease stops it before any metadata is finalized), release
-    the lease. ``prepared.plan`` is the plan that ran."""
+    the lease. ``prepared.plan`` is the plan that ran; ``finishing`` is called just before
+    the completion mark that lists all of it is written (see ``run_plan``)."""
     with lease.hold(
         prepared.dest, expiry=lease_timeout, break_lease=break_lease, notice=notice
     ) as held:
@@ -148,4 +202,5 @@ def run_prepared(
             executor,
             guard=held.check,
             run_id=held.run_id,
+            finishing=finishing,
         )

@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import json
 import math
+import re
 from pathlib import Path
 from typing import Any
 
@@ -280,6 +281,29 @@ def test_conflicting_conventions_need_trust(tmp_path: Path) -> None:
     assert scale["coordinateTransformations"][0]["scale"] == [6.0, 4.0, 4.0]
 
 
+def test_cosem_levels_disagreeing_on_units_is_worded_as_inside_cosem(tmp_path: Path) -> None:
+    """A COSEM-only image whose s1 says micrometers: the refusal names both levels' fields and
+    values, and does not blame a Neuroglancer convention the source does not have."""
+    n5 = hela_tree(tmp_path)
+    image = n5 / "em" / "fibsem-uint16"
+    group = {"multiscales": load_reference(HELA_GROUP)["multiscales"]}
+    group["multiscales"][0]["datasets"][1]["transform"]["units"] = ["um", "um", "um"]
+    (image / "attributes.json").write_text(json.dumps(group))
+    for level, dataset in enumerate(group["multiscales"][0]["datasets"]):
+        path = image / f"s{level}" / "attributes.json"
+        attrs = json.loads(path.read_text())
+        del attrs["pixelResolution"]  # COSEM only: no Neuroglancer metadata anywhere
+        attrs["transform"] = dataset["transform"]  # the array agrees with the group entry
+        path.write_text(json.dumps(attrs))
+    line = one_error_line(tmp_path, "convert", str(n5))
+    assert "Neuroglancer" not in line
+    assert "inside the COSEM metadata" in line
+    where = "em/fibsem-uint16/attributes.json multiscales[0].datasets"
+    assert f"{where}[1].transform.units is ['micrometer', 'micrometer', 'micrometer']" in line
+    assert f"{where}[0].transform.units is ['nanometer', 'nanometer', 'nanometer']" in line
+    assert "--trust" in line
+
+
 def test_dest_inside_source_is_refused(dataset: Path) -> None:
     line = one_error_line(dataset.parent, "convert", str(dataset), str(dataset / "out.zarr"))
     assert "inside the source" in line
@@ -288,3 +312,61 @@ def test_dest_inside_source_is_refused(dataset: Path) -> None:
 def test_missing_source(tmp_path: Path) -> None:
     line = one_error_line(tmp_path, "convert", str(tmp_path / "nope.n5"), "--dry-run")
     assert "nope.n5" in line
+
+
+def test_plan_only_is_the_plan_one_line_per_level(tmp_path: Path) -> None:
+    """``--plan-only``: a dry run that prints the plan without the metadata diff, one line
+    per level with its shape, chunks, codec, copy path, scale and translation; the numbers
+    are those Cellmap publishes for hela-2 (the reference .zattrs), not recomputed here."""
+    n5 = hela_tree(tmp_path)
+    before = snapshot(tmp_path)
+    run = run_cli("convert", str(n5), "--plan-only", "--prefix", "recon-1")
+    assert run.exit_code == 0, run.stderr
+    assert snapshot(tmp_path) == before  # a dry run: nothing written
+    lines = run.stdout.splitlines()
+    assert not [line for line in lines if line.startswith(("+++", "---", "@@"))]  # no diff
+    header = re.split(r"\s{2,}", next(line for line in lines if line.startswith("image ")))
+    assert header == ["image", "level", "shape", "chunks", "dtype", "codec", "copy path",
+                      "scale", "translation", "unit"]  # fmt: skip
+    rows = [
+        dict(zip(header, re.split(r"\s{2,}", line), strict=True))
+        for line in lines
+        if line.startswith("recon-1/em/fibsem-uint16 ")
+    ]
+    levels = len(load_reference(HELA_GROUP)["multiscales"][0]["datasets"])
+    assert [row["level"] for row in rows] == [f"s{i}" for i in range(levels)]
+    assert len(lines) == 5 + levels  # source, dest, summary, a blank line, the header
+    assert rows[0]["shape"] == "70x40x96"  # the tree's s0: dimensions [96, 40, 70] (x, y, z)
+    assert rows[0]["dtype"] == "uint16"
+    assert rows[0]["unit"] == "nanometer"
+    published = load_reference(NGFF_PUBLISHED)["multiscales"][0]["datasets"]
+    for row, dataset in zip(rows, published, strict=False):
+        scale, translation = (t[t["type"]] for t in dataset["coordinateTransformations"])
+        assert row["scale"] == ", ".join(f"{v:g}" for v in scale)
+        assert row["translation"] == ", ".join(f"{v:g}" for v in translation)
+    full = run_cli("convert", str(n5), "--dry-run", "--prefix", "recon-1")
+    assert "+++ b/recon-1/em/fibsem-uint16/.zattrs" in full.stdout  # the dry run keeps the diff
+    assert len(full.stdout.splitlines()) > 4 * len(lines)
+
+
+def test_plan_only_json_has_every_level_unrounded(tmp_path: Path) -> None:
+    n5 = hela_tree(tmp_path)
+    run = run_cli("convert", str(n5), "--plan-only", "--json")
+    assert run.exit_code == 0, run.stderr
+    document = run.json
+    assert set(document) == {"fingerprint", "levels"}  # no diff
+    levels = document["levels"]
+    assert [level["level"] for level in levels] == [f"s{i}" for i in range(len(levels))]
+    assert levels[0]["scale"] == [5.24, 4.0, 4.0]
+    assert levels[4]["translation"] == [39.300000000000004, 30.0, 30.0]  # as published
+    assert levels[0]["copy_path"] in ("blocks moved as bytes", "block by block")
+    assert levels[0]["shard"] is None
+
+
+def test_bulk_survey_has_no_plan_only(tmp_path: Path) -> None:
+    """The bulk survey is already the short form (a line per dataset): ``--plan-only`` is
+    a usage error there, not thousands of level lines of a whole bucket."""
+    hela_tree(tmp_path)
+    run = run_cli("bulk", "convert", str(tmp_path), "--dry-run", "--plan-only")
+    assert run.exit_code == 2
+    assert "--plan-only" in run.stderr

@@ -273,3 +273,17 @@ def test_s3_n5_and_zarr(aws: MotoServer, n5: Path, specs: list[ImageSpec], versi
     assert output["format"] == f"OME-NGFF {version}"
     for spec in specs:
         assert_levels_match_the_fixture(by_path(output)[spec.path], spec)
+
+
+def test_an_image_group_is_named_by_its_own_name(n5: Path, tmp_path: Path) -> None:
+    """``info`` of an image group itself (not a tree above it): the image is named by the
+    last part of the path given, not ``.``."""
+    dest = tmp_path / "out.zarr"
+    assert run_cli("convert", str(n5), str(dest)).exit_code == 0
+    for path in (dest / "em" / "fibsem-uint16", n5 / "em" / "fibsem-uint16"):
+        run = run_cli("info", str(path))
+        assert run.exit_code == 0, run.stderr
+        headings = [line for line in run.stdout.splitlines() if "  axes (" in line]
+        assert len(headings) == 1, run.stdout
+        assert headings[0].split("  ")[0] in ("fibsem-uint16", "em/fibsem-uint16"), headings
+        assert not headings[0].startswith(".")

@@ -403,8 +403,8 @@ def test_s3_conditional_writes(aws: MotoServer) -> None:
 def test_s3_second_convert_is_refused_while_the_first_runs(aws: MotoServer, tmp_path: Path) -> None:
     """Both runs write s3://…/out.zarr; the first (48 units of one block) is frozen (SIGSTOP)
     once it has recorded a unit, so it is surely mid-run, holding the lease, when the second
-    starts. The first is
-    then stopped with Ctrl-C (which releases its lease) and a third run finishes the job."""
+    starts. The first is then stopped with Ctrl-C (which releases its lease) and a third run
+    finishes the job."""
     client = s3_client(aws.url)
     bucket = new_bucket(client)
     spec = ImageSpec(

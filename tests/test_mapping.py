@@ -1,4 +1,4 @@
-"""Source multiscale metadata → OME-NGFF axes and datasets (migrate.source.mapping)."""
+"""Source multiscale metadata → OME-NGFF axes and datasets (migrate.source.reconcile)."""
 
 from __future__ import annotations
 
@@ -19,14 +19,8 @@ from hypothesis import strategies as st
 
 from migrate.errors import MetadataError
 from migrate.source.axes import axis_type, c_to_f, f_to_c
-from migrate.source.mapping import (
-    MappedImage,
-    MappingOptions,
-    SourceImage,
-    SourceLevel,
-    map_image,
-    sort_level_names,
-)
+from migrate.source.image import SourceImage, SourceLevel, sort_level_names
+from migrate.source.reconcile import MappedImage, MappingOptions, map_image
 from schemas.ngff import MultiscaleV04, MultiscaleV05
 from tests import conftest
 from tests.conftest import load_reference

@@ -32,7 +32,13 @@ from PIL import Image
 
 from migrate.copy.engine import run_plan
 from migrate.copy.options import EngineOptions
-from migrate.example.fixture import ImageSpec, array_attributes, encode_block, group_attributes
+from migrate.example.fixture import (
+    ImageSpec,
+    array_attributes,
+    encode_block,
+    group_attributes,
+    write_dataset,
+)
 from migrate.report import RecordingProgress
 from tests.chromium import Browser, chromium_path
 from tests.helpers import REPO, run_cli
@@ -607,3 +613,55 @@ def test_a_long_timeline_is_kept_as_time_slices() -> None:
     assert binned.seconds == 10.0
     assert timeline.binned(10) is timeline
     assert Timeline.from_json(timeline.to_json(2)) == binned
+
+
+LONG = ImageSpec(
+    path="em/fibsem-uint16",
+    shape=(5, 6, 4096),
+    dtype="uint16",
+    block_size=(8, 8, 512),
+    levels=1,
+    voxel_size=(4.0, 4.0, 4.0),
+    compression={"type": "gzip", "level": -1},
+    content="gradient",
+)
+"""A long, thin image (z, y, x) with a single level: no coarser level fits 512 pixels."""
+# Its previews use 32 nm pixels (4096 × 4 nm / 512): x 512 pixels, y 6 × 4 / 32 = 0.75 and
+# z 5 × 4 / 32 = 0.625, each one pixel.
+LONG_PLANES = {"xy": (1, 512), "xz": (1, 512), "yz": (1, 1)}
+
+
+@needs_chromium
+def test_a_long_thin_image_fits_a_laptop_screen(tmp_path: Path) -> None:
+    """A 5 × 6 × 4096 image: its previews keep their true aspect on square pixels but fit a
+    512-pixel box, and the page, 1400 CSS pixels wide in headless Chromium, does not scroll
+    sideways; every destination preview is on screen, the xz one drawn pixel for pixel."""
+    n5 = write_dataset(tmp_path, "jrc_long-1", [LONG])
+    report = tmp_path / "report"
+    run = run_cli("convert", str(n5), str(tmp_path / "out.zarr"), "--report", str(report))
+    assert run.exit_code == 0, run.stderr
+    for plane, shape in LONG_PLANES.items():
+        for side in ("source", "dest"):
+            assert picture(report, LONG.path, plane, side).shape == (*shape, 3), (plane, side)
+    assert CHROMIUM is not None
+    with Browser(CHROMIUM) as browser:
+        browser.load(report / "index.html")
+        assert browser.problems() == []
+        shot = tmp_path / "page.png"
+        browser.screenshot(shot, width=1400)
+        assert browser.evaluate("document.documentElement.scrollWidth") <= 1400
+        boxes = {}
+        for plane in LONG_PLANES:
+            selector = f'img[data-image="{LONG.path}"][data-plane="{plane}"][data-side="dest"]'
+            boxes[plane] = browser.evaluate(
+                f"(r => [r.top, r.left, r.right, r.width])"
+                f"(document.querySelector('{selector}').getBoundingClientRect())"
+            )
+        for plane, (_top, left, right, width) in boxes.items():
+            assert left >= 0, (plane, boxes)
+            assert right <= 1400, (plane, boxes)
+            assert width == LONG_PLANES[plane][1] + 2  # shown 1:1 inside a 1 px border
+        top, left = (round(v) for v in boxes["xz"][:2])
+        with Image.open(shot) as png:
+            drawn = np.asarray(png.convert("RGB"))[top + 1, left + 1 : left + 513]
+    np.testing.assert_array_equal(drawn, picture(report, LONG.path, "xz", "dest")[0])

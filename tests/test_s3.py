@@ -11,9 +11,11 @@ import json
 import os
 import pickle
 import re
+import socket
 import subprocess
 import sys
 import threading
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -28,8 +30,7 @@ from migrate.api import _normalize, default_dest
 from migrate.cli import cli
 from migrate.errors import StoreError
 from migrate.example.fixture import ImageSpec, example_images, write_dataset
-from migrate.storage import S3Options, S3Store, open_store, resolve_s3
-from migrate.storage.retries import Retry, listening
+from migrate.storage import S3Options, S3Store, open_store, resolve_s3, retries
 from tests.helpers import end, freeze_when, kill_frozen, start_cli, thaw
 from tests.n5_reader import read_n5_array
 from tests.s3server import (
@@ -38,6 +39,7 @@ from tests.s3server import (
     MotoServer,
     TcpProxy,
     download_prefix,
+    free_port,
     keys,
     s3_client,
     snapshot,
@@ -270,14 +272,14 @@ def test_store_requests_retry_with_backoff(
         store = open_store(f"s3://{bucket}/p", read_only=True, s3=S3Options(endpoint_url=proxy.url))
         assert store.read("k") == b"value"
         proxy.cut()
-        heard: list[Retry] = []
+        heard: list[retries.Retry] = []
 
-        def come_back(retry: Retry) -> None:  # the server returns once a retry is under way
+        def come_back(retry: retries.Retry) -> None:  # the server returns once a retry is under way
             heard.append(retry)
             if len(heard) == 1:
                 proxy.restore()
 
-        with listening(come_back):
+        with retries.listening(come_back):
             assert store.read("k") == b"value"  # waited for the server to come back
         assert [retry.attempt for retry in heard] == [1]  # one failed attempt, then success
         proxy.cut()
@@ -289,6 +291,120 @@ def test_store_requests_retry_with_backoff(
             impatient.read("k")
     finally:
         proxy.cut()
+
+
+def test_an_endpoint_that_never_answered_gets_a_few_quiet_attempts(
+    aws: MotoServer, client: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A port that accepts connections and closes them before any response: the request is
+    tried 3 times (counted at the port), no retry is announced, and the error says that
+    the endpoint never answered. The same failures from an endpoint that has answered (the
+    proxy cut mid-run) are retried on the whole schedule, each retry announced."""
+    bucket = new_bucket(client, "never")
+    client.put_object(Bucket=bucket, Key="p/k", Body=b"value")
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(16)
+    accepted: list[int] = []
+
+    def close_every_connection() -> None:
+        while True:
+            try:
+                connection, _ = listener.accept()
+            except OSError:  # the listener was closed: the test is over
+                return
+            accepted.append(1)
+            connection.close()
+
+    threading.Thread(target=close_every_connection, daemon=True).start()
+    heard: list[retries.Retry] = []
+    proxy = TcpProxy(aws.port)
+    try:
+        with retries.listening(heard.append):
+            port = listener.getsockname()[1]
+            silent = open_store(
+                f"s3://{bucket}/p", read_only=True,
+                s3=S3Options(endpoint_url=f"http://127.0.0.1:{port}"),
+            )  # fmt: skip
+            with pytest.raises(
+                StoreError,
+                match=rf"/p/k: cannot read: no answer from the S3 endpoint "
+                rf"http://127\.0\.0\.1:{port} \(connection closed before any response; "
+                r"3 attempts in \d+ s\)",
+            ):
+                silent.read("k")
+            assert len(accepted) == 3
+            assert heard == []
+            monkeypatch.setenv("AWS_MAX_ATTEMPTS", "4")
+            store = open_store(
+                f"s3://{bucket}/p", read_only=True, s3=S3Options(endpoint_url=proxy.url)
+            )
+            assert store.read("k") == b"value"  # it answered
+            proxy.cut()  # and went away
+            with pytest.raises(StoreError, match=r"/p/k: cannot read: .*gave up after 4 attempts"):
+                store.read("k")
+    finally:
+        proxy.cut()
+        listener.close()
+    assert [(r.attempt, r.max_attempts) for r in heard] == [(1, 4), (2, 4), (3, 4)]
+
+
+WORKER = """
+import pickle, sys
+from migrate.errors import StoreError
+store = pickle.loads(sys.stdin.buffer.read())
+try:
+    store.read("k")
+except StoreError as exc:
+    print(exc)
+"""
+
+
+def test_a_worker_process_knows_the_endpoint_answered(aws: MotoServer, client: Any) -> None:
+    """A store shipped to another process (a Dask worker) after the endpoint answered the
+    coordinator retries an outage on the whole schedule; shipped before any answer, it
+    gets the few attempts of an endpoint that never answered."""
+    bucket = new_bucket(client, "inherit")
+    client.put_object(Bucket=bucket, Key="p/k", Body=b"value")
+    proxy = TcpProxy(aws.port)
+    try:
+        store = open_store(f"s3://{bucket}/p", read_only=True, s3=S3Options(endpoint_url=proxy.url))
+        before = pickle.dumps(store)
+        assert store.read("k") == b"value"
+        after = pickle.dumps(store)
+        proxy.cut()
+        for shipped, expected in ((before, "no answer from the S3 endpoint"),
+                                  (after, "gave up after 2 attempts")):  # fmt: skip
+            worker = subprocess.run(
+                [sys.executable, "-c", WORKER], input=shipped, capture_output=True, cwd=REPO,
+                env={**os.environ, "AWS_MAX_ATTEMPTS": "2"}, timeout=120, check=False,
+            )  # fmt: skip
+            assert expected in worker.stdout.decode(), worker.stdout + worker.stderr
+    finally:
+        proxy.cut()
+
+
+@pytest.mark.parametrize("command", ["convert", "status"])
+def test_a_closed_port_is_one_error_line_within_seconds(
+    aws: MotoServer, dataset: Path, command: str
+) -> None:
+    """``--endpoint-url`` pointing at a closed port on 127.0.0.1: one ``error:`` line that
+    names the endpoint and the refused connection, after 3 attempts, not 10 over a minute
+    (the bound below is twice what 10 attempts' backoff alone would take)."""
+    port = free_port()  # nothing listens there
+    dest = "s3://nowhere/out.zarr"
+    args = ("convert", str(dataset / N5), dest) if command == "convert" else ("status", dest)
+    started = time.monotonic()
+    code, out, err = subprocess_run(*args, "--endpoint-url", f"http://127.0.0.1:{port}")
+    elapsed = time.monotonic() - started
+    assert code == 1, out + err
+    assert len(err.splitlines()) == 1, err
+    assert err.startswith(f"error: {dest}/")
+    assert (
+        f": no answer from the S3 endpoint http://127.0.0.1:{port} (connection refused; "
+        "3 attempts in "
+    ) in err
+    assert elapsed < 30, elapsed
 
 
 # --------------------------------------------------------------------------------------

@@ -328,3 +328,38 @@ def test_nan_in_an_extra_key_is_an_error(n5: Path, tmp_path: Path) -> None:
     (line,) = error_lines(run.stderr)
     assert line.startswith(f"error: {attributes}: acquisition.dwell[1]: NaN is not a JSON"), line
     assert not (tmp_path / "out.zarr").exists()
+
+
+def option_help(command: str, option: str) -> str:
+    """The help text of ``option`` in ``COMMAND --help`` (its lines up to the next option)."""
+    run = run_cli(*command.split(), "--help")
+    assert run.exit_code == 0
+    lines = run.stdout.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.strip().startswith(option))
+    text = [lines[start].strip()]
+    for line in lines[start + 1 :]:
+        if line.strip().startswith("-") or not line.strip():
+            break
+        text.append(line.strip())
+    return " ".join(text)
+
+
+def test_ngff_version_says_what_each_version_is() -> None:
+    text = option_help("convert", "--ngff-version")
+    assert "Zarr v2" in text, text
+    assert "Zarr v3" in text, text
+    assert "--shard" in text, text
+
+
+def test_status_help_names_what_status_prints(n5: Path, tmp_path: Path) -> None:
+    """``status --help`` says it prints units and MB, and it does."""
+    text = " ".join(run_cli("status", "--help").stdout.split())
+    assert "work units done / total" in text, text
+    assert "MB of voxels done / total" in text, text
+    dest = tmp_path / "out.zarr"
+    assert run_cli("convert", str(n5), str(dest)).exit_code == 0
+    status = run_cli("status", str(dest))
+    assert status.exit_code == 0, status.stderr
+    levels = [line for line in status.stdout.splitlines() if line.startswith("  ")]
+    assert levels, status.stdout
+    assert all(line.endswith(" MB") for line in levels), status.stdout

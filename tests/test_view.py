@@ -177,6 +177,34 @@ def test_state_shows_every_image_in_one_xyz_space(out04: Path, out05: Path, vers
     assert state["layers"][-1]["type"] == "segmentation"
 
 
+def test_state_shows_the_first_em_image_and_the_labels_the_rest_hidden(out04: Path) -> None:
+    """Five images drawn on top of each other hide one another: the state shows the first
+    EM image and the label images (segmentations); LM and predictions are listed as layers
+    with ``visible: false`` (a click on the name shows them). Neuroglancer's own state
+    model reads the same visibility back."""
+    version, images = output_images(open_store(str(out04), read_only=True), SERVER)
+    state = viewer_state(images, version)
+    visible = {layer["name"]: layer.get("visible", True) for layer in state["layers"]}
+    assert visible == {
+        "em/fibsem-uint16": True,
+        "labels/mito_seg": True,
+        "lm/b2": False,
+        "lm/blosc": False,
+        "labels/er_pred": False,
+    }
+    neuroglancer = pytest.importorskip("neuroglancer", reason="pip install neuroglancer")
+    parsed = neuroglancer.ViewerState(state)
+    assert {layer.name: layer.visible for layer in parsed.layers} == visible
+    # without an EM image, the first image layer (images by path) and the labels
+    no_em = [image for image in images if not image.path.startswith("em/")]
+    shown = [
+        layer["name"]
+        for layer in viewer_state(no_em, version)["layers"]
+        if layer.get("visible", True)
+    ]
+    assert shown == ["labels/er_pred", "labels/mito_seg"]
+
+
 @pytest.mark.parametrize("version", ["0.4", "0.5"])
 def test_image_layers_carry_the_data_percentiles(out04: Path, out05: Path, version: str) -> None:
     """The shader's range is the 0.5–99.5th percentile of the non-zero voxels of s0 (the
@@ -365,6 +393,11 @@ def test_view_serves_a_local_output_until_interrupted(out04: Path, tmp_path: Pat
     assert "serving" in err
     assert "stopped serving" in err
     assert opened.read_text() == link
+    # what the link shows and what it lists hidden, said on the terminal
+    assert (
+        "shown: em/fibsem-uint16, labels/mito_seg; listed but hidden (click a layer's name in "
+        "Neuroglancer to show it): labels/er_pred, lm/b2, lm/blosc"
+    ) in err
 
 
 def test_from_state_reads_links_and_files(tmp_path: Path) -> None:
@@ -797,20 +830,28 @@ def _neuroglancer_and_chromium() -> tuple[Any, str]:
 
 
 def load_in_neuroglancer(
-    out: Path, tmp_path: Path, done: Callable[[list[str]], bool]
+    out: Path,
+    tmp_path: Path,
+    done: Callable[[list[str]], bool],
+    *,
+    all_visible: bool = False,
 ) -> tuple[dict[str, Any], list[str], list[str]]:
     """Open the ``view`` state of ``out`` in the real Neuroglancer client in headless
-    Chromium, the data read from our server. Returns the state as the client echoes it, the
-    server's request lines and the browser console's lines, once ``done(requests)`` (or
-    after 90 s, with whatever was requested: the assertions then say what is missing)."""
+    Chromium, the data read from our server (``all_visible``: every layer shown, hidden
+    ones too). Returns the state as the client echoes it, the server's request lines and
+    the browser console's lines, once ``done(requests)`` (or after 90 s, with whatever was
+    requested: the assertions then say what is missing)."""
     neuroglancer, chromium = _neuroglancer_and_chromium()
     log: list[str] = []
     server = make_server(str(out), 0, log)
     serve_in_background(server)
     version, images = output_images(open_store(str(out), read_only=True), server.base_url)
+    state = viewer_state(images, version)
+    if all_visible:
+        state["layers"] = [{**layer, "visible": True} for layer in state["layers"]]
     neuroglancer.set_server_bind_address("127.0.0.1")
     viewer = neuroglancer.Viewer()
-    viewer.set_state(neuroglancer.ViewerState(viewer_state(images, version)))
+    viewer.set_state(neuroglancer.ViewerState(state))
     console = tmp_path / "chromium.log"
     with console.open("w") as err:
         browser = subprocess.Popen(
@@ -856,7 +897,8 @@ def test_real_neuroglancer_loads_every_layer(
     def every_layer_read(log: list[str]) -> bool:
         return all(chunk_requests(log, spec.path) for spec in SPECS)
 
-    echoed, log, console = load_in_neuroglancer(out, tmp_path, every_layer_read)
+    # every layer, the hidden ones made visible: each loads in the real client
+    echoed, log, console = load_in_neuroglancer(out, tmp_path, every_layer_read, all_visible=True)
     for spec in SPECS:  # the client parsed each layer's metadata and asked for its chunks
         assert chunk_requests(log, spec.path), f"{spec.path}: no chunk read\n" + "\n".join(log)
     if version == "0.5":
@@ -867,6 +909,30 @@ def test_real_neuroglancer_loads_every_layer(
     assert {layer["name"]: layer["type"] for layer in echoed["layers"]}["labels/mito_seg"] == (
         "segmentation"
     )
+
+
+HIDDEN = ("labels/er_pred", "lm/b2", "lm/blosc")
+"""The layers ``view`` lists hidden, in layer order (images by path, then labels)."""
+
+
+def test_real_neuroglancer_reads_only_the_shown_layers(out04: Path, tmp_path: Path) -> None:
+    """The state as ``view`` makes it, in the real client: the EM image and the labels are
+    drawn (their chunks read), the hidden layers are listed (their metadata read) and none
+    of their chunks is asked for."""
+
+    def shown_read_and_hidden_listed(log: list[str]) -> bool:
+        shown = all(chunk_requests(log, path) for path in ("em/fibsem-uint16", "labels/mito_seg"))
+        listed = all(any(f" /{path}/" in f" {line}" for line in log) for path in HIDDEN)
+        return shown and listed
+
+    echoed, log, console = load_in_neuroglancer(out04, tmp_path, shown_read_and_hidden_listed)
+    assert shown_read_and_hidden_listed(log), "\n".join(log)
+    for path in HIDDEN:
+        assert not chunk_requests(log, path), path
+    visible = {layer["name"]: layer.get("visible", True) for layer in echoed["layers"]}
+    assert [name for name, shown in visible.items() if not shown] == list(HIDDEN)
+    errors = [line for line in console if "rror" in line]
+    assert not errors, "\n".join(errors)
 
 
 def test_real_neuroglancer_refuses_bz2(out04: Path, tmp_path: Path) -> None:

@@ -13,17 +13,19 @@ import json
 import os
 import pty
 import re
+import signal
 import struct
 import subprocess
 import sys
 import termios
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from migrate.cli.progress import BarProgress, Watch
+from migrate.cli.progress import BarProgress, LineProgress, Watch
 from migrate.example.fixture import example_images, write_dataset
 from migrate.storage import S3Options, open_store
 from tests.helpers import REPO, run_cli, run_subprocess
@@ -142,21 +144,40 @@ def test_summary_counts_stored_bytes_and_objects(n5: Path, tmp_path: Path, copy:
 # --------------------------------------------------------------------------------------
 
 
+def done_records(client: Any, bucket: str, prefix: str) -> int:
+    """Finished-unit records at ``s3://bucket/prefix`` (read with the tests' own client)."""
+    return sum(
+        1 for item in keys(client, bucket, f"{prefix}/.cellmap-migrate/") if "/done/" in item["Key"]
+    )
+
+
 def test_a_retry_is_shown_as_it_happens(aws: MotoServer, n5: Path, tmp_path: Path) -> None:
+    """The storage answered, then goes away mid-run (the run frozen at its first finished
+    unit, the proxy cut, the run let go): each failed request is shown as it is retried,
+    in whole timestamped lines whatever threads print them, and logged; when the storage
+    comes back the run finishes."""
     client = s3_client(aws.url)
     client.create_bucket(Bucket="watch-retry")
     proxy = TcpProxy(aws.port)
-    proxy.cut()  # the storage is unreachable when the run starts
     log = tmp_path / "run.jsonl"
     dest = "s3://watch-retry/out.zarr"
     proc = subprocess.Popen(
         [sys.executable, "-m", "migrate", "convert", str(n5), dest,
-         "--endpoint-url", proxy.url, "--log-file", str(log)],
+         "--endpoint-url", proxy.url, "--log-file", str(log),
+         "--unit-mib", "0.004", "--no-transplant", "--workers", "1"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO,
     )  # fmt: skip
     assert proc.stderr is not None
     seen: list[str] = []
     try:
+        deadline = time.monotonic() + 120
+        while done_records(client, "watch-retry", "out.zarr") == 0:
+            assert proc.poll() is None, proc.communicate()  # the tiny run has over 100 units
+            assert time.monotonic() < deadline, "no finished unit recorded at DEST"
+            time.sleep(0.05)
+        os.kill(proc.pid, signal.SIGSTOP)  # mid-run, the storage has answered
+        proxy.cut()
+        os.kill(proc.pid, signal.SIGCONT)
         for line in proc.stderr:  # the retry line arrives while the request is still failing
             seen.append(line)
             if " retrying s3://watch-retry/out.zarr" in line:
@@ -173,13 +194,50 @@ def test_a_retry_is_shown_as_it_happens(aws: MotoServer, n5: Path, tmp_path: Pat
     assert re.match(
         STAMP + r" retrying s3://watch-retry/out\.zarr/\S+: .+ \(attempt 1/10\)$", retry
     ), retry
-    retries = [e for e in log_events(log) if e["event"] == "retry"]
+    for line in "".join(seen).splitlines() + rest.splitlines():
+        assert len(re.findall(STAMP, line)) <= 1, line  # no two lines glued together
+    retries = [e for e in log_events(log) if e["event"] == "retry" and e["client"] == "boto3"]
     assert retries
     assert retries[0]["attempt"] == 1
     assert retries[0]["max_attempts"] == 10
     assert retries[0]["where"].startswith("s3://watch-retry/out.zarr/")
     assert retries[0]["text"] in retry
     assert any(item["Key"].endswith(".zattrs") for item in keys(client, "watch-retry"))
+
+
+GLUE = """
+import sys, threading
+sys.setswitchinterval(1e-6)  # threads take turns as often as they can
+from migrate.cli.progress import Watch
+from migrate.storage import retries
+
+def fail(n):
+    for attempt in range(1, 201):
+        retries.notify(retries.Retry(f"s3://b/k{n}", "cannot connect", attempt, 10, 1.0))
+
+with Watch("test", as_json=False, log_file=None):
+    threads = [threading.Thread(target=fail, args=(n,)) for n in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+"""
+
+
+def test_retry_lines_from_many_threads_stay_whole_lines() -> None:
+    """Eight threads announce 200 retries each at once, before any progress display exists
+    (as discovery's 32 requests in flight do when the storage goes away), to a pipe: every
+    line of stderr is one whole retry line."""
+    run = subprocess.run(
+        [sys.executable, "-c", GLUE], capture_output=True, text=True, cwd=REPO, timeout=120,
+        check=False,
+    )  # fmt: skip
+    assert run.returncode == 0, run.stderr
+    lines = run.stderr.splitlines()
+    line = STAMP + r" retrying s3://b/k\d: cannot connect \(attempt \d+/10\)"
+    broken = [text for text in lines if not re.fullmatch(line, text)]
+    assert broken == []
+    assert len(lines) == 8 * 200
 
 
 def test_tensorstore_retries_are_shown(aws: MotoServer, tmp_path: Path) -> None:
@@ -277,3 +335,60 @@ def test_images_waiting_their_turn_say_queued() -> None:
     assert "queued" in b
     assert "?" not in b
     assert "queued" not in a
+
+
+# --------------------------------------------------------------------------------------
+# Rates: shown only once they mean something
+# --------------------------------------------------------------------------------------
+
+
+def test_a_rate_is_shown_once_measured_over_a_second_and_a_megabyte() -> None:
+    """Measured from the first unit: 2 MB in 0.5 s is not shown, 4 MB in 2 s is (2.0 MB/s);
+    a slow trickle of 0.2 MB over 5 s is not (too few bytes to say anything)."""
+    now = [100.0]
+    out = io.StringIO()
+    lines = LineProgress(out, interval=0.0, clock=lambda: now[0])
+    lines.start("em/a", 10, 10_000_000, 0, 0)
+    lines.start("em/b", 4, 400_000, 0, 0)
+    lines.advance("em/a", 1, 1_000_000)
+    now[0] = 100.5
+    lines.advance("em/a", 1, 2_000_000)
+    now[0] = 102.0
+    lines.advance("em/a", 1, 2_000_000)
+    lines.advance("em/b", 1, 100_000)
+    now[0] = 107.0
+    lines.advance("em/b", 1, 100_000)
+    shown = [line for line in out.getvalue().splitlines() if " progress em/" in line]
+    assert [" MB/s" in line for line in shown] == [False, False, True, False, False]
+    assert ", 2.0 MB/s, ETA " in shown[2]
+    assert re.search(r"0\.2/0\.4 MB \(50 %\), ETA \S+$", shown[4]), shown[4]
+
+
+def test_a_tiny_run_shows_no_rate(n5: Path, tmp_path: Path) -> None:
+    """0.7 MB of voxels: no line and no summary carries a rate (it would be thousands of
+    MB/s: a few units finishing within milliseconds)."""
+    run = run_subprocess("convert", str(n5), str(tmp_path / "out.zarr"), "--unit-mib", "0.01")
+    assert run.exit_code == 0, run.stderr
+    progress = [line for line in run.stderr.splitlines() if re.match(STAMP + " ", line)]
+    assert {line.split(" ")[1] for line in progress} >= {"progress", "done", "overall"}
+    assert "MB/s" not in run.stderr
+    assert "MB/s" not in run.stdout
+    assert re.search(r"MB of voxels in [\d.]+ s -> ", run.stdout), run.stdout
+
+
+def test_bars_show_no_speed_before_it_means_anything() -> None:
+    bars = BarProgress()
+    try:
+        bars.start("em/a", 4, 4000, 0, 0)
+        bars.advance("em/a", 1, 1000)
+        bars.advance("em/a", 1, 1000)
+        console_file = io.StringIO()
+        from rich.console import Console
+
+        console = Console(file=console_file, width=160, color_system=None)
+        console.print(bars.bars.get_renderable())
+    finally:
+        bars.close()
+    (line,) = [line for line in console_file.getvalue().splitlines() if line.startswith("em/a")]
+    assert "2/4 units" in line
+    assert "/s" not in line, line

@@ -23,7 +23,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from migrate.api import Prepared, check_dest_root, open_for_verify, prepare, run_prepared
+from migrate.api import (
+    Prepared,
+    check_conflicts,
+    check_dest_root,
+    open_for_verify,
+    prepare,
+    run_prepared,
+)
 from migrate.bulk.select import Dataset
 from migrate.bulk.summary import DatasetOutcome
 from migrate.copy.engine import RunResult, UnitExecutor
@@ -31,7 +38,7 @@ from migrate.copy.events import NullProgress, Progress
 from migrate.copy.lease import DEFAULT_EXPIRY
 from migrate.copy.options import EngineOptions
 from migrate.copy.pool import PoolClosedError, SharedPool
-from migrate.errors import ClusterError, ConflictError, MigrationError
+from migrate.errors import ClusterError, MigrationError
 from migrate.storage import S3Options, open_store
 from migrate.target.plan import PlanOptions
 
@@ -70,13 +77,6 @@ Finished = Callable[[DatasetOutcome], None]
 """Called (under a lock, from any thread) as each dataset finishes."""
 
 
-def _conflicts(plan_conflicts: Sequence[str]) -> ConflictError:
-    return ConflictError(
-        f"{len(plan_conflicts)} metadata conflict(s) between COSEM and Neuroglancer "
-        f"metadata (first: {plan_conflicts[0]}); pick one with --trust cosem|neuroglancer"
-    )
-
-
 def _from_result(outcome: DatasetOutcome, result: RunResult) -> None:
     outcome.images = len(result.images)
     outcome.before = ",".join(sorted({image.state_before for image in result.images}))
@@ -110,8 +110,7 @@ def convert_dataset(
         prepared = prepare(
             dataset.source, dataset.dest, options.plan, read_only_dest=False, s3=options.s3
         )
-        if prepared.plan.conflicts:
-            raise _conflicts(prepared.plan.conflicts)
+        check_conflicts(prepared.plan)
         check_dest_root(prepared.dest, prepared.plan, into_existing=options.into_existing)
         if stop is not None and stop.is_set():
             raise PoolClosedError("the bulk run was stopped; run the same command again")

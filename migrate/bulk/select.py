@@ -14,7 +14,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from migrate.errors import MigrationError
-from migrate.storage import Store, join_key
+from migrate.storage import Store, join_key, segment_problem
+from migrate.storage.keys import RULE
 
 DATASET_NAME = re.compile(r"^[A-Za-z0-9]+_[A-Za-z0-9][A-Za-z0-9._-]*$")
 """``<institute>_<id>``, e.g. ``jrc_hela-2``, ``aic_desmosome-2``."""
@@ -65,8 +66,9 @@ def read_names_file(path: str) -> list[str]:
         name = line.split("#", 1)[0].strip()
         if not name:
             continue
-        if "/" in name or name in (".", ".."):
-            raise MigrationError(f"{path}: line {number}: {name!r} is not a dataset name")
+        problem = segment_problem(name)
+        if problem is not None:
+            raise MigrationError(f"{path}: line {number}: {problem} is not a dataset name ({RULE})")
         if name not in names:
             names.append(name)
     return names
@@ -90,14 +92,21 @@ def select_datasets(
     """The datasets under ``root`` to migrate into ``dest_root``: in the order of ``names``
     (``--datasets FILE``) when given, else by name; filtered by the globs; those without a
     ``<name>.n5`` root are skipped with a reason."""
+    skipped: list[Skipped] = []
     if names is None:
-        candidates = sorted(name for name in root.list_dir("")[0] if not name.startswith("."))
+        candidates = []
+        for name in sorted(name for name in root.list_dir("")[0] if not name.startswith(".")):
+            problem = segment_problem(name)
+            if problem is None:
+                candidates.append(name)
+            else:  # never made into a key: it could lead outside ROOT or DEST_ROOT
+                reason = f"{root.display()} lists {problem}, which is not {RULE}"
+                skipped.append(Skipped(repr(name), reason))
     else:
         candidates = list(names)
     candidates = [name for name in candidates if matches(name, include, exclude)]
     has_n5 = root.map(lambda name: root.exists_prefix(n5_root_key(name)), candidates)
     datasets: list[Dataset] = []
-    skipped: list[Skipped] = []
     warnings: list[str] = []
     for name, found in zip(candidates, has_n5, strict=True):
         if not found:

@@ -13,11 +13,11 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
-from migrate.api import check_dest_root, prepare
+from migrate.api import check_conflicts, check_dest_root, prepare
 from migrate.bulk.select import Dataset
 from migrate.copy import lease, resume
 from migrate.copy.engine import check_images
-from migrate.errors import MigrationError
+from migrate.errors import ConflictError, MigrationError
 from migrate.storage import S3Options, Store
 from migrate.target.layout import all_documents
 from migrate.target.plan import PlanOptions
@@ -140,11 +140,10 @@ def survey_plan(
     if row.state != "complete":
         row.objects_to_write += len(all_documents(plan)) + records
     row.requests = row.objects_to_write + -(-records // S3_DELETE_BATCH)
-    if plan.conflicts:
-        row.refusal = (
-            f"{len(plan.conflicts)} metadata conflict(s) (first: {plan.conflicts[0]}); "
-            "pick one with --trust cosem|neuroglancer"
-        )
+    try:  # convert's own message
+        check_conflicts(plan)
+    except ConflictError as exc:
+        row.refusal = str(exc)
         return row
     try:  # the refusals convert would meet, with its own messages (nothing is written)
         check_dest_root(dest, plan, into_existing=into_existing)

@@ -16,7 +16,7 @@ from typing import Any
 from migrate.copy import resume
 from migrate.errors import MetadataError, MigrationError
 from migrate.source.discover import ATTRIBUTES, discover, read_json_object, split_n5_url
-from migrate.source.mapping import SourceImage
+from migrate.source.image import SourceImage
 from migrate.source.units import KNOWN_UNITS
 from migrate.storage import S3Options, Store, join_key, open_store
 from migrate.target.layout import PROVENANCE_KEY
@@ -56,6 +56,8 @@ class ValueSource:
 @dataclass(frozen=True)
 class ImageInfo:
     path: str
+    """Relative to the location ``info`` was given; empty when that is the image itself
+    (the text then names it by the last part of the location)."""
     kind: str
     """``image`` or ``label``."""
     axes: tuple[str, ...]
@@ -542,6 +544,12 @@ def _size(nbytes: int) -> str:
     return f"{nbytes} B"
 
 
+def _own_name(url: str) -> str:
+    """The name of the image at ``url`` itself (``info`` of an image group, whose path
+    relative to ``url`` is empty): the last part of ``url``."""
+    return url.rstrip("/").rpartition("/")[2] or url
+
+
 def render_info(info: TreeInfo) -> str:
     """The tree as text: per image its axes and units, where each value came from, a table
     of levels, and what is wrong."""
@@ -549,7 +557,8 @@ def render_info(info: TreeInfo) -> str:
     for image in info.images:
         axes = ", ".join(image.axes) or "?"
         out.append("")
-        out.append(f"{image.path or '.'}  {image.kind}  axes ({axes})  unit {_units(image)}")
+        name = image.path or _own_name(info.url)
+        out.append(f"{name}  {image.kind}  axes ({axes})  unit {_units(image)}")
         for what, source in image.sources.items():
             out.append(f"  {what + ':':<12} from {source.detail}")
         header = ["level", "shape (z, y, x)", "dtype", "chunks", "codec", "voxel size"]

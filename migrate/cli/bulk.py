@@ -37,8 +37,11 @@ if TYPE_CHECKING:
 
 F = TypeVar("F", bound=Callable[..., Any])
 
-OWN = {"src", "dest", "dry_run", "as_json"}
-"""Parameters of ``convert`` that ``bulk convert`` defines its own way."""
+OWN = {"src", "dest", "dry_run", "plan_only", "as_json"}
+"""Parameters of ``convert`` that ``bulk convert`` defines its own way, or not at all:
+``--plan-only`` (a line per level) is for one dataset; the bulk survey is already the
+short form, a line per dataset, and a line per level of every dataset of a bucket would
+bring back the thousands of lines ``--plan-only`` exists to avoid."""
 HANDLED = {
     "ngff_version", "prefix", "codec", "codec_level", "blosc_cname", "blosc_shuffle",
     "chunks", "shard", "downsampling", "trust",

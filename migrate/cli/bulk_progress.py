@@ -11,6 +11,7 @@ import time
 from typing import Any, TextIO
 
 from migrate.bulk.summary import DatasetOutcome
+from migrate.cli.progress import write_line
 from migrate.copy.events import Progress
 
 
@@ -158,8 +159,7 @@ class BulkProgress:
 
     def _line(self, value: Any) -> None:
         text = json.dumps(value) if isinstance(value, dict) else str(value)
-        self.stream.write(text + "\n")
-        self.stream.flush()
+        write_line(self.stream, text)
 
     def close(self) -> None:
         if self.bars is not None:

@@ -16,8 +16,9 @@ from typing import Any, TypeVar
 import click
 
 from migrate import __version__
+from migrate.cli import signals
 from migrate.cli.progress import current_watch, log_plan, watched
-from migrate.errors import ConflictError, MigrationError, OptionError
+from migrate.errors import MigrationError, OptionError
 from migrate.storage import S3Options
 from migrate.target.codecs import BLOSC_CNAMES
 from migrate.target.plan import DEFAULT_UNIT_BYTES
@@ -32,33 +33,6 @@ EXIT_INTERRUPTED = 130
 """Ctrl-C (SIGINT): 128 + 2, as shells report it."""
 EXIT_TERMINATED = 143
 """SIGTERM (what batch schedulers send at a time limit or on a cancel): 128 + 15."""
-
-
-class Terminated(KeyboardInterrupt):
-    """SIGTERM, raised in the main thread like Ctrl-C's KeyboardInterrupt, so that a run
-    stops the same way: work in flight is cancelled, every finished unit stays recorded."""
-
-
-@contextlib.contextmanager
-def _sigterm_raises() -> Iterator[None]:
-    """While the command runs, SIGTERM raises :class:`Terminated` (once; a repeated SIGTERM
-    during the shutdown is ignored). Only the main thread can install handlers."""
-    import signal
-    import threading
-
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-
-    def terminate(signum: int, frame: Any) -> None:
-        signal.signal(signal.SIGTERM, signal.SIG_IGN)
-        raise Terminated
-
-    previous = signal.signal(signal.SIGTERM, terminate)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
 
 
 def _shape_option(value: str | None, name: str) -> tuple[int, ...] | None:
@@ -98,6 +72,27 @@ class ShapeParam(click.ParamType[tuple[int, ...]]):
 SHAPE = ShapeParam()
 
 
+class PrefixParam(click.ParamType[str]):
+    """A relative path of plain segments (``recon-1``, ``a/b``; a trailing '/' is dropped);
+    an absolute path, ``..``, ``.``, an empty segment, a backslash or a control character
+    is a usage error (exit 2) naming the option."""
+
+    name = "PATH"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> str:
+        from migrate.storage import path_problem
+
+        prefix = str(value)
+        prefix = prefix[:-1] if prefix.endswith("/") and prefix != "/" else prefix
+        problem = path_problem(prefix)
+        if problem is not None:
+            self.fail(f"{problem}: a prefix is a relative path of plain names", param, ctx)
+        return prefix
+
+
+PREFIX = PrefixParam()
+
+
 def reports_errors(command: F) -> F:
     """Turn MigrationError (and anything unexpected) into one ``error:`` line and an exit code.
 
@@ -108,14 +103,18 @@ def reports_errors(command: F) -> F:
     def wrapper(*args: Any, debug: bool = False, **kwargs: Any) -> Any:
         debug = debug or bool(click.get_current_context().find_root().params.get("debug"))
         try:
-            with _sigterm_raises():
-                return command(*args, **kwargs)
+            with signals.handled():
+                result = command(*args, **kwargs)
+            held = signals.held_signal()
+            if held is not None:
+                click.echo(signals.late_note(held), err=True)
+            return result
         except MigrationError as exc:
             if debug:
                 raise
             click.echo(f"error: {exc}", err=True)
             sys.exit(EXIT_USAGE if isinstance(exc, OptionError) else EXIT_ERROR)
-        except Terminated:
+        except signals.Terminated:
             click.echo(
                 "error: terminated (SIGTERM); every finished work unit is recorded: "
                 "run the same command again to resume",
@@ -217,9 +216,20 @@ def cli(debug: bool) -> None:
 @click.option(
     "--dry-run", is_flag=True, help="Print the plan and the metadata diff; write nothing."
 )
+@click.option(
+    "--plan-only",
+    is_flag=True,
+    help="A dry run that prints the plan only, one line per level (image, level, shape, "
+    "chunks/shards, dtype, codec, copy path, scale, translation), without the metadata "
+    "diff; writes nothing.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the plan (or results) as JSON.")
-@click.option("--ngff-version", type=click.Choice(["0.4", "0.5"]), default="0.4", show_default=True)
-@click.option("--prefix", default="", help="Nest the output under this path, e.g. recon-1.")
+@click.option("--ngff-version", type=click.Choice(["0.4", "0.5"]), default="0.4", show_default=True,
+              help="OME-NGFF version of the output: 0.4 is Zarr v2 (what the Cellmap bucket "
+              "publishes), 0.5 is Zarr v3 (needed for --shard).")  # fmt: skip
+@click.option(
+    "--prefix", default="", type=PREFIX, help="Nest the output under this path, e.g. recon-1."
+)
 @click.option(
     "--codec",
     type=click.Choice(["keep", "gzip", "zstd", "blosc"]),
@@ -318,6 +328,7 @@ def convert(
     src: str,
     dest: str | None,
     dry_run: bool,
+    plan_only: bool,
     as_json: bool,
     ngff_version: str,
     prefix: str,
@@ -350,15 +361,22 @@ def convert(
     --scheduler or --cluster, the chunks are copied by the workers of a Dask cluster (they
     must reach SRC and DEST at the same paths or URLs).
     """
+    dry_run = dry_run or plan_only
     cluster_settings = _cluster_settings(cluster, workers)
     if report:
         from migrate.report import require_extra
 
         require_extra()
-    from migrate.api import check_dest_root, prepare, run_prepared
+    from migrate.api import check_conflicts, check_dest_root, prepare, run_prepared
     from migrate.copy import lease
     from migrate.copy.engine import check_images
-    from migrate.target.diff import metadata_diff, plan_json, render_plan
+    from migrate.target.diff import (
+        metadata_diff,
+        plan_json,
+        plan_levels,
+        render_plan,
+        render_plan_levels,
+    )
     from migrate.target.plan import PlanOptions
 
     options = PlanOptions(
@@ -379,19 +397,22 @@ def convert(
     prepared = prepare(src, dest, options, read_only_dest=dry_run, s3=s3)
     plan = prepared.plan
     log_plan(current_watch(), plan)
-    diff = metadata_diff(plan, prepared.dest) if dry_run or report else []
-    if dry_run:
+    diff = metadata_diff(plan, prepared.dest) if (dry_run and not plan_only) or report else []
+    if plan_only:
+        fast = not no_transplant
+        if as_json:
+            levels = plan_levels(plan, fast=fast)
+            click.echo(json.dumps({"fingerprint": plan.fingerprint, "levels": levels}, indent=2))
+        else:
+            click.echo(render_plan_levels(plan, fast=fast), nl=False)
+    elif dry_run:
         if as_json:
             click.echo(json.dumps(plan_json(plan, diff), indent=2))
         else:
             click.echo(render_plan(plan, fast=not no_transplant), nl=False)
             click.echo("\nmetadata changes:" if diff else "\nmetadata: no changes")
             click.echo("".join(diff), nl=False)
-    if plan.conflicts:
-        raise ConflictError(
-            f"{len(plan.conflicts)} metadata conflict(s) between COSEM and Neuroglancer "
-            f"metadata (first: {plan.conflicts[0]}); pick one with --trust cosem|neuroglancer"
-        )
+    check_conflicts(plan)
     check_dest_root(prepared.dest, plan, into_existing=into_existing)
     if dry_run:  # the refusals a real run would meet, with the same message; no lease
         check_images(prepared.dest, plan, overwrite)
@@ -431,6 +452,7 @@ def convert(
             lease_timeout=lease_timeout,
             break_lease=break_lease,
             notice=notice,
+            finishing=signals.finishing,
         )
     plan = prepared.plan
     current_watch().record("summary", fingerprint=plan.fingerprint, **result.to_json())
@@ -446,6 +468,8 @@ def convert(
             f"{len(result.failures)} work unit(s) failed (first: {result.failures[0]}); "
             "fix the source and run the same command again to finish"
         )
+    if signals.held_signal() is not None:
+        return  # asked to stop as the run finished: no more than the summary
     from migrate.view.scan import convert_hint
 
     hint = convert_hint(prepared.dest)  # --json: stderr carries JSON lines only
@@ -514,6 +538,7 @@ def main() -> None:
     from migrate.copy.memory import limit_malloc_arenas
 
     limit_malloc_arenas()
+    signals.own_process()
     cli(prog_name="cellmap-migrate")
 
 
@@ -523,7 +548,8 @@ def main() -> None:
 @s3_options
 @reports_errors
 def status_command(dest: str, as_json: bool, s3: S3Options) -> None:
-    """Per image and level of DEST: work units done / total; exit 0 only when all complete."""
+    """Per image and level of DEST: complete, or work units done / total, and MB of voxels
+    done / total (uncompressed); exit 0 only when all complete."""
     from migrate.check.status import render_status, status
     from migrate.storage import open_store
 

@@ -25,6 +25,35 @@ from migrate.storage import iocounts, retries
 F = TypeVar("F", bound=Callable[..., Any])
 
 
+MIN_RATE_SECONDS = 1.0
+MIN_RATE_BYTES = 1_000_000
+"""A rate (MB/s of voxels) is shown only when it was measured over at least this long and
+this many bytes: a few small units finishing within milliseconds give numbers like
+26577.7 MB/s that say nothing about the storage or the machine."""
+
+
+def meaningful_rate(nbytes: float, seconds: float) -> float | None:
+    """``nbytes / seconds`` when measured over at least :data:`MIN_RATE_SECONDS` and
+    :data:`MIN_RATE_BYTES`, else None (not shown)."""
+    if seconds < MIN_RATE_SECONDS or nbytes < MIN_RATE_BYTES:
+        return None
+    return nbytes / seconds
+
+
+_line_lock = threading.Lock()
+"""Held while a whole line is written (to stderr or the log file) by any thread: retries
+are reported from the threads that make the requests, many at once."""
+
+
+def write_line(stream: TextIO | IO[str], line: str) -> None:
+    """``line`` and its newline in one write, whole, whatever other threads print: print()
+    writes the text and the newline separately, so two threads printing at once glued
+    their lines together (``…(attempt 1/10)2026-12-03T06:49:12+00:00 retrying …``)."""
+    with _line_lock:
+        stream.write(line + "\n")
+        stream.flush()
+
+
 def timestamp() -> str:
     """Now, ISO 8601 with the local UTC offset, to the second."""
     return datetime.datetime.now().astimezone().isoformat(timespec="seconds")
@@ -76,6 +105,12 @@ class _Tally:
             return None
         return (self.copied - self.first_bytes) / (now - self.first)
 
+    def shown_rate(self, now: float) -> float | None:
+        """:meth:`rate` when it is worth showing (:func:`meaningful_rate`), else None."""
+        if self.first is None:
+            return None
+        return meaningful_rate(self.copied - self.first_bytes, now - self.first)
+
     def eta(self, rate: float | None) -> float | None:
         if self.finished:
             return 0.0
@@ -87,28 +122,27 @@ class _Tally:
 class LineProgress:
     """Progress as lines, each starting with an ISO timestamp and carrying the ETA: per image
     its first progress, then at most one line per ``interval`` seconds, and when it is done;
-    likewise for the whole run (``all images``). JSON objects instead with ``as_json``."""
+    likewise for the whole run (``all images``). JSON objects instead with ``as_json``.
+    ``clock`` gives the seconds rates and intervals are measured in."""
 
     def __init__(
         self, stream: TextIO | IO[str] | None = None, *, as_json: bool = False,
-        interval: float = 5.0,
+        interval: float = 5.0, clock: Callable[[], float] = time.monotonic,
     ) -> None:  # fmt: skip
         self.stream = stream if stream is not None else sys.stderr
         self.as_json = as_json
         self.interval = interval
+        self.clock = clock
         self.images: dict[str, _Tally] = {}
         self.run = _Tally()
-        self.started = time.monotonic()
-        self._lock = threading.Lock()
+        self.started = clock()
 
     def write(self, event: str, text: str, fields: dict[str, Any]) -> None:
-        with self._lock:
-            if self.as_json:
-                line = json.dumps({"time": timestamp(), "event": event, **fields})
-            else:
-                line = f"{timestamp()} {text}"
-            self.stream.write(line + "\n")
-            self.stream.flush()
+        if self.as_json:
+            line = json.dumps({"time": timestamp(), "event": event, **fields})
+        else:
+            line = f"{timestamp()} {text}"
+        write_line(self.stream, line)
 
     def start(
         self, name: str, total_units: int, total_bytes: int, done_units: int, done_bytes: int
@@ -127,7 +161,7 @@ class LineProgress:
         )  # fmt: skip
 
     def advance(self, name: str, units: int, nbytes: int) -> None:
-        now = time.monotonic()
+        now = self.clock()
         image = self.images[name]
         image.add(units, nbytes, now)
         self.run.add(units, nbytes, now)
@@ -135,31 +169,35 @@ class LineProgress:
         if image.finished or now - image.last_emit >= self.interval:
             image.last_emit = now
             event = "done" if image.finished else "progress"
-            self._line(event, name, image, image.rate(now) or overall)
+            self._line(event, name, image, image.rate(now) or overall, image.shown_rate(now))
         if self.run.finished or now - self.run.last_emit >= self.interval:
             self.run.last_emit = now
-            self._line("overall", "all images", self.run, overall)
+            self._line("overall", "all images", self.run, overall, self.run.shown_rate(now))
 
     def _run_rate(self, now: float) -> float | None:
         """The whole run's rate measured from its start (before a second unit is in)."""
         elapsed = now - self.started
         return self.run.copied / elapsed if elapsed > 0 and self.run.copied else None
 
-    def _line(self, event: str, name: str, tally: _Tally, rate: float | None) -> None:
+    def _line(
+        self, event: str, name: str, tally: _Tally, rate: float | None, shown: float | None
+    ) -> None:
+        """One progress line; ``rate`` estimates the ETA, ``shown`` is the rate printed
+        (None: not measured long enough to mean anything, see :func:`meaningful_rate`)."""
         eta = tally.eta(rate)
         percent = 100.0 * tally.bytes_done / tally.bytes_total if tally.bytes_total else 100.0
-        speed = f"{rate / 1e6:.1f} MB/s" if rate else "? MB/s"
+        speed = f"{shown / 1e6:.1f} MB/s, " if shown else ""
         self.write(
             event,
             f"{event} {name}: {tally.units_done}/{tally.units_total} units, "
             f"{tally.bytes_done / 1e6:.1f}/{tally.bytes_total / 1e6:.1f} MB ({percent:.0f} %), "
-            f"{speed}, ETA {format_eta(eta)}",
+            f"{speed}ETA {format_eta(eta)}",
             {
                 **({} if event == "overall" else {"image": name}),
                 "units": f"{tally.units_done}/{tally.units_total}",
                 "done_mb": round(tally.bytes_done / 1e6, 1),
                 "total_mb": round(tally.bytes_total / 1e6, 1),
-                "mb_per_s": round(rate / 1e6, 1) if rate else None,
+                "mb_per_s": round(shown / 1e6, 1) if shown else None,
                 "eta_s": round(eta, 1) if eta is not None else None,
             },
         )
@@ -202,6 +240,10 @@ def _rich_columns() -> tuple[Any, Any]:
         def render(self, task: Any) -> Text:
             if task.fields.get("queued"):
                 return Text(task.fields.get("waiting", "queued"), style="progress.data.speed")
+            since, at = task.fields.get("since", (None, 0))
+            elapsed = time.monotonic() - since if since is not None else 0.0
+            if meaningful_rate(task.completed - at, elapsed) is None:
+                return Text("", style="progress.data.speed")  # not measured long enough yet
             return super().render(task)
 
     class Remaining(TimeRemainingColumn):
@@ -241,19 +283,30 @@ class BarProgress:
         self.totals = [0, 0, 0, 0]  # units done, units total, bytes total, bytes done
         self.tasks: dict[str, Any] = {}
         self.units: dict[str, list[int]] = {}
+        self.done: dict[str, int] = {}
+        self._first: dict[Any, tuple[float, int]] = {}
         self.bars.start()
+
+    def _since(self, task: Any, done: int) -> tuple[float, int]:
+        """When ``task`` first advanced and the bytes it held then: its speed is measured
+        from there and shown once :func:`meaningful_rate` allows it."""
+        if task not in self._first:
+            self._first[task] = (time.monotonic(), done)
+        return self._first[task]
 
     def _update_overall(self, advance: int = 0) -> None:
         done, total, nbytes, _ = self.totals
         fields: dict[str, Any] = {"units": f"{done}/{total} units"}
         if advance:
             fields["queued"] = False
+            fields["since"] = self._since(self.overall, self.totals[3])
         self.bars.update(self.overall, total=max(nbytes, 1), advance=advance, **fields)
 
     def start(
         self, name: str, total_units: int, total_bytes: int, done_units: int, done_bytes: int
     ) -> None:
         self.units[name] = [done_units, total_units]
+        self.done[name] = done_bytes
         self.tasks[name] = self.bars.add_task(
             name,
             total=max(total_bytes, 1),
@@ -273,8 +326,13 @@ class BarProgress:
         counts[0] += units
         self.totals[0] += units
         self.totals[3] += nbytes
+        self.done[name] += nbytes
         self.bars.update(
-            self.tasks[name], advance=nbytes, units=f"{counts[0]}/{counts[1]} units", queued=False
+            self.tasks[name],
+            advance=nbytes,
+            units=f"{counts[0]}/{counts[1]} units",
+            queued=False,
+            since=self._since(self.tasks[name], self.done[name]),
         )
         self._update_overall(nbytes)
 
@@ -397,12 +455,11 @@ class Watch:
         elif isinstance(target, BarProgress):
             target.message(text)
         elif self.as_json:
-            line = {"time": timestamp(), "event": event, **fields}
-            print(json.dumps(line), file=sys.stderr, flush=True)
+            write_line(sys.stderr, json.dumps({"time": timestamp(), "event": event, **fields}))
         elif sys.stderr.isatty():
-            print(text, file=sys.stderr, flush=True)
+            write_line(sys.stderr, text)
         else:
-            print(f"{timestamp()} {text}", file=sys.stderr, flush=True)
+            write_line(sys.stderr, f"{timestamp()} {text}")
 
     def _poll_tensorstore(self, stop: threading.Event, every: float) -> None:
         """TensorStore retries chunk requests inside its C++ code and reports none of them;

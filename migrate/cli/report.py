@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from migrate.cli.progress import meaningful_rate
 from migrate.copy.engine import RunResult
 from migrate.storage.iocounts import IOCounts
 from schemas.plan import Plan
@@ -31,13 +32,13 @@ def render_run(plan: Plan, result: RunResult) -> str:
         for row in rows
     ]
     total = sum(image.bytes_read for image in result.images)
-    rate = total / result.seconds / 1e6 if result.seconds > 0 else 0.0
+    rate = meaningful_rate(total, result.seconds)
     if all(i.state_before == "complete" for i in result.images):
         lines.append(f"already complete: nothing to copy ({plan.dest})")
     else:
+        speed = f" ({rate / 1e6:.1f} MB/s)" if rate else ""
         lines.append(
-            f"{total / 1e6:.1f} MB of voxels in {result.seconds:.1f} s ({rate:.1f} MB/s)"
-            f" -> {plan.dest}"
+            f"{total / 1e6:.1f} MB of voxels in {result.seconds:.1f} s{speed} -> {plan.dest}"
         )
     lines.append(render_storage(result.storage))
     return "\n".join(lines) + "\n"

@@ -42,7 +42,16 @@ def read_old_state(given: str) -> dict[str, Any]:
 
 def _state(version: NgffVersion, images: list[ViewImage], from_state: str | None) -> Any:
     if from_state is None:
-        return viewer_state(images, version)
+        state = viewer_state(images, version)
+        hidden = [layer["name"] for layer in state["layers"] if layer.get("visible") is False]
+        if hidden:
+            shown = [layer["name"] for layer in state["layers"] if layer["name"] not in hidden]
+            click.echo(
+                f"shown: {', '.join(shown)}; listed but hidden (click a layer's name in "
+                f"Neuroglancer to show it): {', '.join(hidden)}",
+                err=True,
+            )
+        return state
     from migrate.view.from_state import StateError, convert_state
 
     try:
@@ -77,7 +86,8 @@ def view_command(
     from_state: str | None,
     s3: S3Options,
 ) -> None:
-    """Print a Neuroglancer link that shows every image of the output PATH.
+    """Print a Neuroglancer link that shows the output PATH: every finished image a layer,
+    the first EM image and the label images shown, the others listed but hidden.
 
     EM and LM become image layers (contrast from the data), label images segmentation
     layers, in one coordinate space. For s3:// outputs the link reads the bucket's HTTPS

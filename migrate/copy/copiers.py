@@ -8,11 +8,12 @@ from __future__ import annotations
 import math
 import os
 from collections.abc import Callable
+from stat import S_ISREG
 
 import numpy as np
 
 from migrate.copy.options import EngineOptions
-from migrate.copy.transplant import Transplanter, n5_key, unit_blocks
+from migrate.copy.transplant import Transplanter, block_error, file_kind, n5_key, unit_blocks
 from migrate.copy.tsio import HandleCache, LevelHandles, box_slices
 from migrate.errors import SourceDataError
 from migrate.storage import LocalStore, Store
@@ -68,19 +69,31 @@ def copy_unit(handles: LevelHandles, level: LevelPlan, unit: int) -> int:
 
 
 def check_block_links(source: LocalStore, level: LevelPlan, unit: int) -> None:
-    """Raise SourceDataError naming the block files of work unit ``unit`` that are symbolic
-    links to nothing: TensorStore would read them as absent, all-zero blocks (one ``lstat``
-    per block: microseconds, against the milliseconds of decoding it)."""
-    root = source.root / level.source_path
+    """Raise SourceDataError naming the block files of work unit ``unit`` that TensorStore
+    must not be given: symbolic links to nothing (it would read them as absent, all-zero
+    blocks), and directories, FIFOs or devices in place of a block (a FIFO would block the
+    read forever). One ``stat`` per block: microseconds, against the milliseconds of
+    decoding it."""
+    root = source.path(level.source_path)
     lost = []
     for position in unit_blocks(level, unit):
         path = root / n5_key(position)
-        if os.path.islink(path) and not os.path.exists(path):
-            lost.append(dangling_link(path) or str(path))
+        try:
+            mode = os.stat(path).st_mode
+        except (FileNotFoundError, NotADirectoryError):
+            if os.path.islink(path):
+                lost.append(f"{dangling_link(path) or path} (a lost block, not an absent one)")
+            continue
+        except OSError as exc:
+            error = block_error(path, exc)
+            if not isinstance(error, SourceDataError):
+                raise error from exc  # the storage's, not this block's: the run stops
+            lost.append(str(error))
+            continue
+        if not S_ISREG(mode):
+            lost.append(f"{path}: {file_kind(mode)} in place of a block file")
     if lost:
-        raise SourceDataError(
-            "; ".join(f"{text} (a lost block, not an absent one)" for text in lost)
-        )
+        raise SourceDataError("; ".join(lost))
 
 
 def make_copier(

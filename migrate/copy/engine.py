@@ -544,9 +544,12 @@ def run_plan(
     executor: UnitExecutor | None = None,
     guard: Callable[[], None] | None = None,
     run_id: str | None = None,
+    finishing: Callable[[], None] | None = None,
 ) -> RunResult:
     """Migrate every image of ``plan``; resumable, metadata finalized last. ``executor``
     runs the work units (default :func:`run_local`: threads in this process).
+    ``finishing`` is called just before the last document, the completion mark that lists
+    every image of the plan, is written: once that write returns, the run has finished.
 
     ``run_id`` is the id of the lease this run holds at DEST (see ``migrate.copy.lease``);
     ``guard`` raises once that lease is lost: it is called as units finish and before any
@@ -629,6 +632,8 @@ def run_plan(
         """The OME metadata with the completion mark (in order), then the records go."""
         image = plan.images[index]
         check()
+        if finishing is not None and image.dest_path == "":  # the root: its mark is the last
+            finishing()
         _write_if_changed(dest, image_final_documents(plan, image))
         resume.forget_image(dest, image.dest_path)
         results[index].complete = True
@@ -643,6 +648,8 @@ def run_plan(
             [group for group in plan.groups if group.attributes and group.path != ""],
         )
         for group in root:
+            if finishing is not None:
+                finishing()
             _write_if_changed(dest, group_documents(plan, group.path, group.attributes))
     elif any(group.path == "" for group in plan.groups):
         check()

@@ -45,6 +45,7 @@ import errno
 import itertools
 import math
 import os
+import stat
 import struct
 import threading
 from collections.abc import Callable, Iterator, Sequence
@@ -58,7 +59,7 @@ import numpy as np
 import numpy.typing as npt
 from isal import isal_zlib
 
-from migrate.errors import SourceDataError, StoreError
+from migrate.errors import MigrationError, SourceDataError, StoreError
 from migrate.storage import LocalStore, Store, iocounts, join_key, temporary_name
 from migrate.storage.local import dangling_link
 from migrate.target.codecs import source_codec, transplantable
@@ -297,16 +298,16 @@ class LocalObjects:
 
     def reads(self, keys: Sequence[str]) -> Iterator[bytes | None]:
         for key in keys:
+            fd = open_block(self.root / key)
+            if fd is None:
+                yield None
+                continue
             try:
-                with open(self.root / key, "rb") as f:
+                with open(fd, "rb") as f:
                     data = f.read()
-            except (FileNotFoundError, NotADirectoryError):
-                _not_dangling(self.root / key)
-                data = None
             except OSError as exc:
-                raise StoreError(f"{self.root / key}: cannot read: {exc.strerror}") from exc
-            if data is not None:
-                iocounts.count_read(len(data))
+                raise block_error(self.root / key, exc) from exc
+            iocounts.count_read(len(data))
             yield data
 
     def put(self, key: str, parts: Parts) -> Callable[[], None] | None:
@@ -347,6 +348,54 @@ class LocalObjects:
                 os.unlink(tmp)
         except OSError as exc:
             raise StoreError(f"{path}: cannot write: {exc.strerror}") from exc
+
+
+BLOCK_ERRNOS = frozenset(
+    {errno.EACCES, errno.EPERM, errno.EISDIR, errno.ELOOP, errno.EIO, errno.ENXIO}
+)
+"""Why one block file (not the storage) cannot be read: the block's unit fails, the others
+go on. Any other failure (too many open files, a file system gone) stops the run."""
+
+
+def open_block(path: Path) -> int | None:
+    """A descriptor of the N5 block file ``path``, open for reading, or None when there is
+    no block (all zero). Opened without blocking (a FIFO would wait for a writer forever)
+    and checked once open: a directory, FIFO, device or socket in place of a block, or a file
+    that cannot be read (permissions, an I/O error), is a SourceDataError naming it."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY)
+    except (FileNotFoundError, NotADirectoryError):
+        _not_dangling(path)
+        return None
+    except OSError as exc:
+        raise block_error(path, exc) from exc
+    mode = os.fstat(fd).st_mode
+    if not stat.S_ISREG(mode):
+        os.close(fd)
+        raise SourceDataError(f"{path}: {file_kind(mode)} in place of a block file")
+    return fd
+
+
+def file_kind(mode: int) -> str:
+    """What a file that is not a regular file is, in a few words."""
+    for test, words in (
+        (stat.S_ISDIR, "a directory"),
+        (stat.S_ISFIFO, "a FIFO (named pipe)"),
+        (stat.S_ISSOCK, "a socket"),
+        (stat.S_ISCHR, "a character device"),
+        (stat.S_ISBLK, "a block device"),
+    ):
+        if test(mode):
+            return words
+    return "not a regular file"
+
+
+def block_error(path: Path, exc: OSError) -> MigrationError:
+    """The error for a block file that could not be opened or read: the block's own
+    (SourceDataError: its unit fails) or the storage's (StoreError: the run stops)."""
+    if exc.errno in BLOCK_ERRNOS:
+        return SourceDataError(f"{path}: cannot read this block: {exc.strerror}")
+    return StoreError(f"{path}: cannot read: {exc.strerror}")
 
 
 def _not_dangling(path: Path) -> None:
@@ -412,7 +461,7 @@ class ObjectStores:
             if (which, path) not in self._objects:
                 objects: Objects
                 if isinstance(store, LocalStore):
-                    objects = LocalObjects(store.root / path if path else store.root)
+                    objects = LocalObjects(store.path(path))
                 else:
                     if self._context is None:
                         self._context = _context(self.workers)
@@ -579,10 +628,8 @@ class Transplanter:
         problems: list[str] = []
         for position in positions:
             key = n5_key(position)
-            try:
-                fd = os.open(source.root / key, os.O_RDONLY)
-            except (FileNotFoundError, NotADirectoryError):
-                _not_dangling(source.root / key)
+            fd = open_block(source.root / key)
+            if fd is None:
                 continue  # absent block: all zero, nothing to write
             try:
                 part = self._local_block(level, codec, fd)
@@ -634,10 +681,8 @@ class Transplanter:
         for position in members:
             entries.append(None)
             key = n5_key(position)
-            try:
-                block = os.open(source.root / key, os.O_RDONLY)
-            except (FileNotFoundError, NotADirectoryError):
-                _not_dangling(source.root / key)
+            block = open_block(source.root / key)
+            if block is None:
                 continue  # absent block (or outside the array): not stored
             try:
                 part = self._local_block(level, codec, block)

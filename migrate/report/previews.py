@@ -83,6 +83,16 @@ def preview_level(image: ReportImage, max_side: int = MAX_SIDE) -> ReportLevel:
     return image.levels[-1]
 
 
+def display_pixel(level: ReportLevel, max_side: int = MAX_SIDE) -> float:
+    """The side of a square display pixel, in physical units, for the previews of
+    ``level``: its finest spacing, or, when the planes would still be longer than
+    ``max_side`` pixels (the coarsest level of a long, thin image, say 5 × 6 × 4096),
+    the length that makes the longest side ``max_side`` pixels. Square pixels keep the
+    true aspect either way; a thin side keeps at least one pixel."""
+    extent = max(n * s for n, s in zip(level.shape, level.scale, strict=True))
+    return max(pixel_size(level.scale), extent / max_side)
+
+
 def _read(array: Any, plane: str, index: int) -> npt.NDArray[Any]:
     """The 2-D plane ``plane`` at ``index`` along its normal axis of a C-order 3-D array."""
     normal = PLANES[plane][0]
@@ -150,7 +160,7 @@ def image_previews(reader: Reader, image: ReportImage, max_side: int = MAX_SIDE)
             image, None, problem=f"no previews: axes {', '.join(image.axes)} are not 3 space axes"
         )
     level = preview_level(image, max_side)
-    pixel = pixel_size(level.scale)
+    pixel = display_pixel(level, max_side)
     grid = image_grid(level.shape, level.scale, level.translation, pixel)
     unit = short_unit(image)
     raw: dict[tuple[str, str], npt.NDArray[Any] | str] = {}
@@ -202,7 +212,7 @@ def overlay_previews(
     display grid, in the three planes through the centre of the label image; both placed by
     their own OME scale/translation."""
     em_level = preview_level(em, max_side)
-    pixel = pixel_size(em_level.scale)
+    pixel = display_pixel(em_level, max_side)
     grid = image_grid(em_level.shape, em_level.scale, em_level.translation, pixel)
     label_level = closest_level(labels, pixel)
     unit = short_unit(em)

@@ -19,12 +19,14 @@ from dataclasses import dataclass
 from typing import Any, cast
 
 from migrate.errors import MetadataError, StoreError
-from migrate.source.mapping import SourceImage, SourceLevel, sort_level_names
-from migrate.storage import Store, join_key
+from migrate.source.image import SourceImage, SourceLevel, sort_level_names
+from migrate.storage import Store, check_segment, join_key
 from schemas.n5 import is_array_attributes
 
 ATTRIBUTES = "attributes.json"
 LEVEL_NAME = re.compile(r"^s(0|[1-9][0-9]*)$")
+ARRAY_KEYS = ("dimensions", "dataType")
+"""The attributes that make an N5 node an array (:func:`schemas.n5.is_array_attributes`)."""
 
 
 @dataclass(frozen=True)
@@ -60,19 +62,46 @@ def split_n5_url(url: str) -> tuple[str, str]:
     return url.rstrip("/"), ""
 
 
+MAX_JSON_DEPTH = 100
+"""How deeply a metadata document may nest objects and arrays (real ones nest fewer than 10
+levels): deeper documents are refused as they are read, before any recursive code (the
+parser, the schemas, the plan) would exhaust Python's stack on them."""
+
+
 def read_json_object(store: Store, key: str) -> dict[str, Any] | None:
-    """The JSON object stored at ``key``, or None when there is none; malformed JSON or
-    anything but an object is a MetadataError naming the file."""
+    """The JSON object stored at ``key``, or None when there is none; malformed JSON,
+    anything but an object, or one nested deeper than :data:`MAX_JSON_DEPTH` is a
+    MetadataError naming the file."""
     raw = store.read(key)
     if raw is None:
         return None
+    too_deep = f"nested deeper than {MAX_JSON_DEPTH} levels of objects and arrays; refusing it"
     try:
         value = json.loads(raw)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise MetadataError(store.display(key), None, f"malformed JSON: {exc}") from exc
+    except RecursionError:
+        raise MetadataError(store.display(key), None, too_deep) from None
     if not isinstance(value, dict):
         raise MetadataError(store.display(key), None, "expected a JSON object")
+    if json_depth_exceeds(value, MAX_JSON_DEPTH):
+        raise MetadataError(store.display(key), None, too_deep)
     return value
+
+
+def json_depth_exceeds(value: Any, limit: int) -> bool:
+    """True when ``value`` (parsed JSON) nests objects and arrays more than ``limit`` deep
+    (the document's own object is level 1). Iterative: any depth is measured safely."""
+    if not isinstance(value, (dict, list)):
+        return False
+    pending: list[tuple[Any, int]] = [(value, 1)]
+    while pending:
+        item, depth = pending.pop()
+        if depth > limit:
+            return True
+        children = item.values() if isinstance(item, dict) else item
+        pending.extend((child, depth + 1) for child in children if isinstance(child, (dict, list)))
+    return False
 
 
 def read_attributes(store: Store, path: str) -> dict[str, Any] | None:
@@ -196,8 +225,12 @@ Listing = list[str] | StoreError
 
 
 def _listing(store: Store, path: str) -> Listing:
+    """``path``'s sub-directory names, each a plain path segment (a name such as ``..``,
+    which S3 allows, would lead the migration outside the source and DEST)."""
     try:
-        return store.list_dir(path)[0]
+        names = store.list_dir(path)[0]
+        where = f"{store.display(path)} (a name in its listing)"
+        return [check_segment(name, where) for name in names]
     except StoreError as exc:
         return exc
 
@@ -246,6 +279,14 @@ def _walk(
                 store.display(join_key(child, ATTRIBUTES)),
                 None,
                 "missing: a scale level directory needs array attributes",
+            )
+        elif LEVEL_NAME.match(name):  # attributes, but not an array's: name what is missing
+            field = next(key for key in ARRAY_KEYS if key not in (child_attrs or {}))
+            raise MetadataError(
+                store.display(join_key(child, ATTRIBUTES)),
+                field,
+                f"required but missing: a scale level is an array, whose attributes give "
+                f"{' and '.join(ARRAY_KEYS)}",
             )
         else:
             groups.append((name, child_attrs or {}))

@@ -123,3 +123,12 @@ def normalize_unit(unit: str, *, location: str, field: str, allow_unknown: bool 
         f"{', '.join(sorted(TIME_UNITS))} (time), an abbreviation such as nm, um, A, ms, "
         "or --allow-unknown-units",
     )
+
+
+def normalize_stated_unit(
+    unit: str, *, location: str, field: str, allow_unknown: bool = False
+) -> str | None:
+    """:func:`normalize_unit`, except that an empty (or blank) unit means "no unit": None."""
+    if unit.strip() == "":
+        return None
+    return normalize_unit(unit, location=location, field=field, allow_unknown=allow_unknown)

@@ -9,6 +9,13 @@ from __future__ import annotations
 
 from migrate.errors import StoreError
 from migrate.storage.base import ConditionalWritesUnsupportedError, Store, join_key
+from migrate.storage.keys import (
+    UnsafeKeyError,
+    check_key,
+    check_segment,
+    path_problem,
+    segment_problem,
+)
 from migrate.storage.local import LocalStore, temporary_name, writer_alive
 from migrate.storage.s3 import S3Store
 from migrate.storage.s3_settings import (
@@ -28,11 +35,16 @@ __all__ = [
     "S3Settings",
     "S3Store",
     "Store",
+    "UnsafeKeyError",
+    "check_key",
+    "check_segment",
     "describe_s3_error",
     "join_key",
     "open_store",
+    "path_problem",
     "resolve_s3",
     "retry_delay",
+    "segment_problem",
     "temporary_name",
     "writer_alive",
 ]

@@ -23,7 +23,8 @@ from typing import Any
 
 from migrate.errors import StoreError
 from migrate.storage import iocounts
-from migrate.storage.base import Store
+from migrate.storage.base import Store, join_key
+from migrate.storage.keys import UnsafeKeyError, check_key
 
 TEMPORARY = re.compile(r"\.(?P<host>[A-Za-z0-9_]+)-(?P<pid>[0-9]+)-(?P<start>[0-9]+)-[0-9]+\.tmp$")
 """The end of a temporary file's name: ``.<host>-<pid>-<process start>-<thread>.tmp``."""
@@ -93,21 +94,60 @@ def dangling_link(path: Path) -> str | None:
 
 
 class LocalStore(Store):
-    """A directory on a local file system."""
+    """A directory on a local file system.
+
+    Every key is checked (:func:`~migrate.storage.keys.check_key`): made of plain segments,
+    so it names a path under the root. Symbolic links are followed where the store only
+    reads (a source assembled from links elsewhere reads as one tree), except a directory
+    link that leads back to a directory on its own path (a loop), which is an error; a store
+    that writes (DEST) refuses any key whose path, its links resolved, leaves the root, so
+    nothing is ever written, deleted or handed to TensorStore outside it.
+    """
 
     def __init__(self, root: str | os.PathLike[str], *, read_only: bool) -> None:
         # absolute, with "." and ".." resolved: TensorStore refuses ".." in a file path
         self.root = Path(os.path.abspath(Path(root).expanduser()))
+        self._real_root = os.path.realpath(self.root)
         super().__init__(str(self.root), read_only=read_only)
 
-    def _path(self, key: str) -> Path:
-        return self.root / key if key else self.root
+    def path(self, key: str) -> Path:
+        """The local path of ``key``, after the checks of the class docstring."""
+        check_key(key, self.url)
+        if not key:
+            return self.root
+        path = self.root / key
+        if not self.read_only:
+            real = os.path.realpath(path)
+            if not self._inside(real):
+                raise UnsafeKeyError(
+                    f"{path}: leads to {real} (through a symbolic link), outside the "
+                    f"destination {self.root}; refusing to write there"
+                )
+        return path
+
+    def _inside(self, real: str) -> bool:
+        return real == self._real_root or real.startswith(self._real_root.rstrip(os.sep) + os.sep)
+
+    def _check_no_loop(self, key: str, entry: os.DirEntry[str]) -> None:
+        """Raise StoreError when ``entry`` (found listing ``key``) is a link to a directory
+        that holds, or is, a directory on its own path: following it would never end."""
+        if not entry.is_symlink():
+            return
+        target = os.path.realpath(entry.path)
+        parts = key.removesuffix("/").split("/") if key else []
+        for depth in range(len(parts), -1, -1):
+            on_path = os.path.realpath(self.root.joinpath(*parts[:depth]))
+            if on_path == target or on_path.startswith(target.rstrip(os.sep) + os.sep):
+                raise StoreError(
+                    f"{entry.path}: a symbolic link to {target}, which holds the link itself: "
+                    "following it would loop; remove it"
+                )
 
     def read(self, key: str) -> bytes | None:
         try:
-            data = self._path(key).read_bytes()
+            data = self.path(key).read_bytes()
         except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
-            dangling = dangling_link(self._path(key))
+            dangling = dangling_link(self.path(key))
             if dangling is not None:
                 raise StoreError(f"cannot read {dangling}") from None
             return None
@@ -118,7 +158,7 @@ class LocalStore(Store):
 
     def write(self, key: str, data: bytes) -> None:
         self._check_writable(key)
-        path = self._path(key)
+        path = self.path(key)
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
             tmp = path.with_name(temporary_name(path.name))
@@ -142,7 +182,7 @@ class LocalStore(Store):
 
         A lock file deleted by its previous holder while this process waited is detected
         (the locked inode is no longer the one at the path) and the lock is taken again."""
-        path = self._path(key)
+        path = self.path(key)
         lock = path.with_name(f"{path.name}.lock")
         while True:
             try:
@@ -193,7 +233,7 @@ class LocalStore(Store):
         """Delete the object (and its lock file) if unchanged, then every folder above it
         that is left empty, up to the store's root (exclusive)."""
         self._check_writable(key)
-        path = self._path(key)
+        path = self.path(key)
         with self._locked(key) as lock:
             current = self.read(key)
             if current is None or self._token(current) != token:
@@ -214,7 +254,7 @@ class LocalStore(Store):
 
     def delete_prefix(self, prefix: str) -> None:
         self._check_writable(prefix)
-        path = self._path(prefix)
+        path = self.path(prefix)
         if path.is_dir():
             shutil.rmtree(path)
         elif path.exists():
@@ -224,9 +264,12 @@ class LocalStore(Store):
         dirs: list[str] = []
         files: list[str] = []
         try:
-            with os.scandir(self._path(prefix)) as entries:
+            with os.scandir(self.path(prefix)) as entries:
                 for entry in entries:
-                    (dirs if entry.is_dir() else files).append(entry.name)
+                    is_dir = entry.is_dir()
+                    if is_dir:
+                        self._check_no_loop(prefix, entry)
+                    (dirs if is_dir else files).append(entry.name)
         except (FileNotFoundError, NotADirectoryError):
             pass
         except OSError as exc:
@@ -234,14 +277,14 @@ class LocalStore(Store):
         return sorted(dirs), sorted(files)
 
     def list_keys(self, prefix: str) -> Iterator[str]:
-        base = self._path(prefix)
+        base = self.path(prefix)
         for dirpath, _dirnames, filenames in os.walk(base):
             rel = Path(dirpath).relative_to(base).as_posix()
             for name in filenames:
                 yield name if rel == "." else f"{rel}/{name}"
 
     def list_stats(self, prefix: str) -> Iterator[tuple[str, int, str]]:
-        pending = [("", self._path(prefix))]
+        pending = [("", self.path(prefix))]
         while pending:
             rel, path = pending.pop()
             try:
@@ -255,6 +298,7 @@ class LocalStore(Store):
                 key = rel + entry.name
                 try:
                     if entry.is_dir():
+                        self._check_no_loop(join_key(prefix, rel), entry)
                         pending.append((key + "/", Path(entry.path)))
                         continue
                     stat = entry.stat()
@@ -265,7 +309,7 @@ class LocalStore(Store):
     def remove_dead_temporaries(self, prefix: str, *, recursive: bool = True) -> int:
         self._check_writable(prefix)
         removed = 0
-        pending = [self._path(prefix)]
+        pending = [self.path(prefix)]
         while pending:
             path = pending.pop()
             try:
@@ -285,7 +329,7 @@ class LocalStore(Store):
         return removed
 
     def kvstore_spec(self, key: str = "") -> dict[str, Any]:
-        return {"driver": "file", "path": str(self._path(key)) + "/"}
+        return {"driver": "file", "path": str(self.path(key)) + "/"}
 
 
 # --------------------------------------------------------------------------------------

@@ -11,8 +11,9 @@ from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 
 from migrate.errors import StoreError
-from migrate.storage import iocounts, retries
+from migrate.storage import iocounts, retries, s3_reach
 from migrate.storage.base import ConditionalWritesUnsupportedError, Store, join_key
+from migrate.storage.keys import check_key
 from migrate.storage.s3_settings import (
     _ENV_KEYS,
     _NOT_FOUND,
@@ -112,12 +113,17 @@ class S3Requests:
         state["_client"] = None
         del state["_lock"]
         del state["settings"]
+        # a worker process inherits what this one knows: an outage mid-run is ridden out
+        state["_answered"] = s3_reach.has_answered(self._endpoint)
         return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
+        answered = state.pop("_answered", False)
         self.__dict__.update(state)
         self._lock = threading.Lock()
         self.settings = resolve_s3(self.options)
+        if answered:
+            s3_reach.mark_answered(self._endpoint)
 
     @property
     def client(self) -> Any:
@@ -129,12 +135,20 @@ class S3Requests:
 
     def call(self, verb: str, where: str, operation: Callable[[], T]) -> T:
         """Run one idempotent request, retrying transient failures; a StoreError naming
-        ``where`` when it keeps failing or fails for good."""
+        ``where`` when it keeps failing or fails for good. An endpoint that has never
+        answered gets a few quiet attempts only (:mod:`migrate.storage.s3_reach`)."""
         attempt = 1
+        started = time.monotonic()
         while True:
             try:
-                return operation()
+                result = operation()
             except request_failures() as exc:
+                if not s3_reach.no_answer(exc):
+                    s3_reach.mark_answered(self._endpoint)
+                elif not s3_reach.has_answered(self._endpoint):
+                    self._wait_for_a_first_answer(verb, where, exc, attempt, started)
+                    attempt += 1
+                    continue
                 if attempt >= self.settings.max_attempts or not _is_transient(exc):
                     message = describe_s3_error(exc, self.settings)
                     raise StoreError(f"{where}: cannot {verb}: {message}") from exc
@@ -142,8 +156,33 @@ class S3Requests:
                 iocounts.count_retry()
                 limit = self.settings.max_attempts
                 retries.notify(retries.Retry(where, retry_reason(exc), attempt, limit, delay))
+            else:
+                s3_reach.mark_answered(self._endpoint)
+                return result
             time.sleep(delay)
             attempt += 1
+
+    @property
+    def _endpoint(self) -> tuple[str, str]:
+        return s3_reach.endpoint_key(self.settings.endpoint_url, self.settings.region, self.bucket)
+
+    def _wait_for_a_first_answer(
+        self, verb: str, where: str, exc: BaseException, attempt: int, started: float
+    ) -> None:
+        """After failed ``attempt`` of a request whose endpoint has never answered this
+        process: wait quietly before the next one, or, after the last of the few it gets,
+        raise the StoreError that says so."""
+        if attempt < min(s3_reach.NEVER_ANSWERED_ATTEMPTS, self.settings.max_attempts):
+            iocounts.count_retry()
+            time.sleep(retry_delay(attempt))
+            return
+        endpoint = self.settings.endpoint_url or f"AWS S3 ({self.settings.region or 'no region'})"
+        raise StoreError(
+            f"{where}: cannot {verb}: no answer from the S3 endpoint {endpoint} "
+            f"({s3_reach.no_answer_reason(exc)}; {attempt} attempts in "
+            f"{time.monotonic() - started:.0f} s); check the address (--endpoint-url, "
+            "AWS_ENDPOINT_URL) and that the network reaches it"
+        ) from exc
 
     def get(self, key: str, where: str) -> bytes | None:
         """The object's bytes, or None when it does not exist."""
@@ -249,7 +288,10 @@ class S3Store(Store):
         return self._requests.client
 
     def _key(self, key: str) -> str:
-        return join_key(self.prefix, key)
+        """The full object key of ``key``, which must be made of plain segments
+        (:func:`~migrate.storage.keys.check_key`): S3 stores ``..`` literally, but a file
+        system or an HTTP client that normalizes URL paths would climb out of the prefix."""
+        return join_key(self.prefix, check_key(key, self.url))
 
     def _dir(self, key: str) -> str:
         """The S3 prefix of the "directory" ``key``: '' or 'a/b/'."""

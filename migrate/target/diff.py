@@ -9,6 +9,7 @@ from typing import Any
 from migrate.storage import Store
 from migrate.target.codecs import copy_path
 from migrate.target.layout import all_documents, dumps
+from migrate.target.transforms import level_transforms, ome_multiscale
 from schemas.plan import Plan
 
 
@@ -94,7 +95,80 @@ def render_plan(plan: Plan, *, detailed: bool = True, fast: bool = True) -> str:
     return "\n".join(out) + "\n"
 
 
-def _shape(shape: tuple[int, ...] | None) -> str:
+def plan_levels(plan: Plan, *, fast: bool = True) -> list[dict[str, Any]]:
+    """One row per level of every image of ``plan``: where it goes, its shape, chunks
+    (and shards), dtype, output codec, how its chunks are made (``fast`` False:
+    ``--no-transplant``), its OME scale and translation and their units. Shapes, chunks,
+    scales and translations in C order (the image's axes, z, y, x for 3-D)."""
+    rows = []
+    for image in plan.images:
+        multiscale = ome_multiscale(image.attributes)
+        transforms = level_transforms(multiscale)
+        units = sorted({str(axis.get("unit") or "") for axis in multiscale["axes"]})
+        for level in image.levels:
+            scale, translation = transforms[level.name]
+            rows.append(
+                {
+                    "image": image.dest_path,
+                    "kind": image.kind,
+                    "level": level.name,
+                    "axes": [str(axis.get("name")) for axis in multiscale["axes"]],
+                    "shape": list(level.shape),
+                    "chunks": list(level.chunks),
+                    "shard": list(level.shard) if level.shard else None,
+                    "dtype": level.dtype,
+                    "codec": level.codec.describe(),
+                    "copy_path": copy_path(level, fast=fast),
+                    "scale": list(scale),
+                    "translation": list(translation),
+                    "unit": ", ".join(unit for unit in units if unit) or None,
+                    "units_of_work": level.unit_count,
+                }
+            )
+    return rows
+
+
+def render_plan_levels(plan: Plan, *, fast: bool = True) -> str:
+    """The plan only (``--plan-only``): a few header lines, then one line per level (see
+    :func:`plan_levels`), then the plan's warnings and conflicts."""
+    rows = plan_levels(plan, fast=fast)
+    table = [["image", "level", "shape", "chunks", "dtype", "codec", "copy path", "scale",
+              "translation", "unit"]]  # fmt: skip
+    for row in rows:
+        chunks = _shape(row["chunks"]) + (
+            f" in shards {_shape(row['shard'])}" if row["shard"] else ""
+        )
+        table.append([
+            row["image"], row["level"], _shape(row["shape"]), chunks, row["dtype"], row["codec"],
+            row["copy_path"], _numbers(row["scale"]), _numbers(row["translation"]),
+            row["unit"] or "-",
+        ])  # fmt: skip
+    axes = {", ".join(row["axes"]) for row in rows}
+    order = f" ({axes.pop()})" if len(axes) == 1 else " (each image's axes)"
+    out = [
+        f"source: {plan.source}" + (f" (only {plan.source_inner})" if plan.source_inner else ""),
+        f"dest:   {plan.dest}",
+        f"OME-NGFF {plan.ngff_version}, plan {plan.fingerprint}, {len(plan.images)} image(s), "
+        f"{len(rows)} level(s); shapes, chunks, scales and translations in C order{order}",
+        "",
+    ]
+    widths = [max(len(line[i]) for line in table) for i in range(len(table[0]))]
+    out.extend(
+        "  ".join(cell.ljust(width) for cell, width in zip(line, widths, strict=True)).rstrip()
+        for line in table
+    )
+    for image in plan.images:
+        out.extend(f"{image.dest_path}: warning: {warning}" for warning in image.warnings)
+        out.extend(f"{image.dest_path}: CONFLICT: {conflict}" for conflict in image.conflicts)
+    out.extend(f"not part of any multiscale image (skipped): {o}" for o in plan.orphan_arrays)
+    return "\n".join(out) + "\n"
+
+
+def _numbers(values: list[float]) -> str:
+    return ", ".join(f"{value:.12g}" for value in values)
+
+
+def _shape(shape: tuple[int, ...] | list[int] | None) -> str:
     return "x".join(str(n) for n in shape or ())
 
 

@@ -17,9 +17,10 @@ from migrate import __version__
 from migrate.errors import MetadataError, MigrationError, OptionError
 from migrate.source.axes import f_to_c
 from migrate.source.discover import Discovery
-from migrate.source.mapping import MappedImage, MappingOptions, SourceImage, map_image
+from migrate.source.image import SourceImage
 from migrate.source.parse import parse_attrs
-from migrate.storage import join_key
+from migrate.source.reconcile import MappedImage, MappingOptions, map_image
+from migrate.storage import join_key, path_problem
 from migrate.target.codecs import CodecChoice, check_codec_options, choose_codec
 from migrate.target.layout import PROVENANCE_KEY
 from schemas.n5 import ITEMSIZE, N5ArrayAttributes
@@ -519,6 +520,9 @@ def build_plan(
     discovery: Discovery, source_url: str, source_inner: str, dest_url: str, options: PlanOptions
 ) -> Plan:
     """The whole plan. Raises MetadataError / MigrationError on input that cannot be mapped."""
+    problem = path_problem(options.prefix)
+    if problem is not None:
+        raise MigrationError(f"--prefix: {problem}: a prefix is a relative path of plain names")
     if not discovery.images:
         # not join_key: a URL keeps its leading "/" (or its "s3://")
         where = f"{source_url.rstrip('/')}/{source_inner}" if source_inner else source_url

@@ -13,15 +13,18 @@ access preflight (a public page reading 127.0.0.1).
 from __future__ import annotations
 
 import mimetypes
+import os
 import re
 import threading
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
-from urllib.parse import unquote, urlsplit
+from stat import S_ISREG
+from typing import Any, BinaryIO
+from urllib.parse import unquote
 
 from migrate.errors import MigrationError
+from migrate.storage import path_problem
 
 CORS_HEADERS = {
     "Access-Control-Allow-Origin": "*",
@@ -70,14 +73,36 @@ class Handler(BaseHTTPRequestHandler):
         if log is not None:
             log.append(f"{self.command} {self.path} {args[1] if len(args) > 1 else ''}")
 
-    def _file(self) -> Path | None:
-        """The regular file the request names, or None (missing, a directory, outside)."""
-        relative = unquote(urlsplit(self.path).path).lstrip("/")
-        parts = [part for part in relative.split("/") if part]
-        if any(part in (".", "..") for part in parts):
+    def _file(self) -> tuple[int, os.stat_result] | None:
+        """The regular file the request names, opened (its descriptor and size), or None
+        (404): a path that is not made of plain names (``..``, ``%2e%2e``, ``//``, a
+        backslash, NUL), a missing file, a directory, a device, a FIFO, a socket, or a
+        symbolic link that leads outside the served root. The file is opened without
+        blocking (a FIFO would wait for a writer) and checked after opening, so what is
+        checked is what is read."""
+        relative = unquote(self._target())
+        if relative in ("", "/") or relative.endswith("/") or not relative.startswith("/"):
             return None
-        path = Path(self.server.root, *parts)
-        return path if parts and path.is_file() else None
+        if path_problem(relative[1:]) is not None:
+            return None
+        root = self.server.real_root
+        real = os.path.realpath(os.path.join(root, relative[1:]))
+        if not real.startswith(root.rstrip(os.sep) + os.sep):
+            return None
+        try:
+            fd = os.open(real, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_NOFOLLOW)
+        except OSError:
+            return None
+        stat = os.fstat(fd)
+        if not S_ISREG(stat.st_mode):
+            os.close(fd)
+            return None
+        return fd, stat
+
+    def _target(self) -> str:
+        """The path of the request target, without its query or fragment (not through
+        ``urlsplit``, which reads ``//host/…`` as a host)."""
+        return self.path.split("?", 1)[0].split("#", 1)[0]
 
     def _start(self, status: int, headers: dict[str, str]) -> None:
         self.send_response(status)
@@ -97,8 +122,8 @@ class Handler(BaseHTTPRequestHandler):
         self._answer(body=True)
 
     def _answer(self, *, body: bool) -> None:
-        path = self._file()
-        if path is None:
+        opened = self._file()
+        if opened is None:
             message = b"not found\n"
             self._start(
                 HTTPStatus.NOT_FOUND,
@@ -107,10 +132,14 @@ class Handler(BaseHTTPRequestHandler):
             if body:
                 self.wfile.write(message)
             return
-        stat = path.stat()
+        fd, stat = opened
+        with open(fd, "rb") as file:
+            self._send(file, stat, body)
+
+    def _send(self, file: BinaryIO, stat: os.stat_result, body: bool) -> None:
         size = stat.st_size
         headers = {
-            "Content-Type": content_type(path),
+            "Content-Type": content_type(Path(unquote(self._target()))),
             "Accept-Ranges": "bytes",
             "ETag": f'"{stat.st_mtime_ns:x}-{size:x}"',
             "Cache-Control": "no-cache",
@@ -134,10 +163,9 @@ class Handler(BaseHTTPRequestHandler):
             start, stop = span
         headers["Content-Length"] = str(stop - start)
         self._start(status, headers)
-        if body:
-            with path.open("rb") as file:  # only the range: shards may be large
-                file.seek(start)
-                self.wfile.write(file.read(stop - start))
+        if body:  # only the range: shards may be large
+            file.seek(start)
+            self.wfile.write(file.read(stop - start))
 
 
 class OutputServer(ThreadingHTTPServer):
@@ -145,6 +173,7 @@ class OutputServer(ThreadingHTTPServer):
 
     def __init__(self, root: str, port: int, request_log: list[str] | None) -> None:
         self.root = root
+        self.real_root = os.path.realpath(root)
         self.request_log = request_log
         super().__init__(("127.0.0.1", port), Handler)
 

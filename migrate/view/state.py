@@ -3,6 +3,7 @@
 Every finished image of the output is one layer: label images (``image-label``) are
 ``segmentation`` layers, everything else ``image`` layers with a contrast range in their
 shader (Neuroglancer shows uint16 EM flat grey without one, and ignores ``image-label``).
+The first EM image and the label images are shown; the other layers are listed, hidden.
 All layers share one coordinate space named by the OME axes; the state lists its dimensions
 **x, y, z first** and displays x, y, z, so the "xy" panel shows x horizontally (Neuroglancer
 would otherwise take the OME order z, y, x from the first layer).
@@ -128,6 +129,15 @@ def layer_order(images: Sequence[ViewImage]) -> list[ViewImage]:
     return sorted(images, key=key)
 
 
+def shown_images(ordered: Sequence[ViewImage]) -> list[ViewImage]:
+    """The images a state shows when it opens: the first image layer of ``ordered`` (the
+    first EM image, see :func:`layer_order`) and every label image. The others are listed
+    as hidden layers (``"visible": false``): drawn on top of each other they would hide
+    one another, and a click on a layer's name shows it."""
+    first = next((image for image in ordered if image.kind == "image"), None)
+    return [image for image in ordered if image is first or image.kind == "label"]
+
+
 def coordinate_space(images: Sequence[ViewImage]) -> dict[str, list[float | str]]:
     """The state's ``dimensions``: every axis of every image, x, y, z first, each with the
     finest s0 voxel size any image has on it (in meters for space axes)."""
@@ -167,13 +177,16 @@ def tidy(value: float) -> float:
 
 
 def viewer_state(images: Sequence[ViewImage], version: NgffVersion) -> dict[str, Any]:
-    """The Neuroglancer state that shows every image of an output (at least one)."""
+    """The Neuroglancer state of every image of an output (at least one): all listed as
+    layers, the first EM image and the label images shown, the rest hidden
+    (:func:`shown_images`)."""
     if not images:
         raise MigrationError("no finished image to show")
     ordered = layer_order(images)
     dimensions = coordinate_space(ordered)
     display = [name for name in DISPLAY_FIRST if name in dimensions]
     reference = ordered[0]
+    shown = shown_images(ordered)
     widest = max(
         reference.shape[reference.axes.index(name)] * reference.spatial()[name][0] / float(size)
         for name, (size, _unit) in dimensions.items()
@@ -184,7 +197,12 @@ def viewer_state(images: Sequence[ViewImage], version: NgffVersion) -> dict[str,
         "displayDimensions": display,
         "position": centre(reference, dimensions),
         "crossSectionScale": max(1.0, float(f"{widest / 800:.3g}")),
-        "layers": [image_layer(image, version) for image in ordered],
+        "layers": [
+            image_layer(image, version)
+            if image in shown
+            else {**image_layer(image, version), "visible": False}
+            for image in ordered
+        ],
         "selectedLayer": {"layer": reference.path, "visible": False},
         "layout": "4panel" if len(display) == 3 else "xy",
     }
