@@ -22,6 +22,11 @@ class MetadataError(MigrationError):
         super().__init__(f"{where}: {message}")
 
 
+class OptionError(MigrationError):
+    """A command-line option whose value cannot be used (with the other options, or with the
+    images it applies to): a usage error. The message starts with the option."""
+
+
 class ConflictError(MigrationError):
     """The source's metadata conventions disagree and the user has not said which to trust."""
 

@@ -17,6 +17,8 @@ from schemas._base import TargetModel
 
 NgffVersion = Literal["0.4", "0.5"]
 CodecName = Literal["raw", "gzip", "zlib", "bz2", "blosc", "zstd"]
+BLOSC_SHUFFLE_NAMES = {0: "noshuffle", 1: "shuffle", 2: "bitshuffle"}
+"""Blosc's shuffle codes (N5, Zarr v2) and their names (Zarr v3, ``--blosc-shuffle``)."""
 
 
 class CodecPlan(TargetModel):
@@ -33,11 +35,15 @@ class CodecPlan(TargetModel):
     reason: str
 
     def describe(self) -> str:
+        """E.g. ``gzip level 6, big-endian`` or ``blosc zstd level 5 bitshuffle,
+        little-endian``: every setting that changes the bytes."""
         parts: list[str] = [self.name]
         if self.cname is not None:
             parts.append(self.cname)
         if self.level is not None:
             parts.append(f"level {self.level}")
+        if self.shuffle is not None:
+            parts.append(BLOSC_SHUFFLE_NAMES.get(self.shuffle, str(self.shuffle)))
         return " ".join(parts) + f", {self.endian}-endian"
 
 
@@ -197,11 +203,17 @@ class Plan(TargetModel):
         return hashlib.sha256(self.canonical_json().encode()).hexdigest()[:16]
 
     def image_fingerprint(self, image: ImagePlan) -> str:
-        """A hash of everything that determines one image's output bytes."""
+        """A hash of everything that determines one image's output bytes: not how it is cut
+        into work units (``unit_shape``), which changes no byte. A run may be resumed with
+        another ``--unit-mib``; it goes on with the units the image was started with (unit
+        records are per unit index)."""
+        described = image.to_json_dict()
+        for level in described["levels"]:
+            del level["unit_shape"]
         payload = {
             "tool_version": self.tool_version,
             "ngff_version": self.ngff_version,
-            "image": image.to_json_dict(),
+            "image": described,
         }
         text = json.dumps(payload, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(text.encode()).hexdigest()[:16]

@@ -2,15 +2,21 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
+import os
+import signal
 import subprocess
 import sys
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pytest
 import zarr
 from click.testing import CliRunner
 
@@ -49,15 +55,105 @@ def run_subprocess(*args: str, timeout: float = 300) -> Run:
     return Run(proc.returncode, proc.stdout, proc.stderr)
 
 
-def popen_convert(*args: str, **kwargs: Any) -> subprocess.Popen[str]:
+def start_cli(*args: str, **kwargs: Any) -> subprocess.Popen[str]:
+    """Start ``python -m migrate ARGS`` as a real process in a process group of its own, so
+    that a test can freeze, signal or kill it and everything it started at once (see
+    :func:`freeze_when`)."""
     return subprocess.Popen(
-        [sys.executable, "-m", "migrate", "convert", *args],
+        [sys.executable, "-m", "migrate", *args],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
         cwd=REPO,
+        start_new_session=True,
         **kwargs,
     )
+
+
+def popen_convert(*args: str, **kwargs: Any) -> subprocess.Popen[str]:
+    return start_cli("convert", *args, **kwargs)
+
+
+# --------------------------------------------------------------------------------------
+# Stopping a run mid-way, on any machine
+# --------------------------------------------------------------------------------------
+#
+# A kill or race test must act while the run is surely mid-way, however fast or slow the
+# machine: it waits for an observed event (unit records at DEST, a line of output) that
+# comes well before the end, then acts at once, with no fixed delay and no image "big
+# enough to still be running":
+#
+# - SIGKILL, or another process run against the one under test: freeze its whole process
+#   group first (SIGSTOP: every thread stops where it is, nothing more is written), look at
+#   what it left, then kill it (or let it go on);
+# - SIGINT, SIGTERM: send the signal right away to the running process. Not to a frozen
+#   one: a signal sent to a stopped process goes to whichever of its threads wakes first,
+#   while a running process takes it in its main thread, where Python handles it (as it
+#   does a real Ctrl-C or a batch scheduler's SIGTERM).
+
+
+def _wait_for(
+    proc: subprocess.Popen[Any], happened: Callable[[], bool], what: str, timeout: float
+) -> None:
+    deadline = time.monotonic() + timeout
+    while not happened():
+        if proc.poll() is not None:
+            _, err = proc.communicate()
+            pytest.fail(f"the process ended (exit {proc.returncode}) before {what}: {err}")
+        if time.monotonic() > deadline:
+            end(proc)
+            pytest.fail(f"no {what} within {timeout} s")
+        time.sleep(0.002)
+
+
+def freeze_when(
+    proc: subprocess.Popen[Any], happened: Callable[[], bool], what: str, timeout: float = 300
+) -> None:
+    """Wait until ``happened()`` (an observed event, described by ``what``), then freeze
+    ``proc``'s process group with SIGSTOP and return once it is stopped. Fails the test when
+    the process ends before the event (choose an event that comes well before the end) or
+    when the event does not come within ``timeout`` seconds."""
+    _wait_for(proc, happened, what, timeout)
+    os.killpg(proc.pid, signal.SIGSTOP)
+    # WNOWAIT: only look; an exit stays for Popen to collect
+    info = os.waitid(os.P_PID, proc.pid, os.WSTOPPED | os.WEXITED | os.WNOWAIT)
+    if info is None or info.si_code != os.CLD_STOPPED:
+        _, err = proc.communicate()
+        pytest.fail(f"the process ended (exit {proc.returncode}) right after {what}: {err}")
+
+
+def signal_when(
+    proc: subprocess.Popen[Any],
+    happened: Callable[[], bool],
+    what: str,
+    signum: int,
+    timeout: float = 300,
+) -> None:
+    """Wait until ``happened()``, then send ``signum`` to ``proc``'s process group at once
+    (as a terminal sends Ctrl-C's SIGINT). Fails the test like :func:`freeze_when`."""
+    _wait_for(proc, happened, what, timeout)
+    os.killpg(proc.pid, signum)
+
+
+def thaw(proc: subprocess.Popen[Any]) -> None:
+    """Let a frozen process group go on."""
+    os.killpg(proc.pid, signal.SIGCONT)
+
+
+def kill_frozen(proc: subprocess.Popen[Any]) -> str:
+    """SIGKILL the frozen process group and collect the process; returns its stderr."""
+    os.killpg(proc.pid, signal.SIGKILL)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == -signal.SIGKILL, err
+    return str(err)
+
+
+def end(proc: subprocess.Popen[Any]) -> None:
+    """Make sure a test's process (and its group) is gone: for ``finally`` blocks."""
+    if proc.poll() is None:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+    proc.communicate()
 
 
 def snapshot(root: Path) -> dict[str, tuple[str, int]]:
@@ -92,9 +188,12 @@ def read_zarr(path: Path) -> np.ndarray[Any, Any]:
 
 
 def unit_records(dest: Path) -> int:
-    """How many work-unit records (files named by unit number) DEST's state folder holds."""
-    state = dest / ".cellmap-migrate"
-    return sum(1 for p in state.rglob("*") if p.is_file() and p.name.isdigit())
+    """How many work-unit records (files named by unit number) DEST's state folder holds.
+    Walks without a stat call per file (records come and go while a run writes), so it is
+    cheap enough to poll."""
+    return sum(
+        1 for _, _, files in os.walk(dest / ".cellmap-migrate") for name in files if name.isdigit()
+    )
 
 
 def corrupt(block: Path) -> bytes:

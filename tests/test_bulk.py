@@ -7,6 +7,7 @@ zarr-python for the output) and compared voxel for voxel.
 
 from __future__ import annotations
 
+import functools
 import io
 import json
 import os
@@ -15,7 +16,6 @@ import signal
 import subprocess
 import sys
 import threading
-import time
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +23,20 @@ import numpy as np
 import pytest
 
 from migrate.example.fixture import ImageSpec, write_dataset
-from tests.helpers import REPO, chunk_files, corrupt, read_zarr, run_cli, run_subprocess, snapshot
+from tests.helpers import (
+    REPO,
+    chunk_files,
+    corrupt,
+    end,
+    freeze_when,
+    kill_frozen,
+    read_zarr,
+    run_cli,
+    run_subprocess,
+    signal_when,
+    snapshot,
+    start_cli,
+)
 from tests.n5_reader import read_n5_array
 
 TINY: dict[str, Any] = {"shape": (20, 23, 26), "block_size": (8, 8, 8), "levels": 2}
@@ -334,6 +347,10 @@ def chunks_written(root: Path) -> int:
     return count
 
 
+def has_chunks(root: Path, at_least: int) -> bool:
+    return chunks_written(root) >= at_least
+
+
 def outputs(root: Path) -> dict[str, dict[str, str]]:
     return {
         name: {k: d for k, (d, _) in chunk_files(root / name / f"{name}.zarr").items()}
@@ -349,48 +366,46 @@ def test_sigkill_at_random_instants_then_the_same_command(tmp_path: Path) -> Non
         write_dataset(reference_root, name, [KILL_SPEC])
         write_dataset(root, name, [KILL_SPEC])
     summary = tmp_path / "summary.json"
-    command = [sys.executable, "-m", "migrate", "bulk", "convert", str(root), *KILL_ARGS,
-               "--summary", str(summary)]  # fmt: skip
+    command = ["bulk", "convert", str(root), *KILL_ARGS, "--summary", str(summary)]
     uninterrupted = run_subprocess("bulk", "convert", str(reference_root), *KILL_ARGS,
                                    "--summary", str(tmp_path / "reference.json"))  # fmt: skip
     assert uninterrupted.exit_code == 0, uninterrupted.stderr
     reference = outputs(reference_root)
     rng = random.Random(20261201)
     seen = 0
-    for _attempt in range(3):
-        proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=REPO)
-        deadline = time.monotonic() + 60
-        while chunks_written(root) <= seen and proc.poll() is None:
-            assert time.monotonic() < deadline, "bulk convert wrote nothing for a minute"
-            time.sleep(0.01)
-        time.sleep(rng.uniform(0.0, 0.6))
-        if proc.poll() is not None:
-            proc.communicate()
-            pytest.fail("bulk convert finished before it could be killed: make it bigger")
-        proc.send_signal(signal.SIGKILL)
-        proc.communicate()
+    for _attempt in range(3):  # each run frozen at a random point of its progress, then killed
+        proc = start_cli(*command)
+        at_least = seen + rng.randint(1, 60)
+        try:
+            freeze_when(proc, functools.partial(has_chunks, root, at_least), "chunks written")
+            frozen = chunks_written(root)
+            kill_frozen(proc)
+        finally:
+            end(proc)
         now = chunks_written(root)
-        assert now >= seen
+        assert now == frozen >= seen
         seen = now
         if summary.exists():  # rewritten atomically: never a torn file
             summary_of(summary)
     # Ctrl-C: one line, exit 130, and the run can be resumed like the killed ones
-    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=REPO)
-    deadline = time.monotonic() + 60
-    while chunks_written(root) <= seen and proc.poll() is None:
-        assert time.monotonic() < deadline, "bulk convert wrote nothing for a minute"
-        time.sleep(0.01)
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGINT)
+    proc = start_cli(*command)
+    try:
+        signal_when(proc, lambda: chunks_written(root) > seen, "a chunk written", signal.SIGINT)
         _, stderr = proc.communicate(timeout=120)
-        assert proc.returncode == 130, stderr
-        assert b"interrupted; run the same command again" in stderr
-        assert b"Traceback" not in stderr
-    else:
-        proc.communicate()
+    finally:
+        end(proc)
+    assert proc.returncode == 130, stderr
+    assert "interrupted; run the same command again" in stderr
+    assert "Traceback" not in stderr
     final = run_subprocess("bulk", "convert", str(root), *KILL_ARGS, "--summary", str(summary))
     assert final.exit_code == 0, final.stderr
-    assert outputs(root) == reference, "resumed output differs from an uninterrupted run"
+    resumed = outputs(root)
+    differ = {
+        name: sorted(k for k in {*resumed[name], *reference[name]}
+                     if resumed[name].get(k) != reference[name].get(k))[:5]
+        for name in KILL_NAMES
+    }  # fmt: skip
+    assert resumed == reference, f"resumed output differs from an uninterrupted run: {differ}"
     assert sum(row["units_skipped"] for row in summary_of(summary)["datasets"].values()) > 0
     for name in KILL_NAMES:
         same_as_source(root / name / f"{name}.n5", root / name / f"{name}.zarr", [KILL_SPEC])
@@ -421,6 +436,8 @@ def test_units_of_several_datasets_share_one_bounded_pool(
     threads: set[str] = set()
     active: dict[str, int] = {}
     most = [0, 0]  # units in flight at once; datasets with a unit in flight at once
+    first: list[str] = []  # the dataset of the first unit copied
+    another_started = threading.Event()
     original = engine.UnitWorker.copy
 
     def copy(self: engine.UnitWorker, task: engine.WorkUnit) -> int:
@@ -430,8 +447,16 @@ def test_units_of_several_datasets_share_one_bounded_pool(
             active[name] = active.get(name, 0) + 1
             most[0] = max(most[0], sum(active.values()))
             most[1] = max(most[1], sum(1 for n in active.values() if n))
+            waits = not first
+            if waits:
+                first.append(name)
+            elif name != first[0]:
+                another_started.set()
         try:
-            time.sleep(0.005)  # let the other datasets' units in
+            # the very first unit stays in flight until a unit of another dataset starts:
+            # the other thread must get there on its own, however fast or slow the machine
+            if waits:
+                assert another_started.wait(120), "no unit of another dataset ever started"
             return original(self, task)
         finally:
             with lock:

@@ -6,6 +6,7 @@ Every kill here is a real SIGKILL of a real ``python -m migrate`` process.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import random
@@ -27,7 +28,17 @@ from migrate.example.fixture import (
     write_dataset,
     write_image,
 )
-from tests.helpers import REPO, chunk_files, popen_convert, run_subprocess, snapshot
+from tests.helpers import (
+    REPO,
+    chunk_files,
+    end,
+    freeze_when,
+    kill_frozen,
+    popen_convert,
+    run_subprocess,
+    snapshot,
+    unit_records,
+)
 
 KILL_AT_WRITE = """
 import os, signal, sys
@@ -65,6 +76,10 @@ def run_killed_at(key: str, *args: str) -> subprocess.CompletedProcess[str]:
         timeout=300,
         check=False,
     )
+
+
+def has_records(dest: Path, at_least: int) -> bool:
+    return unit_records(dest) >= at_least
 
 
 def temporaries(root: Path) -> list[Path]:
@@ -173,19 +188,13 @@ def test_unit_records_hold_the_signature_of_their_source_blocks(tmp_path: Path) 
     n5 = write_dataset(tmp_path / "a", "jrc_sig-2", example_images("tiny"))
     dest = tmp_path / "out.zarr"
     proc = popen_convert(str(n5), str(dest), "--unit-mib", "0.01", "--workers", "1")
-    done = dest / ".cellmap-migrate"
-    deadline = time.monotonic() + 60
-    while proc.poll() is None and time.monotonic() < deadline:
-        records = [p for p in done.rglob("*") if p.is_file() and p.name.isdigit()]
-        if len(records) >= 3:
-            proc.send_signal(signal.SIGKILL)
-            break
-        time.sleep(0.005)
-    proc.communicate()
-    if proc.returncode != -signal.SIGKILL:
-        pytest.skip("the run finished before it could be killed")
-    records = [p for p in done.rglob("*") if p.is_file() and p.name.isdigit()]
-    assert records
+    try:
+        freeze_when(proc, lambda: unit_records(dest) >= 3, "3 unit records")
+        kill_frozen(proc)
+    finally:
+        end(proc)
+    records = [p for p in (dest / ".cellmap-migrate").rglob("*") if p.name.isdigit()]
+    assert len(records) >= 3
     for record in records:
         count, _, digest = record.read_text().partition(":")
         assert count.isdigit(), record.read_text()
@@ -198,7 +207,7 @@ def test_unit_records_hold_the_signature_of_their_source_blocks(tmp_path: Path) 
 
 KILL_SPEC = ImageSpec(
     path="em/fibsem-uint16",
-    shape=(160, 256, 250),
+    shape=(96, 128, 128),
     dtype="uint16",
     block_size=(16, 16, 16),
     levels=2,
@@ -227,13 +236,14 @@ def test_resume_removes_the_temporary_files_of_killed_writers(tmp_path: Path) ->
     assert run_subprocess("convert", str(n5), str(reference), *KILL_ARGS).exit_code == 0
     dest = tmp_path / "out.zarr"
     rng = random.Random(20261201)
-    for _ in range(6):
+    for _ in range(6):  # each run killed at a random point of its progress, 432 units in all
         proc = popen_convert(str(n5), str(dest), *KILL_ARGS)
-        time.sleep(rng.uniform(0.4, 0.9))
-        proc.send_signal(signal.SIGKILL)
-        proc.communicate()
-        if proc.returncode == 0:
-            pytest.fail("the run finished before it could be killed: make the image bigger")
+        at_least = unit_records(dest) + rng.randint(1, 20)
+        try:
+            freeze_when(proc, functools.partial(has_records, dest, at_least), "unit records")
+            kill_frozen(proc)
+        finally:
+            end(proc)
     # one writer killed for sure between writing its temporary file and renaming it
     dead = start_stuck_writer(dest, "em/fibsem-uint16/s0/0/0/99")
     dead.send_signal(signal.SIGKILL)

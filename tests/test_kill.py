@@ -1,28 +1,39 @@
 """A `convert` killed at any instant and started again finishes, bit-identical to an
-uninterrupted run; a finished run started again writes nothing."""
+uninterrupted run; a finished run started again writes nothing.
+
+Each run is stopped at an observed point of its progress (a number of unit records at DEST,
+drawn at random), frozen there and then killed: the same on a fast or a slow machine."""
 
 from __future__ import annotations
 
 import random
 import signal
-import subprocess
-import time
 from pathlib import Path
+from subprocess import Popen
 
 import pytest
 
 from migrate.example.fixture import ImageSpec, write_image
-from tests.helpers import chunk_files, popen_convert, run_subprocess, unit_records
+from tests.helpers import (
+    chunk_files,
+    end,
+    freeze_when,
+    kill_frozen,
+    popen_convert,
+    run_subprocess,
+    signal_when,
+    unit_records,
+)
 
 SPEC = ImageSpec(
     path="em/fibsem-uint16",
-    shape=(200, 256, 250),
+    shape=(96, 128, 128),
     dtype="uint16",
     block_size=(16, 16, 16),
     levels=2,
     content="noise",
 )
-# One 16³ uint16 block per work unit: ~3,700 units, several seconds of copying.
+# One 16³ uint16 block per work unit: 432 units; the runs are stopped within the first 80.
 ARGS = ("--workers", "1", "--unit-mib", "0.0078125", "--no-transplant")
 
 
@@ -42,12 +53,11 @@ def reference(source: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[st
     return {key: digest for key, (digest, _) in chunk_files(dest).items()}
 
 
-def start_and_wait(source: Path, dest: Path, at_least: int) -> tuple[subprocess.Popen[str], int]:
+def start_and_freeze(source: Path, dest: Path, at_least: int) -> Popen[str]:
+    """Start the run and freeze it once DEST holds ``at_least`` unit records."""
     proc = popen_convert(str(source), str(dest), *ARGS)
-    deadline = time.monotonic() + 60
-    while unit_records(dest) < at_least and proc.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.01)
-    return proc, unit_records(dest)
+    freeze_when(proc, lambda: unit_records(dest) >= at_least, f"{at_least} unit records")
+    return proc
 
 
 @pytest.mark.slow
@@ -58,25 +68,24 @@ def test_sigkill_at_random_moments_then_resume(
     rng = random.Random(20261123)
     seen = 0
     for _attempt in range(3):
-        proc, _ = start_and_wait(source, dest, seen + 1)
-        time.sleep(rng.uniform(0.0, 0.3))
-        if proc.poll() is not None:
-            proc.communicate()
-            pytest.fail("the run finished before it could be killed: make the fixture bigger")
-        proc.send_signal(signal.SIGKILL)
-        proc.communicate()
+        proc = start_and_freeze(source, dest, seen + rng.randint(1, 25))
+        frozen = unit_records(dest)
+        kill_frozen(proc)
         now = unit_records(dest)
-        assert now >= seen, "records were lost"
+        assert now == frozen >= seen, "records were lost"
         seen = now
         # killed mid-run: the image is not advertised as complete
         assert not (dest / SPEC.path / ".zattrs").exists()
     status = run_subprocess("status", str(dest))
     assert status.exit_code == 1
     assert "INCOMPLETE" in status.stdout
-    final = run_subprocess("convert", str(source), str(dest), *ARGS)
+    final = run_subprocess("convert", str(source), str(dest), *ARGS, "--json")
     assert final.exit_code == 0, final.stderr
     # every unit recorded before the kills was skipped, not redone
-    assert "partial" in final.stdout
+    (image,) = final.json["images"]
+    assert image["state_before"] == "partial"
+    assert image["units_skipped"] == seen
+    assert image["units_copied"] == image["units_total"] - seen
     got = {key: digest for key, (digest, _) in chunk_files(dest).items()}
     assert got == reference, "resumed output differs from an uninterrupted run"
     assert run_subprocess("verify", str(source), str(dest)).exit_code == 0
@@ -93,13 +102,13 @@ def test_ctrl_c_stops_cleanly_and_resumes(
     source: Path, reference: dict[str, str], tmp_path: Path
 ) -> None:
     dest = tmp_path / "out.zarr"
-    proc, _ = start_and_wait(source, dest, 5)
-    if proc.poll() is not None:
-        proc.communicate()
-        pytest.fail("the run finished before it could be interrupted: make the fixture bigger")
-    proc.send_signal(signal.SIGINT)
-    _, stderr = proc.communicate(timeout=60)
-    assert proc.returncode == 130
+    proc = popen_convert(str(source), str(dest), *ARGS)
+    try:
+        signal_when(proc, lambda: unit_records(dest) >= 5, "5 unit records", signal.SIGINT)
+        _, stderr = proc.communicate(timeout=120)
+    finally:
+        end(proc)
+    assert proc.returncode == 130, stderr
     assert "interrupted" in stderr
     assert "Traceback" not in stderr
     final = run_subprocess("convert", str(source), str(dest), *ARGS)

@@ -33,10 +33,22 @@ from migrate.dest.lease import LeaseHeldError, LeaseLostError
 from migrate.example.fixture import ImageSpec, write_dataset, write_image
 from migrate.storage import LocalStore, S3Options, Store, open_store
 from migrate.target.plan import PlanOptions
-from tests.helpers import REPO, chunk_files, popen_convert, run_cli, run_subprocess, unit_records
+from tests.helpers import (
+    REPO,
+    Run,
+    chunk_files,
+    end,
+    freeze_when,
+    kill_frozen,
+    popen_convert,
+    run_cli,
+    run_subprocess,
+    signal_when,
+    thaw,
+    unit_records,
+)
 from tests.s3server import (
     MotoServer,
-    TcpProxy,
     keys,
     s3_client,
     upload_tree,
@@ -44,13 +56,13 @@ from tests.s3server import (
 
 SPEC = ImageSpec(
     path="em/fibsem-uint16",
-    shape=(200, 256, 250),
+    shape=(96, 128, 128),
     dtype="uint16",
     block_size=(16, 16, 16),
     levels=2,
     content="noise",
 )
-# One 16³ uint16 block per work unit: ~3,700 units, several seconds of copying.
+# One 16³ uint16 block per work unit: 432 units; the first run is frozen after 5 of them.
 SLOW = ("--workers", "1", "--unit-mib", "0.0078125", "--no-transplant")
 LEASE = Path(".cellmap-migrate") / "lease.json"
 
@@ -71,16 +83,20 @@ def reference(source: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[st
     return {key: digest for key, (digest, _) in chunk_files(dest).items()}
 
 
-def start_and_wait(dest: Path, *args: str, at_least: int = 5) -> subprocess.Popen[str]:
-    """Start ``convert *args``; return once it has recorded ``at_least`` units."""
+def start_and_freeze(dest: Path, *args: str, at_least: int = 5) -> subprocess.Popen[str]:
+    """Start ``convert *args``; return it frozen (SIGSTOP) once it has recorded ``at_least``
+    units: it holds the lease, alive, and can do nothing until the test lets it go on."""
     proc = popen_convert(*args)
-    deadline = time.monotonic() + 60
-    while unit_records(dest) < at_least and proc.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.01)
-    if proc.poll() is not None:
-        _, err = proc.communicate()
-        pytest.fail(f"the first run ended before the test could act (make it slower): {err}")
+    freeze_when(proc, lambda: unit_records(dest) >= at_least, f"{at_least} unit records")
     return proc
+
+
+def lease_pid(dest: Path) -> int | None:
+    """The pid in DEST's lease, None when there is none (or it is being replaced)."""
+    try:
+        return int(json.loads((dest / LEASE).read_text())["pid"])
+    except (OSError, ValueError, KeyError):
+        return None
 
 
 def digests(dest: Path) -> dict[str, str]:
@@ -121,7 +137,7 @@ def test_second_convert_is_refused_while_the_first_runs(
     leaving zstd chunks under a gzip ``.zarray``. Now the second is refused (also with
     --overwrite), and the first finishes with exactly the output of a run alone."""
     dest = tmp_path / "out.zarr"
-    first = start_and_wait(dest, str(source), str(dest), *SLOW)
+    first = start_and_freeze(dest, str(source), str(dest), *SLOW)
     try:
         for extra in ((), ("--overwrite",)):
             second = run_subprocess("convert", str(source), str(dest), "--codec", "zstd", *extra)
@@ -131,11 +147,10 @@ def test_second_convert_is_refused_while_the_first_runs(
             assert f"host {socket.gethostname()}, pid {first.pid}, started 20" in line
             assert f"command: cellmap-migrate convert {source} {dest}" in line
             assert "--break-lease" in line
-        _, err = first.communicate(timeout=120)
+        thaw(first)
+        _, err = first.communicate(timeout=300)
     finally:
-        if first.poll() is None:
-            first.kill()
-            first.communicate()
+        end(first)
     assert first.returncode == 0, err
     assert digests(dest) == reference
     zarray = json.loads((dest / SPEC.path / "s0" / ".zarray").read_text())
@@ -150,9 +165,8 @@ def test_lease_of_a_killed_run_is_taken_over(
     source: Path, reference: dict[str, str], tmp_path: Path
 ) -> None:
     dest = tmp_path / "out.zarr"
-    first = start_and_wait(dest, str(source), str(dest), *SLOW)
-    first.send_signal(signal.SIGKILL)
-    first.communicate()
+    first = start_and_freeze(dest, str(source), str(dest), *SLOW)
+    kill_frozen(first)
     left = json.loads((dest / LEASE).read_text())
     assert left["pid"] == first.pid  # SIGKILL leaves the lease behind
     again = run_subprocess("convert", str(source), str(dest), *SLOW)
@@ -169,10 +183,17 @@ def test_lease_of_a_killed_run_is_taken_over(
 @pytest.mark.slow
 def test_ctrl_c_releases_the_lease(source: Path, tmp_path: Path) -> None:
     dest = tmp_path / "out.zarr"
-    first = start_and_wait(dest, str(source), str(dest), *SLOW)
-    assert (dest / LEASE).is_file()
-    first.send_signal(signal.SIGINT)
-    _, err = first.communicate(timeout=60)
+    first = popen_convert(str(source), str(dest), *SLOW)
+    try:
+        signal_when(
+            first,
+            lambda: unit_records(dest) >= 5 and (dest / LEASE).is_file(),
+            "5 unit records under the lease",
+            signal.SIGINT,
+        )
+        _, err = first.communicate(timeout=120)
+    finally:
+        end(first)
     assert first.returncode == 130, err
     assert not (dest / LEASE).exists()
     assert unit_records(dest) > 0  # the records stay for the resume
@@ -183,15 +204,29 @@ def test_break_lease_takes_over_and_the_old_run_stops_before_finalizing(
     source: Path, reference: dict[str, str], tmp_path: Path
 ) -> None:
     dest = tmp_path / "out.zarr"
-    # renewed every second: the first run notices the takeover within about a second
-    first = start_and_wait(dest, str(source), str(dest), *SLOW, "--lease-timeout", "10")
+    # renewed every second: the first run notices the takeover at its next renewal
+    first = start_and_freeze(dest, str(source), str(dest), *SLOW, "--lease-timeout", "10")
+    frozen_at = time.monotonic()
+    second_proc = popen_convert(str(source), str(dest), *SLOW, "--break-lease")
     try:
-        second = run_subprocess("convert", str(source), str(dest), *SLOW, "--break-lease")
+        # the second run has taken the lease over (and recorded a unit of its own): freeze
+        # it too, so that the first one meets the takeover while both still have work left
+        taken = unit_records(dest) + 1
+        freeze_when(
+            second_proc,
+            lambda: lease_pid(dest) == second_proc.pid and unit_records(dest) >= taken,
+            "the takeover",
+        )
+        # frozen for longer than the renewal interval: a renewal is due the moment it goes on
+        time.sleep(max(0.0, frozen_at + 1.0 - time.monotonic()))
+        thaw(first)
         _, err = first.communicate(timeout=120)
+        thaw(second_proc)
+        out, second_err = second_proc.communicate(timeout=300)
     finally:
-        if first.poll() is None:
-            first.kill()
-            first.communicate()
+        end(first)
+        end(second_proc)
+    second = Run(second_proc.returncode, out, second_err)
     assert second.exit_code == 0, second.stderr
     assert f"taking over the lease of {dest} from host" in second.stderr
     assert "(--break-lease)" in second.stderr
@@ -349,6 +384,11 @@ def test_local_create_if_absent_has_one_winner_among_processes(tmp_path: Path) -
 # --------------------------------------------------------------------------------------
 
 
+def done_count(client: Any, bucket: str) -> int:
+    """The unit records under s3://BUCKET/out.zarr."""
+    return sum(1 for item in keys(client, bucket, "out.zarr/") if "/done/" in item["Key"])
+
+
 def new_bucket(client: Any) -> str:
     name = f"lease-{uuid.uuid4().hex[:10]}"
     client.create_bucket(Bucket=name)
@@ -362,54 +402,43 @@ def test_s3_conditional_writes(aws: MotoServer) -> None:
 
 @pytest.mark.slow
 def test_s3_second_convert_is_refused_while_the_first_runs(aws: MotoServer, tmp_path: Path) -> None:
-    """Both runs write s3://…/out.zarr; the first goes through a proxy that delays every
-    response, so it is still copying when the second starts. The first is then stopped
-    with Ctrl-C (which releases its lease) and a third run finishes the job."""
+    """Both runs write s3://…/out.zarr; the first (48 units of one block) is frozen (SIGSTOP)
+    once it has recorded a unit, so it is surely mid-run, holding the lease, when the second
+    starts. The first is then stopped with Ctrl-C (which releases its lease) and a third run
+    finishes the job."""
     client = s3_client(aws.url)
     bucket = new_bucket(client)
-    spec = ImageSpec(path="em/fibsem-uint8", shape=(48, 64, 64), levels=1, content="noise")
+    spec = ImageSpec(
+        path="em/fibsem-uint8", shape=(48, 64, 64), block_size=(16, 16, 16), levels=1,
+        content="noise",
+    )  # fmt: skip
     write_dataset(tmp_path / "src", "jrc_s3lease-1", [spec], thumbnail=False)
     upload_tree(client, tmp_path / "src", bucket, "")
     src = f"s3://{bucket}/jrc_s3lease-1/jrc_s3lease-1.n5"
     dest = f"s3://{bucket}/out.zarr"
-    proxy = TcpProxy(aws.port, delay=0.2)
+    first = popen_convert(src, dest, "--workers", "1", "--unit-mib", "0.004", "--no-transplant")
     try:
-        first = subprocess.Popen(
-            [sys.executable, "-m", "migrate", "convert", src, dest, "--workers", "1",
-             "--unit-mib", "0.004", "--no-transplant", "--endpoint-url", proxy.url],
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO,
-        )  # fmt: skip
-        try:
-            deadline = time.monotonic() + 60
-            while first.poll() is None and time.monotonic() < deadline:
-                if any("/done/" in item["Key"] for item in keys(client, bucket, "out.zarr/")):
-                    break
-                time.sleep(0.05)
-            assert first.poll() is None, first.communicate()[1]
-            # held still until the Ctrl-C below, so that it comes while the run copies (a
-            # signal after the completion mark no longer stops a run: it says it finished)
-            os.kill(first.pid, signal.SIGSTOP)
-            lease = json.loads(
-                client.get_object(Bucket=bucket, Key="out.zarr/.cellmap-migrate/lease.json")[
-                    "Body"
-                ].read()
-            )
-            assert lease["pid"] == first.pid
-            second = run_subprocess("convert", src, dest, "--codec", "zstd", "--overwrite")
-            assert second.exit_code == 1, second.stderr
-            (line,) = error_lines(second.stderr)
-            assert f"{dest} is being written by another run (host " in line
-            assert f"pid {first.pid}" in line
-            assert first.poll() is None, "the first run ended before the second was refused"
-            first.send_signal(signal.SIGINT)
-            os.kill(first.pid, signal.SIGCONT)
-            _, err = first.communicate(timeout=180)
-        finally:
-            if first.poll() is None:
-                first.kill()
-                first.communicate()
+        freeze_when(first, lambda: done_count(client, bucket) > 0, "a done record")
+        lease = json.loads(
+            client.get_object(Bucket=bucket, Key="out.zarr/.cellmap-migrate/lease.json")[
+                "Body"
+            ].read()
+        )
+        assert lease["pid"] == first.pid
+        second = run_subprocess("convert", src, dest, "--codec", "zstd", "--overwrite")
+        assert second.exit_code == 1, second.stderr
+        (line,) = error_lines(second.stderr)
+        assert f"{dest} is being written by another run (host " in line
+        assert f"pid {first.pid}" in line
+        # let it go on; once it has recorded another unit it runs as before: Ctrl-C
+        recorded = done_count(client, bucket)
+        thaw(first)
+        signal_when(
+            first, lambda: done_count(client, bucket) > recorded, "another record", signal.SIGINT
+        )
+        _, err = first.communicate(timeout=180)
     finally:
-        proxy.cut()
+        end(first)
     assert first.returncode == 130, err
     assert "note:" not in err  # moto does conditional writes: no best-effort fallback
     state = [item["Key"] for item in keys(client, bucket, "out.zarr/.cellmap-migrate/")]

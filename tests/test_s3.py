@@ -11,7 +11,6 @@ import json
 import os
 import pickle
 import re
-import signal
 import socket
 import subprocess
 import sys
@@ -32,6 +31,7 @@ from migrate.cli import cli
 from migrate.errors import StoreError
 from migrate.example.fixture import ImageSpec, example_images, write_dataset
 from migrate.storage import S3Options, S3Store, open_store, resolve_s3, retries
+from tests.helpers import end, freeze_when, kill_frozen, start_cli, thaw
 from tests.n5_reader import read_n5_array
 from tests.s3server import (
     REGION,
@@ -272,12 +272,16 @@ def test_store_requests_retry_with_backoff(
         store = open_store(f"s3://{bucket}/p", read_only=True, s3=S3Options(endpoint_url=proxy.url))
         assert store.read("k") == b"value"
         proxy.cut()
-        restore = threading.Timer(1.0, proxy.restore)
-        restore.start()
-        started = time.monotonic()
-        assert store.read("k") == b"value"  # waited for the server to come back
-        assert time.monotonic() - started >= 1.0
-        restore.join()
+        heard: list[retries.Retry] = []
+
+        def come_back(retry: retries.Retry) -> None:  # the server returns once a retry is under way
+            heard.append(retry)
+            if len(heard) == 1:
+                proxy.restore()
+
+        with retries.listening(come_back):
+            assert store.read("k") == b"value"  # waited for the server to come back
+        assert [retry.attempt for retry in heard] == [1]  # one failed attempt, then success
         proxy.cut()
         monkeypatch.setenv("AWS_MAX_ATTEMPTS", "2")
         impatient = open_store(
@@ -613,24 +617,12 @@ def done_records(client: Any, dest: str) -> int:
 
 
 def start_convert(src: str, dest: str, *args: str, **env: str) -> subprocess.Popen[str]:
-    return subprocess.Popen(
-        [sys.executable, "-m", "migrate", "convert", src, dest, *args],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        cwd=REPO,
-        env={**os.environ, **env},
-    )
+    return start_cli("convert", src, dest, *args, env={**os.environ, **env})
 
 
-def wait_for_records(proc: subprocess.Popen[str], client: Any, dest: str, at_least: int) -> int:
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline and proc.poll() is None:
-        found = done_records(client, dest)
-        if found >= at_least:
-            return found
-        time.sleep(0.05)
-    raise AssertionError(f"no {at_least} done records (exit {proc.poll()})")
+def freeze_at_records(proc: subprocess.Popen[str], client: Any, dest: str, at_least: int) -> None:
+    """Freeze the run (SIGSTOP) once ``at_least`` done records are at DEST."""
+    freeze_when(proc, lambda: done_records(client, dest) >= at_least, f"{at_least} done records")
 
 
 def finish_and_verify(src: str, dest: str) -> None:
@@ -649,14 +641,10 @@ def test_sigkill_then_resume_on_s3(client: Any, many_units: Path, tmp_path: Path
     source_before = snapshot(client)
     proc = start_convert(src, dest, "--workers", "1", *ONE_BLOCK_UNITS)
     try:
-        wait_for_records(proc, client, dest, 10)
-        proc.send_signal(signal.SIGKILL)
-        proc.wait(timeout=10)
+        freeze_at_records(proc, client, dest, 10)
+        kill_frozen(proc)
     finally:
-        if proc.poll() is None:
-            proc.kill()
-        proc.communicate()
-    assert proc.returncode == -signal.SIGKILL
+        end(proc)
     code, out, _err = cli_run("status", dest)
     assert code == 1
     assert "INCOMPLETE" in out
@@ -698,12 +686,29 @@ def test_connections_cut_for_a_while(aws: MotoServer, client: Any, many_units: P
             "--region",
             REGION,
         )
-        wait_for_records(proc, client, dest, 5)
+        freeze_at_records(proc, client, dest, 5)
         assert proxy.connections > 0  # the run goes through the proxy
         proxy.cut()
-        time.sleep(2)
+        thaw(proc)
+        # the outage lasts until the run has met it: a retry line, or the run's end
+        lines: list[str] = []
+        met = threading.Event()
+
+        def read_stderr() -> None:
+            assert proc.stderr is not None
+            for line in proc.stderr:
+                lines.append(line)
+                if "retrying" in line:
+                    met.set()
+            met.set()
+
+        reader = threading.Thread(target=read_stderr)
+        reader.start()
+        assert met.wait(300), "the run met no outage"
         proxy.restore()
-        _out, err = proc.communicate(timeout=120)
+        proc.wait(timeout=300)
+        reader.join(timeout=60)
+        err = "".join(lines)
         errors = [line for line in err.splitlines() if "error" in line.lower()]
         if proc.returncode == 0:
             assert errors == []
@@ -715,6 +720,7 @@ def test_connections_cut_for_a_while(aws: MotoServer, client: Any, many_units: P
         assert_no_secrets(err)
     finally:
         proxy.cut()
+        end(proc)
     finish_and_verify(src, dest)
 
 
@@ -736,12 +742,14 @@ def test_server_gone_stops_with_one_line_then_resumes(
             AWS_ENDPOINT_URL=proxy.url,
             AWS_MAX_ATTEMPTS="2",
         )
-        wait_for_records(proc, client, dest, 5)
+        freeze_at_records(proc, client, dest, 5)
         assert proxy.connections > 0
         proxy.cut()  # and it stays down
-        _out, err = proc.communicate(timeout=60)
+        thaw(proc)
+        _out, err = proc.communicate(timeout=120)
     finally:
         proxy.cut()
+        end(proc)
     assert proc.returncode == 1, err
     errors = [line for line in err.splitlines() if "error" in line.lower()]
     assert len(errors) == 1, err

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import threading
-import time
 from pathlib import Path
 
 import pytest
@@ -19,31 +18,32 @@ def concurrent_store(tmp_path: Path, concurrency: int) -> LocalStore:
 
 def test_results_keep_item_order_and_calls_overlap(tmp_path: Path) -> None:
     store = concurrent_store(tmp_path, 8)
-    running = 0
-    most = 0
-    lock = threading.Lock()
+    later_done = threading.Event()
 
     def call(item: int) -> int:
-        nonlocal running, most
-        with lock:
-            running += 1
-            most = max(most, running)
-        time.sleep(0.02 * (item % 3))  # later items often finish first
-        with lock:
-            running -= 1
+        if item == 0:  # the first item finishes only after a later one did: they overlap
+            assert later_done.wait(60), "item 1 never ran while item 0 did"
+        if item == 1:
+            later_done.set()
         return item * item
 
     assert store.map(call, range(24)) == [i * i for i in range(24)]
-    assert most > 1
+    assert later_done.is_set()
 
 
 def test_the_first_failure_in_item_order_is_raised(tmp_path: Path) -> None:
     store = concurrent_store(tmp_path, 8)
+    seven_failed = threading.Event()
 
     def call(item: int) -> int:
-        if item in (3, 7):
-            time.sleep(0.05 if item == 3 else 0.0)  # 7 fails first in time
-            raise ValueError(f"item {item}")
+        if item == 7:
+            try:
+                raise ValueError("item 7")
+            finally:
+                seven_failed.set()
+        if item == 3:  # 7 fails first in time, 3 comes first in item order
+            assert seven_failed.wait(60), "item 7 never ran while item 3 did"
+            raise ValueError("item 3")
         return item
 
     with pytest.raises(ValueError, match="item 3"):

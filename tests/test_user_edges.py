@@ -9,7 +9,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -18,7 +17,15 @@ import zarr
 
 from migrate.example.fixture import ImageSpec, write_image
 from migrate.source.discover import split_n5_url
-from tests.helpers import REPO, popen_convert, run_cli, run_subprocess, unit_records
+from tests.helpers import (
+    REPO,
+    end,
+    popen_convert,
+    run_cli,
+    run_subprocess,
+    signal_when,
+    unit_records,
+)
 from tests.n5_reader import read_n5_array
 
 SMALL = ImageSpec(
@@ -163,17 +170,10 @@ def test_sigterm_stops_like_ctrl_c_and_resumes(tmp_path: Path) -> None:
     dest = tmp_path / "out.zarr"
     proc = popen_convert(str(n5), str(dest), *ONE_BLOCK_UNITS)
     try:
-        deadline = time.monotonic() + 60
-        while proc.poll() is None and time.monotonic() < deadline and unit_records(dest) < 5:
-            time.sleep(0.01)
-        if proc.poll() is not None:
-            pytest.fail("the run finished before it could be terminated: make the fixture bigger")
-        proc.send_signal(signal.SIGTERM)
-        _out, err = proc.communicate(timeout=60)
+        signal_when(proc, lambda: unit_records(dest) >= 5, "5 unit records", signal.SIGTERM)
+        _out, err = proc.communicate(timeout=120)
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.communicate()
+        end(proc)
     assert proc.returncode == 143, err
     assert "Traceback" not in err
     (line,) = error_lines(err)

@@ -44,7 +44,8 @@ OWN = {"src", "dest", "dry_run", "plan_only", "as_json"}
 short form, a line per dataset, and a line per level of every dataset of a bucket would
 bring back the thousands of lines ``--plan-only`` exists to avoid."""
 HANDLED = {
-    "ngff_version", "prefix", "codec", "chunks", "shard", "downsampling", "trust", "registry",
+    "ngff_version", "prefix", "codec", "codec_level", "blosc_cname", "blosc_shuffle",
+    "chunks", "shard", "downsampling", "trust", "registry",
     "allow_unknown_units", "labels", "workers", "unit_mib", "overwrite", "no_transplant",
     "skip_decode_check", "report", "into_existing", "break_lease", "lease_timeout",
     "image_paths",
@@ -147,6 +148,9 @@ def _plan_and_engine(values: dict[str, Any], s3: S3Options) -> tuple[PlanOptions
     plan = PlanOptions(
         ngff_version=values["ngff_version"],
         codec=values["codec"],
+        codec_level=values["codec_level"],
+        blosc_cname=values["blosc_cname"],
+        blosc_shuffle=values["blosc_shuffle"],
         chunks=values["chunks"],
         shard=values["shard"],
         prefix=values["prefix"].strip("/"),

@@ -18,13 +18,16 @@ import click
 from migrate import __version__
 from migrate.cli import signals
 from migrate.cli.progress import current_watch, log_plan, watched
-from migrate.errors import MigrationError
+from migrate.errors import MigrationError, OptionError
 from migrate.storage import S3Options
+from migrate.target.codecs import BLOSC_CNAMES
 from migrate.target.plan import DEFAULT_UNIT_BYTES
 
 F = TypeVar("F", bound=Callable[..., Any])
 
 EXIT_ERROR = 1
+EXIT_USAGE = 2
+"""An option value that cannot be used (click's own usage errors exit 2 too)."""
 EXIT_INTERNAL = 3
 EXIT_INTERRUPTED = 130
 """Ctrl-C (SIGINT): 128 + 2, as shells report it."""
@@ -156,7 +159,7 @@ def reports_errors(command: F) -> F:
             if debug:
                 raise
             click.echo(f"error: {exc}", err=True)
-            sys.exit(EXIT_ERROR)
+            sys.exit(EXIT_USAGE if isinstance(exc, OptionError) else EXIT_ERROR)
         except signals.Terminated:
             click.echo(
                 "error: terminated (SIGTERM); every finished work unit is recorded: "
@@ -278,13 +281,36 @@ def cli(debug: bool) -> None:
     type=click.Choice(["keep", "gzip", "zstd", "blosc"]),
     default="keep",
     show_default=True,
-    help="keep: the source compression where Zarr can express it, else zstd.",
+    help="keep: the source compression where Zarr can express it, else zstd level 3. gzip, "
+    "zstd, blosc: a source already in that codec keeps its blocks (and settings, unless "
+    "--codec-level/--blosc-* say otherwise); others are re-encoded.",
+)
+@click.option(
+    "--codec-level",
+    type=int,
+    metavar="N",
+    help="Level of --codec gzip (0–9) [6], zstd (1–22) [3] or blosc (0–9) [5]; with it (or "
+    "--blosc-*) every level is written with exactly these settings.",
+)
+@click.option(
+    "--blosc-cname",
+    type=click.Choice(BLOSC_CNAMES),
+    help="Compressor inside --codec blosc [zstd].",
+)
+@click.option(
+    "--blosc-shuffle",
+    type=click.Choice(["noshuffle", "shuffle", "bitshuffle"]),
+    help="Shuffle of --codec blosc [shuffle].",
 )
 @click.option(
     "--chunks", type=SHAPE, help="Output chunk shape, C order (z,y,x); default: the source blocks."
 )
 @click.option(
-    "--shard", type=SHAPE, help="Shard shape, C order (0.5 only): a whole number of chunks."
+    "--shard",
+    type=SHAPE,
+    help="Shard shape, C order (z,y,x; 0.5 only): a whole number of chunks on every axis, at "
+    "every level; a level smaller than the shard gets one shard of its size, rounded up to "
+    "whole chunks.",
 )
 @click.option(
     "--downsampling",
@@ -330,7 +356,8 @@ def cli(debug: bool) -> None:
     type=click.FloatRange(min=0, min_open=True),
     default=DEFAULT_UNIT_BYTES / 2**20,
     show_default=True,
-    help="Target size of one work unit (uncompressed); peak memory ≈ 2 × workers × this.",
+    help="Target size of one work unit (uncompressed); peak memory ≈ 2 × workers × this. "
+    "Changes no output byte; an image resumed goes on with the units it was started with.",
 )
 @click.option(
     "--overwrite",
@@ -376,6 +403,9 @@ def convert(
     ngff_version: str,
     prefix: str,
     codec: str,
+    codec_level: int | None,
+    blosc_cname: str | None,
+    blosc_shuffle: str | None,
     chunks: tuple[int, ...] | None,
     shard: tuple[int, ...] | None,
     downsampling: str,
@@ -434,6 +464,9 @@ def convert(
     options = PlanOptions(
         ngff_version=ngff_version,  # type: ignore[arg-type]
         codec=codec,  # type: ignore[arg-type]
+        codec_level=codec_level,
+        blosc_cname=blosc_cname,
+        blosc_shuffle=blosc_shuffle,
         chunks=chunks,
         shard=shard,
         prefix=prefix.strip("/"),

@@ -37,13 +37,14 @@ from migrate.dest.lease import LeaseLostError
 from migrate.dest.state import DestState, DestWriter, ImageState, read_state
 from migrate.errors import PlanMismatchError, SourceDataError, StoreError
 from migrate.storage import Store, iocounts, join_key
+from migrate.target import compare
 from migrate.target.layout import (
     PROVENANCE_KEY,
     group_documents,
     image_final_documents,
     image_start_documents,
 )
-from migrate.target.plan import COMPLETE_KEY, DATASET_KEY, plan_groups
+from migrate.target.plan import COMPLETE_KEY, DATASET_KEY, plan_groups, settings_changes
 from schemas.plan import ImagePlan, LevelPlan, Plan
 
 
@@ -86,33 +87,91 @@ class RunResult:
         }
 
 
+def recorded_attributes(dest: Store, image: ImagePlan) -> dict[str, Any] | None:
+    """The image group attributes DEST records for the image at ``image.dest_path``: those
+    of the finished image, else those its run started with (the resume record), else
+    None."""
+    finished = marks.group_attributes(dest, image.dest_path)
+    if finished and PROVENANCE_KEY in finished:
+        return finished
+    started = marks.read_json(dest, records.image_state_key(image.dest_path, "plan.json"))
+    attributes = (started or {}).get("image", {}).get("attributes")
+    return attributes if isinstance(attributes, dict) else None
+
+
+def _settings_of(attributes: dict[str, Any] | None) -> dict[str, Any] | None:
+    provenance = (attributes or {}).get(PROVENANCE_KEY)
+    settings = provenance.get("settings") if isinstance(provenance, dict) else None
+    return settings if isinstance(settings, dict) else None
+
+
 def explain_difference(dest: Store, plan: Plan, image: ImagePlan, state: ImageState) -> str:
-    """What differs between the metadata at DEST and what this plan would write."""
+    """What differs between the image at DEST and what this plan would write: the settings
+    (old → new, as the options that give them, and the options that go on with DEST's),
+    then the metadata fields."""
     if state is ImageState.FOREIGN:
         return (
             f"{dest.display(image.dest_path)} holds "
             f"{ours.describe_foreign(dest, image.dest_path)}, not written by cellmap-migrate;"
             " it is never replaced: choose another DEST or move it away"
         )
+    recorded = recorded_attributes(dest, image)
+    old_settings, new_settings = _settings_of(recorded), _settings_of(image.attributes)
+    changes = (
+        settings_changes(old_settings, new_settings)
+        if old_settings is not None and new_settings is not None
+        else []
+    )
     wanted = {**image_start_documents(plan, image), **image_final_documents(plan, image)}
+    own_group = {join_key(image.dest_path, name) for name in (".zattrs", "zarr.json")}
     differences: list[str] = []
     for key, document in wanted.items():
+        if key in own_group:
+            continue  # the image's attributes: compared field by field below
         existing = marks.read_json(dest, key)
         if existing is None:
-            if key != join_key(image.dest_path, ".zattrs"):  # absent until finalize anyway
-                differences.append(f"{key} does not exist (DEST has other Zarr metadata)")
+            differences.append(f"{key} does not exist (DEST has other Zarr metadata)")
             continue
         differences += _settings_differences(key, existing, document)
         for name in sorted(set(document) | set(existing)):
             old, new = existing.get(name), document.get(name)
             if old != new and name != "attributes":
                 differences.append(f"{key}: {name} {_compact(old)} → {_compact(new)}")
-    if not differences:
-        differences.append("the metadata (scale, translation, axes or provenance) differs")
+    if recorded is not None:  # the OME metadata (the settings are named above)
+        attributes = {k: v for k, v in recorded.items() if k != PROVENANCE_KEY}
+        planned = {k: v for k, v in image.attributes.items() if k != PROVENANCE_KEY}
+        differences += [
+            f"{image.dest_path} attributes: {text}"
+            for text in compare.differences(attributes, planned)
+        ]
     shown = "; ".join(differences[:4]) + (
         f"; … {len(differences) - 4} more" if len(differences) > 4 else ""
     )
-    return f"{dest.display(image.dest_path)} was written with other settings: {shown}"
+    where = dest.display(image.dest_path)
+    if changes:
+        options = ", ".join(f"{old} → {new}" for old, new in changes)
+        keep = " ".join(old for old, _ in changes if not old.startswith("no "))
+        without = [old.removeprefix("no ") for old, _ in changes if old.startswith("no ")]
+        going_on = " and ".join(
+            part
+            for part in (
+                f"with {keep}" if keep else "",
+                f"without {', '.join(without)}" if without else "",
+            )
+            if part
+        )
+        return (
+            f"{where} was written with other settings: {options}"
+            + (f" ({shown})" if differences else "")
+            + f"; the same command {going_on} goes on with it"
+        )
+    if not differences:
+        differences.append("the metadata (scale, translation, axes or provenance) differs")
+        shown = differences[0]
+    return (
+        f"{where} was written from other source metadata or by another version of "
+        f"cellmap-migrate: {shown}"
+    )
 
 
 def refusal(
@@ -424,6 +483,53 @@ def prepare_dest(
     return results, todo, generations, states
 
 
+def with_started_units(
+    dest: Store, plan: Plan, partial: Sequence[int], found: DestState
+) -> tuple[Plan, list[str]]:
+    """``plan`` with each partially copied image (indices ``partial``) cut into the work units
+    its first run cut it into, as its start record (in ``found``, DEST's state) says: unit
+    records are per unit index, so a run resumed with another ``--unit-mib`` goes on with
+    those units (the unit size changes no output byte and is not part of the image's
+    identity). Returns the plan and the images whose units this changed. A record whose
+    units are not whole chunks (shards) of the level is refused (PlanMismatchError)."""
+    images = list(plan.images)
+    changed: list[str] = []
+    for index in partial:
+        key = records.image_state_key(plan.images[index].dest_path, "plan.json")
+        record = found.image(plan.images[index].dest_path).started
+        image = images[index]
+        levels = (record or {}).get("image", {}).get("levels")
+        started = {
+            level.get("name"): level.get("unit_shape")
+            for level in (levels if isinstance(levels, list) else [])
+            if isinstance(level, dict)
+        }
+        cut = []
+        for level in image.levels:
+            shape = started.get(level.name)
+            grid = level.shard or level.chunks
+            if not (
+                isinstance(shape, list)
+                and len(shape) == len(grid)
+                and all(
+                    type(n) is int and n > 0 and n % g == 0
+                    for n, g in zip(shape, grid, strict=True)
+                )
+            ):
+                raise PlanMismatchError(
+                    f"{dest.display(key)}: image.levels[{level.name}].unit_shape is "
+                    f"{_compact(shape)}, not whole chunks {list(grid)} of the level; "
+                    "use --overwrite to start the image again"
+                )
+            cut.append(level.model_copy(update={"unit_shape": tuple(shape)}))
+        if tuple(cut) != image.levels:
+            images[index] = image.model_copy(update={"levels": tuple(cut)})
+            changed.append(image.dest_path)
+    if changed:
+        plan = plan.model_copy(update={"images": tuple(images)})
+    return plan, changed
+
+
 def _planned_mark(plan: Plan) -> dict[str, str]:
     """The completion mark this plan writes last (empty when its root is an image)."""
     root = next((group for group in plan.groups if group.path == ""), None)
@@ -544,6 +650,13 @@ def run_plan(
     results, todo, generations, states = prepare_dest(
         dest, plan, options, run_id or uuid.uuid4().hex, found, writer, restart
     )
+    partial = [i for i in todo if states[i] is ImageState.PARTIAL]
+    plan, recut = with_started_units(dest, plan, partial, found)
+    for path in recut:
+        progress.message(
+            f"note: {path} goes on with the work units it was started with (the unit size "
+            "of the run that started it); --unit-mib applies to the images a run starts"
+        )
     fingerprints = {i: plan.image_fingerprint(plan.images[i]) for i in todo}
     # only a resumed image has records (an image started now has none yet)
     resumed = [

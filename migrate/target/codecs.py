@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from migrate.errors import MetadataError
+from migrate.errors import MetadataError, OptionError
 from schemas.n5 import (
     BloscCompression,
     Bzip2Compression,
@@ -20,14 +20,12 @@ from schemas.n5 import (
     XzCompression,
     ZstdCompression,
 )
-from schemas.plan import CodecPlan, LevelPlan, NgffVersion
+from schemas.plan import BLOSC_SHUFFLE_NAMES, CodecPlan, LevelPlan, NgffVersion
 
 CodecChoice = Literal["keep", "gzip", "zstd", "blosc"]
 
 ZLIB_DEFAULT_LEVEL = 6
 """What zlib's level -1 (N5's default) means; Zarr needs an explicit level 0–9."""
-
-BLOSC_SHUFFLE_NAMES = {0: "noshuffle", 1: "shuffle", 2: "bitshuffle"}
 
 READ_BY_EVERY_READER: dict[NgffVersion, frozenset[str]] = {
     "0.4": frozenset({"raw", "gzip", "zlib", "blosc", "zstd"}),
@@ -103,28 +101,109 @@ def keep_codec(compression: N5Compression, version: NgffVersion, location: str) 
     raise AssertionError(f"unhandled compression {compression!r}")  # pragma: no cover
 
 
-def choose_codec(
-    compression: N5Compression, choice: CodecChoice, version: NgffVersion, location: str
+CODEC_LEVELS: dict[str, tuple[int, int]] = {"gzip": (0, 9), "zstd": (1, 22), "blosc": (0, 9)}
+"""The ``--codec-level`` values each output codec takes (zlib's, zstd's, blosc's clevel)."""
+DEFAULT_LEVELS: dict[str, int] = {"gzip": ZLIB_DEFAULT_LEVEL, "zstd": 3, "blosc": 5}
+"""The level of a codec re-encoded without ``--codec-level``."""
+BLOSC_CNAMES = ("blosclz", "lz4", "lz4hc", "zlib", "zstd")
+"""The blosc compressors every reader of the output decodes (``--blosc-cname``)."""
+BLOSC_DEFAULT_CNAME = "zstd"
+BLOSC_SHUFFLE_CODES = {name: code for code, name in BLOSC_SHUFFLE_NAMES.items()}
+BLOSC_DEFAULT_SHUFFLE = "shuffle"
+
+
+def check_codec_options(
+    choice: CodecChoice, level: int | None, cname: str | None, shuffle: str | None
+) -> None:
+    """Refuse codec options that do not apply to ``--codec choice`` (a usage error naming
+    the option): a level outside the codec's range, blosc options without blosc, any of them
+    with ``keep`` (which keeps every source's own settings)."""
+    given = [
+        (name, value)
+        for name, value in (
+            ("--codec-level", level), ("--blosc-cname", cname), ("--blosc-shuffle", shuffle)
+        )
+        if value is not None
+    ]  # fmt: skip
+    if not given:
+        return
+    if choice == "keep":
+        name, value = given[0]
+        raise OptionError(
+            f"{name} {value}: name the codec it is for, e.g. --codec "
+            f"{'blosc' if name.startswith('--blosc') else 'zstd'} {name} {value} "
+            "(--codec keep keeps each source's own settings)"
+        )
+    if choice != "blosc":
+        for name, value in given:
+            if name.startswith("--blosc"):
+                raise OptionError(f"{name} {value}: only for --codec blosc, not --codec {choice}")
+    if cname is not None and cname not in BLOSC_CNAMES:
+        raise OptionError(f"--blosc-cname {cname}: not one of {', '.join(BLOSC_CNAMES)}")
+    if shuffle is not None and shuffle not in BLOSC_SHUFFLE_CODES:
+        raise OptionError(f"--blosc-shuffle {shuffle}: not one of {', '.join(BLOSC_SHUFFLE_CODES)}")
+    if level is not None:
+        low, high = CODEC_LEVELS[choice]
+        if not low <= level <= high:
+            raise OptionError(f"--codec-level {level}: {choice} levels are {low}–{high}")
+
+
+def requested_codec(
+    choice: CodecChoice, level: int | None, cname: str | None, shuffle: str | None
 ) -> CodecPlan:
-    """The output codec for ``--codec choice``; an explicit choice equal to the source's is
-    treated like ``keep`` so its blocks can still be moved as bytes."""
+    """The codec ``--codec choice`` (not keep) writes when it re-encodes: the options given,
+    the defaults for the others (gzip 6, zstd 3, blosc zstd 5 with byte shuffle)."""
+    assert choice != "keep"
+    flags = [f"--codec {choice}"]
+    flags += [f"--codec-level {level}"] if level is not None else []
+    flags += [f"--blosc-cname {cname}"] if cname is not None else []
+    flags += [f"--blosc-shuffle {shuffle}"] if shuffle is not None else []
+    reason = f"re-encoded as requested ({' '.join(flags)})"
+    chosen = level if level is not None else DEFAULT_LEVELS[choice]
+    if choice == "blosc":
+        return CodecPlan(
+            name="blosc",
+            cname=cname or BLOSC_DEFAULT_CNAME,
+            level=chosen,
+            shuffle=BLOSC_SHUFFLE_CODES[shuffle or BLOSC_DEFAULT_SHUFFLE],
+            blocksize=0,
+            endian="little",
+            transplant=False,
+            reason=reason,
+        )
+    return CodecPlan(name=choice, level=chosen, endian="little", transplant=False, reason=reason)
+
+
+def choose_codec(
+    compression: N5Compression,
+    choice: CodecChoice,
+    version: NgffVersion,
+    location: str,
+    *,
+    level: int | None = None,
+    cname: str | None = None,
+    shuffle: str | None = None,
+) -> CodecPlan:
+    """The output codec for ``--codec choice`` and its options (``--codec-level``,
+    ``--blosc-cname``, ``--blosc-shuffle``; checked by :func:`check_codec_options`).
+
+    A source already in the chosen codec keeps its blocks (moved as bytes): without options,
+    with its own settings; with options, only when its settings are those (each one given
+    and, for those not given, the defaults): so with options every level is written alike."""
     kept = keep_codec(compression, version, location)
-    if choice == "keep" or (choice == kept.name and kept.transplant):
+    if choice == "keep":
         return kept
-    if choice == "gzip":
-        return CodecPlan(
-            name="gzip", level=ZLIB_DEFAULT_LEVEL, endian="little", transplant=False,
-            reason="re-encoded as requested (--codec gzip)",
-        )  # fmt: skip
-    if choice == "zstd":
-        return CodecPlan(
-            name="zstd", level=3, endian="little", transplant=False,
-            reason="re-encoded as requested (--codec zstd)",
-        )  # fmt: skip
-    return CodecPlan(
-        name="blosc", cname="zstd", level=5, shuffle=1, blocksize=0, endian="little",
-        transplant=False, reason="re-encoded as requested (--codec blosc)",
-    )  # fmt: skip
+    wanted = requested_codec(choice, level, cname, shuffle)
+    if kept.transplant and kept.name == choice:
+        explicit = level is not None or cname is not None or shuffle is not None
+        same = (kept.level, kept.cname, kept.shuffle) == (
+            wanted.level,
+            wanted.cname,
+            wanted.shuffle,
+        )
+        if not explicit or same:
+            return kept
+    return wanted
 
 
 def zarr_v2_compressor(codec: CodecPlan) -> dict[str, Any] | None:

@@ -6,13 +6,15 @@ All shapes, chunks and unit boxes are in **C order** (z, y, x).
 from __future__ import annotations
 
 import fnmatch
+import json
 import math
-from collections.abc import Mapping, Sequence
+import posixpath
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
 from migrate import __version__
-from migrate.errors import MetadataError, MigrationError
+from migrate.errors import MetadataError, MigrationError, OptionError
 from migrate.source.axes import f_to_c
 from migrate.source.discover import Discovery
 from migrate.source.image import SourceImage, ordered_levels
@@ -35,7 +37,7 @@ from migrate.source.registry import (
     unmatched_sources,
 )
 from migrate.storage import join_key, path_problem
-from migrate.target.codecs import CodecChoice, choose_codec
+from migrate.target.codecs import CodecChoice, check_codec_options, choose_codec
 from migrate.target.display import colour_hex, omero, registry_label
 from migrate.target.layout import PROVENANCE_KEY
 from schemas.n5 import ITEMSIZE, N5ArrayAttributes
@@ -45,12 +47,12 @@ from schemas.ngff import (
     ImageLabelV04,
     ImageLabelV05,
     LabelsAttrsV04,
+    LabelSource,
     MultiscaleV04,
     MultiscaleV05,
     Omero,
     OmeV05,
     Provenance,
-    ScaleTransform,
 )
 from schemas.plan import GroupPlan, ImagePlan, LevelPlan, NgffVersion, Plan
 
@@ -60,7 +62,8 @@ DEFAULT_UNIT_BYTES = 32 * 2**20
 
 @dataclass(frozen=True)
 class PlanOptions:
-    """Everything the user can choose that changes the output."""
+    """Everything the user can choose that changes the output (and the work-unit size,
+    which does not: see :meth:`recorded`)."""
 
     ngff_version: NgffVersion = "0.4"
     codec: CodecChoice = "keep"
@@ -73,12 +76,24 @@ class PlanOptions:
     :func:`migrate.source.reconcile.parse_trust`)."""
     allow_unknown_units: bool = False
     label_patterns: tuple[str, ...] = ()
+    codec_level: int | None = None
+    blosc_cname: str | None = None
+    blosc_shuffle: str | None = None
     unit_bytes: int = DEFAULT_UNIT_BYTES
     registry: Registry | None = None
     """The manifests of ``--registry`` (the one of the source's dataset is used)."""
     image_paths: tuple[tuple[str, str], ...] = ()
     """``--image-path VOLUME=PATH``: where a precomputed volume (its path inside the
     dataset) goes inside the output, instead of its default image path."""
+
+    def __post_init__(self) -> None:
+        """Options that cannot go together are a usage error (OptionError), before any I/O."""
+        if self.shard is not None and self.ngff_version != "0.5":
+            raise OptionError(
+                f"--shard {_csv(self.shard)}: sharding needs --ngff-version 0.5 (Zarr v3); "
+                "0.4 (Zarr v2) has no shards"
+            )
+        check_codec_options(self.codec, self.codec_level, self.blosc_cname, self.blosc_shuffle)
 
     def _trust_setting(self) -> str | list[str] | None:
         """``--trust`` as recorded: None, the value (as before per-image rules existed), or
@@ -94,6 +109,9 @@ class PlanOptions:
         settings: dict[str, Any] = {
             "ngff_version": self.ngff_version,
             "codec": self.codec,
+            "codec_level": self.codec_level,
+            "blosc_cname": self.blosc_cname,
+            "blosc_shuffle": self.blosc_shuffle,
             "chunks": list(self.chunks) if self.chunks else None,
             "shard": list(self.shard) if self.shard else None,
             "prefix": self.prefix,
@@ -110,10 +128,10 @@ class PlanOptions:
 
     def recorded(self, manifest: LoadedManifest | None = None) -> dict[str, Any]:
         """What an N5 image's provenance records: every setting that changes its output bytes
-        (:meth:`settings` and the work-unit size, which the fingerprint covers).
+        (:meth:`settings`). The work-unit size is not one of them: a run resumed with
+        another ``--unit-mib`` goes on with the work units the image was started with.
         ``image_paths`` places precomputed volumes only: see :meth:`recorded_for_volume`."""
-        settings = {k: v for k, v in self.settings(manifest).items() if k != "image_paths"}
-        return {**settings, "unit_bytes": self.unit_bytes}
+        return {k: v for k, v in self.settings(manifest).items() if k != "image_paths"}
 
     def recorded_for_volume(
         self, volume: str, manifest: LoadedManifest | None = None
@@ -137,6 +155,15 @@ class PlanOptions:
         file in errors. A recorded registry must be among the manifests of ``registry``
         with the recorded digest (the caller checks that, with its own message)."""
         expected = set(cls().recorded())
+        if isinstance(recorded, Mapping) and "unit_bytes" in recorded:
+            raise MetadataError(
+                where,
+                f"{PROVENANCE_KEY}.settings",
+                "recorded by an earlier cellmap-migrate (its settings hold unit_bytes), whose "
+                "metadata this version writes differently (no multiscale-level identity "
+                "transform, labels naming their image): it cannot be planned again here; "
+                "convert it again with --overwrite",
+            )
         keys = (
             set(recorded) - {"registry", "image_paths"} if isinstance(recorded, Mapping) else set()
         )
@@ -157,6 +184,9 @@ class PlanOptions:
             options = cls(
                 ngff_version=recorded["ngff_version"],
                 codec=recorded["codec"],
+                codec_level=recorded["codec_level"],
+                blosc_cname=recorded["blosc_cname"],
+                blosc_shuffle=recorded["blosc_shuffle"],
                 chunks=tuple(recorded["chunks"]) if recorded["chunks"] else None,
                 shard=tuple(recorded["shard"]) if recorded["shard"] else None,
                 prefix=str(recorded["prefix"]),
@@ -164,7 +194,6 @@ class PlanOptions:
                 trust=() if trust is None else (trust,) if isinstance(trust, str) else tuple(trust),
                 allow_unknown_units=bool(recorded["allow_unknown_units"]),
                 label_patterns=tuple(recorded["label_patterns"]),
-                unit_bytes=int(recorded["unit_bytes"]),
                 registry=registry,
                 image_paths=tuple(
                     (str(volume), str(path))
@@ -172,7 +201,7 @@ class PlanOptions:
                 ),
             )
             parse_trust(options.trust)
-        except (TypeError, ValueError, KeyError, AttributeError) as exc:
+        except (TypeError, ValueError, KeyError, AttributeError, OptionError) as exc:
             raise MetadataError(where, f"{PROVENANCE_KEY}.settings", str(exc)) from exc
         paths = {"image_paths": dict(options.image_paths)} if options.image_paths else {}
         if {**options.recorded(manifest), **paths} != dict(recorded):
@@ -182,6 +211,58 @@ class PlanOptions:
                 f"not settings cellmap-migrate writes: {dict(recorded)}",
             )
         return options
+
+
+SETTING_OPTIONS = {
+    "ngff_version": "--ngff-version",
+    "codec": "--codec",
+    "codec_level": "--codec-level",
+    "blosc_cname": "--blosc-cname",
+    "blosc_shuffle": "--blosc-shuffle",
+    "chunks": "--chunks",
+    "shard": "--shard",
+    "prefix": "--prefix",
+    "downsampling": "--downsampling",
+    "trust": "--trust",
+    "allow_unknown_units": "--allow-unknown-units",
+    "label_patterns": "--label",
+    "unit_bytes": "--unit-mib",
+}
+"""The ``convert`` option of each recorded setting (``unit_bytes``: recorded by earlier
+versions, whose outputs depended on it)."""
+
+
+def setting_as_option(name: str, value: Any) -> str:
+    """A recorded setting as the options that give it: ``--codec zstd``, ``--chunks
+    64,64,64``, ``no --shard`` (the option left out), ``--label a --label b``."""
+    option = SETTING_OPTIONS.get(name)
+    if option is None:
+        return f"{name} {json.dumps(value)}"
+    if value is None or value is False or value == [] or (name == "prefix" and value == ""):
+        return f"no {option}"
+    if value is True:
+        return option
+    if name == "label_patterns" and isinstance(value, list):
+        return " ".join(f"{option} {pattern}" for pattern in value)
+    if name == "unit_bytes" and isinstance(value, int):
+        return f"{option} {value / 2**20:g}"
+    if isinstance(value, list):
+        return f"{option} {','.join(str(v) for v in value)}"
+    return f"{option} {value}"
+
+
+def settings_changes(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[tuple[str, str]]:
+    """Each setting that differs between ``old`` (recorded at DEST) and ``new`` (this run),
+    as (the options that gave the old value, the options that give the new one)."""
+    return [
+        (setting_as_option(name, old.get(name)), setting_as_option(name, new.get(name)))
+        for name in [*new, *(key for key in old if key not in new)]
+        if old.get(name) != new.get(name)
+    ]
+
+
+def _csv(values: Iterable[int]) -> str:
+    return ",".join(str(v) for v in values)
 
 
 def is_label_image(
@@ -223,26 +304,20 @@ def grow_unit(
 
 
 def _output_grid(
-    source_blocks: tuple[int, ...], shape: tuple[int, ...], options: PlanOptions, where: str
+    source_blocks: tuple[int, ...], shape: tuple[int, ...], options: PlanOptions
 ) -> tuple[tuple[int, ...], tuple[int, ...] | None]:
-    """(chunks, shard) of one level, C order."""
-    ndim = len(shape)
-    if options.chunks is not None and len(options.chunks) != ndim:
-        raise MigrationError(f"{where}: --chunks has {len(options.chunks)} values for {ndim} axes")
+    """(chunks, shard) of one level, C order, for options :func:`check_grid_options` took.
+
+    The shard rule: ``--shard`` holds a whole number of chunks on every axis; a level smaller
+    than the shard along an axis gets a shard cut to its size, rounded up to whole chunks (one
+    shard covers it; a shard never needs to be larger)."""
     chunks = options.chunks or source_blocks
     if options.shard is None:
         return chunks, None
-    if len(options.shard) != ndim:
-        raise MigrationError(f"{where}: --shard has {len(options.shard)} values for {ndim} axes")
-    # A shard never needs to be larger than the level, rounded up to whole chunks.
     shard = tuple(
         min(s, math.ceil(max(n, 1) / c) * c)
         for s, c, n in zip(options.shard, chunks, shape, strict=True)
     )
-    if any(s % c for s, c in zip(shard, chunks, strict=True)):
-        raise MigrationError(
-            f"{where}: --shard {list(options.shard)} is not a whole number of chunks {list(chunks)}"
-        )
     return chunks, shard
 
 
@@ -313,6 +388,102 @@ def check_sizes(
             )
 
 
+def _nearest_multiple(value: int, step: int) -> int:
+    """The multiple of ``step`` nearest to ``value`` (at least ``step``)."""
+    return max(step, round(value / step) * step)
+
+
+def _divisor_near(value: int, near: int) -> int | None:
+    """The divisor of ``value`` closest to ``near`` by ratio (the larger on a tie); None when
+    even that one is off by more than a factor of 2 (or ``value`` is too large to factor
+    quickly: this only makes a suggestion)."""
+    if value > 2**40:
+        return None
+    divisors: set[int] = set()
+    for d in range(1, math.isqrt(value) + 1):
+        if value % d == 0:
+            divisors.update((d, value // d))
+    best = min(sorted(divisors, reverse=True), key=lambda d: abs(math.log(d / near)))
+    return best if abs(math.log(best / near)) <= math.log(2) else None
+
+
+@dataclass(frozen=True)
+class LevelBlocks:
+    """One level the plan writes: its image, name, shape and chunks (C order)."""
+
+    image: str
+    level: str
+    shape: tuple[int, ...]
+    chunks: tuple[int, ...]
+    """The level's output chunks: ``--chunks``, or its source blocks (C order)."""
+
+
+def level_grids(images: Sequence[SourceImage]) -> list[LevelBlocks]:
+    """The shape and source blocks of every level of the N5 ``images`` (C order)."""
+    grids: list[LevelBlocks] = []
+    for image in images:
+        for level in image.levels:
+            attrs = parse_attrs(N5ArrayAttributes, level.attrs, level.location)
+            shape = f_to_c(attrs.dimensions)
+            grids.append(LevelBlocks(image.path, level.name, shape, f_to_c(attrs.blockSize)))
+    return grids
+
+
+def check_grid_options(grids: Sequence[LevelBlocks], options: PlanOptions) -> None:
+    """Refuse ``--chunks`` / ``--shard`` values that a level (of ``grids``: every level the
+    plan writes) cannot take, with one message that names the option, lists every such
+    level and says what would work. Pure.
+
+    Raises OptionError (a usage error): ``--chunks``/``--shard`` with another number of
+    values than the images have axes, and a ``--shard`` that is not a whole number of some
+    level's chunks on every axis."""
+    for option, value in (("--chunks", options.chunks), ("--shard", options.shard)):
+        if value is None:
+            continue
+        wrong = {g.image: len(g.shape) for g in grids if len(g.shape) != len(value)}
+        if wrong:
+            counts = sorted(set(wrong.values()))
+            axes = f"{counts[0]} axes" if len(counts) == 1 else "other numbers of axes"
+            names = ", ".join(wrong)
+            raise OptionError(
+                f"{option} {_csv(value)} has {len(value)} value(s) for the {axes} of "
+                f"{names}: give one size per axis, C order (z, y, x), e.g. "
+                f"{option} {_csv([value[0]] * counts[0])}"
+            )
+    if options.chunks is not None:
+        grids = [LevelBlocks(g.image, g.level, g.shape, options.chunks) for g in grids]
+    shard = options.shard
+    if shard is None:
+        return
+    bad = [g for g in grids if any(s % c for s, c in zip(shard, g.chunks, strict=True))]
+    if not bad:
+        return
+    groups: dict[tuple[str, tuple[int, ...]], list[str]] = {}
+    for g in bad:
+        groups.setdefault((g.image, g.chunks), []).append(g.level)
+    listed = "; ".join(
+        f"{image} {', '.join(levels)} (chunks {_csv(chunks)})"
+        for (image, chunks), levels in groups.items()
+    )
+    steps = [math.lcm(*(g.chunks[axis] for g in grids)) for axis in range(len(shard))]
+    multiples = (_nearest_multiple(s, c) for s, c in zip(shard, steps, strict=True))
+    fixes = [f"--shard {_csv(multiples)}"]
+    divisors = [_divisor_near(s, c) for s, c in zip(shard, bad[0].chunks, strict=True)]
+    if all(d is not None for d in divisors):
+        slower = (
+            ""
+            if options.chunks is not None
+            else " (chunks other than the source blocks are copied through TensorStore)"
+        )
+        fixes.append(f"--chunks {_csv(d for d in divisors if d is not None)}{slower}")
+    raise OptionError(
+        f"--shard {_csv(shard)} (z, y, x) is not a whole number of chunks at {listed}: a "
+        "shard must hold a whole number of chunks on every axis, at every level (a level "
+        "smaller than the shard gets one shard of its size, rounded up to whole chunks); "
+        "use " + " or ".join(fixes)
+    )
+
+
 def _provenance(
     source_root: str,
     path: str,
@@ -335,26 +506,28 @@ def _group_attributes(
     provenance: Provenance,
     version: NgffVersion,
     display: Omero | None = None,
+    label_source: str | None = None,
 ) -> dict[str, Any]:
-    ndim = len(mapped.axes)
+    """The image group's attributes. No multiscale-level ``coordinateTransformations``: the
+    identity scale it would hold says nothing (and ngff-zarr's validator refuses it)."""
     common: dict[str, Any] = {
         "name": "/" + dest_path,
         "axes": mapped.axes,
         "datasets": mapped.datasets,
-        "coordinateTransformations": (ScaleTransform(scale=(1.0,) * ndim),),
     }
+    source = LabelSource(image=label_source) if label_source is not None else None
     if version == "0.4":
         return ImageAttrsV04(
             multiscales=(MultiscaleV04(**common),),
             omero=display,
-            image_label=ImageLabelV04() if kind == "label" else None,
+            image_label=ImageLabelV04(source=source) if kind == "label" else None,
             provenance=provenance,
         ).to_json_dict()
     return AttrsV05(
         ome=OmeV05(
             multiscales=(MultiscaleV05(**common),),
             omero=display,
-            image_label=ImageLabelV05() if kind == "label" else None,
+            image_label=ImageLabelV05(source=source) if kind == "label" else None,
         ),
         provenance=provenance,
     ).to_json_dict()
@@ -373,16 +546,38 @@ def display_of(matched: Matched) -> Omero:
     return Omero.model_validate(omero(matched.source))
 
 
+EM_GROUP = "em"
+"""The N5 group of a Cellmap dataset's electron-microscopy images (``em/fibsem-uint16``)."""
+
+
+def label_source_image(image_path: str, source_images: Sequence[str]) -> str | None:
+    """What a label image's ``image-label.source.image`` names: the image its labels were
+    made from, as a path relative to the label image. The rule: the dataset's EM image, an
+    image directly under ``em/`` among ``source_images`` (the paths of the images migrated
+    with it, inside the N5 root); with several, the first by name (``em/fibsem-uint16``
+    before ``em/fibsem-uint8``); with none, None (the field is left out). Both paths are in
+    the same output tree, so the prefix cancels out."""
+    em = sorted(
+        path for path in source_images if path.rpartition("/")[0] == EM_GROUP and path != image_path
+    )
+    if not em:
+        return None
+    return posixpath.relpath(em[0], image_path)
+
+
 def plan_image(
     image: SourceImage,
     source_url: str,
     options: PlanOptions,
     manifest: LoadedManifest | None = None,
     matched: Matched | None = None,
+    migrated_with: Sequence[str] = (),
 ) -> ImagePlan:
     """The plan of one multiscale image (metadata mapping, codecs, chunks, work units); with
     its entry in the registry (``matched``, from ``manifest``), reconciled with it, mirrored
-    as it says, drawn as the portal drew it and classified by what it says the image is."""
+    as it says, drawn as the portal drew it and classified by what it says the image is.
+    ``migrated_with`` are the paths of the images planned with it (for a label image's
+    source, :func:`label_source_image`)."""
     n5_trust, registry_trust = trust_for(parse_trust(options.trust), image.path)
     statement = None
     if matched is not None:
@@ -405,8 +600,16 @@ def plan_image(
         attrs = parse_attrs(N5ArrayAttributes, level.attrs, level.location)
         shape = f_to_c(attrs.dimensions)
         blocks = f_to_c(attrs.blockSize)
-        codec = choose_codec(attrs.compression, options.codec, options.ngff_version, level.location)
-        chunks, shard = _output_grid(blocks, shape, options, level.location)
+        codec = choose_codec(
+            attrs.compression,
+            options.codec,
+            options.ngff_version,
+            level.location,
+            level=options.codec_level,
+            cname=options.blosc_cname,
+            shuffle=options.blosc_shuffle,
+        )
+        chunks, shard = _output_grid(blocks, shape, options)
         itemsize = ITEMSIZE[attrs.dataType]
         check_sizes(shape, blocks, chunks, shard, itemsize, level.location)
         levels.append(
@@ -448,6 +651,7 @@ def plan_image(
             provenance,
             options.ngff_version,
             display_of(matched) if matched is not None else None,
+            label_source_image(image.path, migrated_with) if kind == "label" else None,
         ),
         sources=dict(mapped.sources),
         warnings=mapped.warnings,
@@ -522,8 +726,6 @@ def build_plan(
     discovery: Discovery, source_url: str, source_inner: str, dest_url: str, options: PlanOptions
 ) -> Plan:
     """The whole plan. Raises MetadataError / MigrationError on input that cannot be mapped."""
-    if options.shard is not None and options.ngff_version != "0.5":
-        raise MigrationError("--shard needs --ngff-version 0.5 (Zarr v3); 0.4 has no sharding")
     problem = path_problem(options.prefix)
     if problem is not None:
         raise MigrationError(f"--prefix: {problem}: a prefix is a relative path of plain names")
@@ -531,6 +733,7 @@ def build_plan(
         # not join_key: a URL keeps its leading "/" (or its "s3://")
         where = f"{source_url.rstrip('/')}/{source_inner}" if source_inner else source_url
         raise MetadataError(where, None, "no multiscale image (a group of s0…sN arrays) found")
+    check_grid_options(level_grids(discovery.images), options)
     try:
         parse_trust(options.trust)
     except ValueError as exc:
@@ -538,8 +741,9 @@ def build_plan(
     manifest = options.manifest_for(dataset_of(source_url))
     keys = [n5_image_key(image.path) for image in discovery.images]
     matches = match_sources(manifest, keys) if manifest is not None else {}
+    paths = [image.path for image in discovery.images]
     images = tuple(
-        plan_image(image, source_url, options, manifest, matches.get(key))
+        plan_image(image, source_url, options, manifest, matches.get(key), paths)
         for image, key in zip(discovery.images, keys, strict=True)
     )
     plan = Plan(

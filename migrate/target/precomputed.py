@@ -38,14 +38,17 @@ from migrate.source.registry import (
 from migrate.storage import join_key
 from migrate.target.codecs import CodecChoice
 from migrate.target.plan import (
+    LevelBlocks,
     PlanOptions,
     _group_attributes,
     _output_grid,
     build_plan,
+    check_grid_options,
     dataset_record,
     display_of,
     grow_unit,
     is_label_image,
+    level_grids,
     plan_groups,
     with_completion_mark,
 )
@@ -144,7 +147,7 @@ def plan_volume_image(
     for index, (scale, source) in enumerate(zip(info.scales, volume.levels, strict=True)):
         shape = source.shape
         blocks = chunk_shape(scale)
-        chunks, shard = _output_grid(blocks, shape, options, f"{volume.location} scales[{index}]")
+        chunks, shard = _output_grid(blocks, shape, options)
         scale_path = join_key(volume.path, scale.key)
         compression = {"type": "precomputed", "encoding": scale.encoding}
         if scale.sharding is not None:
@@ -254,6 +257,13 @@ def build_dataset_plan(
     plan reads one, else the dataset folder."""
     if options.shard is not None and options.ngff_version != "0.5":
         raise MigrationError("--shard needs --ngff-version 0.5 (Zarr v3); 0.4 has no sharding")
+    grids = level_grids(discovery.images) if discovery is not None else []
+    for volume in volumes:  # every level the plan writes takes --chunks/--shard, or none
+        grids += [
+            LevelBlocks(volume.path, level.name, level.shape, chunk_shape(scale))
+            for level, scale in zip(volume.levels, volume.info.scales, strict=True)
+        ]
+    check_grid_options(grids, options)
     n5_images: tuple[ImagePlan, ...] = ()
     orphans: tuple[str, ...] = ()
     if discovery is not None and n5_root is not None and (discovery.images or not volumes):
