@@ -10,6 +10,7 @@ server; a worker of a superseded run can neither work nor record units for the n
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import signal
@@ -130,6 +131,11 @@ def write_lease(dest: Path, **fields: Any) -> None:
 
 
 @pytest.mark.slow
+def recorded(dest: Path) -> bool:
+    """At least one unit is recorded at DEST (an observed event)."""
+    return unit_records(dest) >= 1
+
+
 def test_second_convert_is_refused_while_the_first_runs(
     source: Path, reference: dict[str, str], tmp_path: Path
 ) -> None:
@@ -209,19 +215,17 @@ def test_break_lease_takes_over_and_the_old_run_stops_before_finalizing(
     frozen_at = time.monotonic()
     second_proc = popen_convert(str(source), str(dest), *SLOW, "--break-lease")
     try:
-        # the second run has taken the lease over (and recorded a unit of its own): freeze
-        # it too, so that the first one meets the takeover while both still have work left
-        taken = unit_records(dest) + 1
-        freeze_when(
-            second_proc,
-            lambda: lease_pid(dest) == second_proc.pid and unit_records(dest) >= taken,
-            "the takeover",
-        )
+        # the second run has taken the lease over; it waits for the first (a live writer on
+        # this host) to stop before it writes anything
+        deadline = time.monotonic() + 300
+        while lease_pid(dest) != second_proc.pid:
+            assert second_proc.poll() is None, second_proc.communicate()[1]
+            assert time.monotonic() < deadline, "no takeover"
+            time.sleep(0.01)
         # frozen for longer than the renewal interval: a renewal is due the moment it goes on
         time.sleep(max(0.0, frozen_at + 1.0 - time.monotonic()))
         thaw(first)
         _, err = first.communicate(timeout=120)
-        thaw(second_proc)
         out, second_err = second_proc.communicate(timeout=300)
     finally:
         end(first)
@@ -741,15 +745,10 @@ def test_break_lease_against_a_live_writer_never_completes_with_its_chunks(
     outcomes = []
     for trial in range(3):
         dest = tmp_path / f"out{trial}.zarr"
-        writer = popen_convert(str(n5), str(dest), *SLOW, start_new_session=True)
+        writer = popen_convert(str(n5), str(dest), *SLOW)
         breaker: subprocess.Popen[str] | None = None
         try:
-            deadline = time.monotonic() + 120
-            while unit_records(dest) < 1 and writer.poll() is None:
-                assert time.monotonic() < deadline, "the writer recorded no unit"
-                time.sleep(0.01)
-            os.killpg(writer.pid, signal.SIGSTOP)
-            assert writer.poll() is None, "the writer ended before it could be frozen"
+            freeze_when(writer, functools.partial(recorded, dest), "the writer's first unit record")
             frozen = lease_run_id(dest)
             assert frozen is not None
             breaker = popen_convert(
@@ -757,7 +756,7 @@ def test_break_lease_against_a_live_writer_never_completes_with_its_chunks(
             )
             while lease_run_id(dest) in (frozen, None) and breaker.poll() is None:
                 time.sleep(0.01)  # the breaker has taken the lease (or ended)
-            os.killpg(writer.pid, signal.SIGCONT)
+            thaw(writer)
             _, broke_err = breaker.communicate(timeout=600)
             _, writer_err = writer.communicate(timeout=600)
         finally:

@@ -570,23 +570,12 @@ KILL_ARGS = ("--workers", "1", "--unit-mib", "0.00390625")
 
 def _kill_when_a_unit_is_recorded(data: Path, dest: Path) -> None:
     """Start ``convert``, wait for its first unit record at DEST (an observed event, not a
-    time), then stop its whole process group and kill it."""
-    import signal
-    import time
+    time), then freeze its whole process group and kill it."""
+    from tests.helpers import freeze_when, kill_frozen, popen_convert, unit_records
 
-    from tests.helpers import popen_convert, unit_records
-
-    proc = popen_convert(str(data), str(dest), *KILL_ARGS, start_new_session=True)
-    deadline = time.monotonic() + 300
-    while unit_records(dest) < 1 and proc.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.005)
-    if proc.poll() is not None:
-        proc.communicate()
-        pytest.fail("the run ended before a unit was recorded: make the volume bigger")
-    os.killpg(proc.pid, signal.SIGSTOP)
-    os.killpg(proc.pid, signal.SIGKILL)
-    proc.communicate()
-    assert proc.returncode == -signal.SIGKILL
+    proc = popen_convert(str(data), str(dest), *KILL_ARGS)
+    freeze_when(proc, lambda: unit_records(dest) >= 1, "a unit record at DEST")
+    kill_frozen(proc)
 
 
 @pytest.mark.slow

@@ -14,7 +14,6 @@ import json
 import math
 import os
 import shutil
-import signal
 import subprocess
 import time
 from collections import Counter
@@ -39,7 +38,16 @@ from migrate.source.registry import (
 )
 from tests import test_mapping as mapping
 from tests.conftest import REGISTRY
-from tests.helpers import chunk_files, popen_convert, read_zarr, run_cli, run_subprocess
+from tests.helpers import (
+    chunk_files,
+    freeze_when,
+    kill_frozen,
+    popen_convert,
+    read_zarr,
+    run_cli,
+    run_subprocess,
+    unit_records,
+)
 from tests.n5_reader import read_n5_array
 
 HELA = "jrc_hela-2"
@@ -666,19 +674,9 @@ def test_resume_after_sigkill_of_a_mirrored_migration_is_byte_identical(
                           *KILL_ARGS)  # fmt: skip
     assert done.exit_code == 0, done.stderr
     dest = tmp_path / "killed.zarr"
-    proc = popen_convert(str(n5), str(dest), "--registry", str(manifest), *KILL_ARGS,
-                         start_new_session=True)  # fmt: skip
-    records = dest / ".cellmap-migrate"
-    deadline = time.monotonic() + 120
-    while proc.poll() is None and time.monotonic() < deadline:
-        if any(p.name.isdigit() for p in records.rglob("*") if p.is_file()):
-            break
-        time.sleep(0.005)
-    if proc.poll() is not None:
-        pytest.fail("the run finished before a unit was recorded: make the fixture bigger")
-    os.killpg(proc.pid, signal.SIGSTOP)
-    os.killpg(proc.pid, signal.SIGKILL)
-    proc.communicate()
+    proc = popen_convert(str(n5), str(dest), "--registry", str(manifest), *KILL_ARGS)
+    freeze_when(proc, lambda: unit_records(dest) >= 1, "a unit record at DEST")
+    kill_frozen(proc)
     assert not (dest / "labels/er_pred/.zattrs").exists()
     resumed = run_subprocess("convert", str(n5), str(dest), "--registry", str(manifest),
                              *KILL_ARGS)  # fmt: skip
