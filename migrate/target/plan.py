@@ -226,6 +226,8 @@ SETTING_OPTIONS = {
     "trust": "--trust",
     "allow_unknown_units": "--allow-unknown-units",
     "label_patterns": "--label",
+    "registry": "--registry",
+    "image_paths": "--image-path",
     "unit_bytes": "--unit-mib",
 }
 """The ``convert`` option of each recorded setting (``unit_bytes``: recorded by earlier
@@ -244,6 +246,10 @@ def setting_as_option(name: str, value: Any) -> str:
         return option
     if name == "label_patterns" and isinstance(value, list):
         return " ".join(f"{option} {pattern}" for pattern in value)
+    if name == "registry" and isinstance(value, dict):
+        return f"{option} (the manifest of {value.get('dataset')}, digest {value.get('digest')})"
+    if name == "image_paths" and isinstance(value, dict):
+        return " ".join(f"{option} {volume}={path}" for volume, path in value.items())
     if name == "unit_bytes" and isinstance(value, int):
         return f"{option} {value / 2**20:g}"
     if isinstance(value, list):
