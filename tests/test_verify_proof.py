@@ -21,9 +21,17 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
+import zarr
 
-from migrate.example.fixture import example_images, level_shape, write_dataset
+from migrate.example.fixture import (
+    ImageSpec,
+    encode_block,
+    example_images,
+    level_shape,
+    write_dataset,
+)
 from tests.helpers import REPO, run_cli
 from tests.s3server import (
     s3_client,
@@ -506,3 +514,37 @@ def test_a_broken_migration_in_a_bucket_is_found(source: Path, aws: Any) -> None
         f"{dest}/labels/mito_seg/s1: 1 key(s) that are not chunks of the plan's grid "
         "(first: c/0/0/7)",
     ]
+
+
+# --------------------------------------------------------------------------------------
+# Voxels: bit for bit
+# --------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("version", VERSIONS)
+def test_float_voxels_are_compared_bit_for_bit(tmp_path: Path, version: str) -> None:
+    """NaN voxels copied as they are verify (float equality calls NaN unequal to itself),
+    and a ``-0.0`` that became ``+0.0`` at DEST does not (float equality calls them equal)."""
+    spec = ImageSpec(
+        path="em/fibsem-float32", shape=(20, 24, 28), dtype="float32",
+        block_size=(16, 16, 16), levels=1, content="noise", seed=5,
+    )  # fmt: skip
+    n5 = write_dataset(tmp_path / "src", NAME, [spec])
+    values = np.ones((16, 16, 16), dtype=np.float32)
+    values[0, 0, :5] = np.nan
+    values[1, 2, 3] = -0.0
+    block = n5 / spec.path / "s0" / "0" / "0" / "0"
+    block.write_bytes(encode_block(values, spec.compression))
+    dest = tmp_path / f"{NAME}.zarr"
+    run = run_cli("convert", str(n5), str(dest), "--ngff-version", version)
+    assert run.exit_code == 0, run.stderr
+    code, out, err = verify(n5, dest)
+    assert code == 0, [*out, err]
+    level = zarr.open_array(str(dest / spec.path / "s0"), mode="r+")
+    assert np.signbit(level[1, 2, 3])  # the copy kept the sign
+    level[1, 2, 3] = 0.0
+    code, out, _err = verify(n5, dest)
+    assert code == 1
+    assert f"{spec.path}/s0: 1 voxel(s) differ in box [1:2, 2:3, 3:4] (z, y, x order)" in (
+        mismatches(out)
+    )

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 
 from migrate.copy.events import Progress
 from migrate.copy.tsio import box_slices, open_dest_readonly, open_source, ts_error_text
@@ -59,10 +60,17 @@ def boxes(level: LevelPlan, sample: float, rng: random.Random) -> tuple[list[Box
     return [_box(index, unit, level.shape) for index in indices], count
 
 
+def bits(values: npt.NDArray[Any]) -> npt.NDArray[Any]:
+    """``values`` as unsigned integers of the same width (a view, no copy): compared this
+    way, a NaN equals the same NaN and ``-0.0`` differs from ``+0.0``, as their stored bytes
+    do (float equality says the opposite of both)."""
+    return values.view(f"u{values.dtype.itemsize}") if values.dtype.kind == "f" else values
+
+
 def _compare(source: Any, dest: Any, box: Box) -> tuple[int, int, str | None]:
     region = box_slices(box)
-    a = source[region].read().result()
-    b = dest[region].read().result()
+    a = bits(source[region].read().result())
+    b = bits(dest[region].read().result())
     if np.array_equal(a, b):
         return int(a.size), int(a.nbytes), None
     diff = np.argwhere(a != b)
