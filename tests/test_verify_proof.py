@@ -400,6 +400,70 @@ def test_a_key_outside_the_chunk_grid_is_reported(
     )
 
 
+@pytest.mark.parametrize("version", VERSIONS)
+@pytest.mark.parametrize("chunk", ["0/0/00", "0/0/+1", "0/0/ 1", "0/0/1 ", "0.0.0", "0/0/9/9"])
+def test_a_key_that_is_not_a_canonical_chunk_key_is_reported(
+    source: Path, finished: dict[str, Path], tmp_path: Path, version: str, chunk: str
+) -> None:
+    """``int()`` reads ``00``, ``+1`` and `` 1`` as chunk indices; no Zarr reader does, so
+    such a key is no chunk of the grid, and nothing a clean tree holds."""
+    dest = copy_of(finished, version, tmp_path)
+    level = dest / "em/fibsem-uint16/s0"
+    stray = chunk if version == "0.4" else f"c/{chunk}"
+    (level / stray).parent.mkdir(parents=True, exist_ok=True)
+    (level / stray).write_bytes((level / ("0/0/0" if version == "0.4" else "c/0/0/0")).read_bytes())
+    code, out, _err = verify(source, dest)
+    assert code == 1
+    assert mismatches(out) == [
+        f"{level}: 1 key(s) that are not chunks of the plan's grid (first: {stray})"
+    ]
+
+
+@pytest.mark.parametrize("version", VERSIONS)
+def test_a_file_beside_the_images_fails_the_proof(
+    source: Path, finished: dict[str, Path], tmp_path: Path, version: str
+) -> None:
+    """The README promises no extra file in the migrated tree: one at DEST's root or in a
+    group between the images is a failure, not a note (a user deleting the N5 on this
+    proof wants a clean tree)."""
+    dest = copy_of(finished, version, tmp_path)
+    (dest / "notes.txt").write_text("mine")
+    (dest / "em" / "scratch").mkdir()
+    code, out, err = verify(source, dest)
+    assert code == 1
+    outside = "that the plan does not account for, outside every image"
+    assert sorted(mismatches(out)) == [
+        f"{dest}/em/scratch: a folder (not Zarr) {outside} (there before a convert "
+        "--into-existing? then verify --into-existing)",
+        f"{dest}/notes.txt: a file {outside} (there before a convert --into-existing? then "
+        "verify --into-existing)",
+    ]
+    assert "note:" not in err
+
+
+@pytest.mark.parametrize("version", VERSIONS)
+def test_a_lease_left_at_dest_fails_the_proof(
+    source: Path, finished: dict[str, Path], tmp_path: Path, version: str
+) -> None:
+    """A lease at DEST means a convert is writing it, or died before it finished: what
+    verify read may be changing under it, so it says so and does not say OK."""
+    dest = copy_of(finished, version, tmp_path)
+    lease = dest / ".cellmap-migrate" / "lease.json"
+    lease.parent.mkdir()
+    holder = {
+        "run_id": "r1", "host": "node7", "pid": 4242, "started": "2026-12-03T10:00:00Z",
+        "command": "cellmap-migrate convert x.n5", "renewed": 1.0, "expiry_seconds": 300,
+    }  # fmt: skip
+    lease.write_text(json.dumps(holder))
+    code, out, _err = verify(source, dest)
+    assert code == 1
+    assert mismatches(out) == [
+        f"{lease}: a convert holds DEST's lease (host node7, pid 4242, started "
+        "2026-12-03T10:00:00Z, command: cellmap-migrate convert x.n5): it may still be "
+        "writing, or it died before it finished; wait for it to end, or run it again"
+    ]
+
+
 # --------------------------------------------------------------------------------------
 # What was proven, and progress while it runs
 # --------------------------------------------------------------------------------------

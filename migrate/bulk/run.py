@@ -271,7 +271,13 @@ def status_dataset(dataset: Dataset, s3: S3Options | None) -> DatasetOutcome:
 
 
 def verify_dataset(
-    dataset: Dataset, *, sample: float, seed: int | None, workers: int, s3: S3Options | None
+    dataset: Dataset,
+    *,
+    sample: float,
+    seed: int | None,
+    workers: int,
+    s3: S3Options | None,
+    into_existing: bool = False,
 ) -> DatasetOutcome:
     """Prove a dataset's DEST against its source (:func:`migrate.check.verify.verify`: the
     migration planned again from SRC, metadata compared file by file, voxels compared); the
@@ -282,7 +288,10 @@ def verify_dataset(
     started = time.monotonic()
     try:
         source, inner, dest = open_for_verify(dataset.source, dataset.dest, s3)
-        result = verify(source, dest, inner=inner, sample=sample, workers=workers, seed=seed)
+        result = verify(
+            source, dest, inner=inner, sample=sample, workers=workers, seed=seed,
+            into_existing=into_existing,
+        )  # fmt: skip
     except MigrationError as exc:
         outcome.state, outcome.detail = "NOT PROVEN", str(exc)
         outcome.failures = [str(exc)]

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import click
 
 from migrate.cli.commands import (
+    INTO_EXISTING_VERIFY_HELP,
     _cluster_settings,
     _executor,
     cli,
@@ -388,13 +389,14 @@ def bulk_status(
 )
 @click.option("--seed", type=int, help="Random seed for --sample.")
 @click.option("--workers", type=click.IntRange(min=1), help="Parallel reads (default: cores).")
+@click.option("--into-existing", is_flag=True, help=INTO_EXISTING_VERIFY_HELP)
 @summary_option(default_file=False)
 @s3_options
 @reports_errors
 def bulk_verify(
     root: str, dest_root: str | None, include: tuple[str, ...], exclude: tuple[str, ...],
     datasets_file: str | None, as_json: bool, sample: float, seed: int | None,
-    workers: int | None, summary_file: str | None, s3: S3Options,
+    workers: int | None, into_existing: bool, summary_file: str | None, s3: S3Options,
 ) -> None:  # fmt: skip
     """Per dataset of ROOT: compare DEST with the source (every voxel, or --sample) and
     validate its metadata; exit non-zero on any doubt. Says what was proven for each."""
@@ -407,8 +409,9 @@ def bulk_verify(
     outcomes = []
     for dataset in selection.datasets:
         outcome = verify_dataset(
-            dataset, sample=sample, seed=seed, workers=workers or default_workers(), s3=s3
-        )
+            dataset, sample=sample, seed=seed, workers=workers or default_workers(), s3=s3,
+            into_existing=into_existing,
+        )  # fmt: skip
         outcomes.append(outcome)
         if not as_json:
             click.echo(f"{outcome.state}: {outcome.name}: {outcome.detail}", err=True)
