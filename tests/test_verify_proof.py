@@ -17,6 +17,7 @@ import shutil
 import subprocess
 import sys
 import threading
+import zlib
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -612,3 +613,87 @@ def test_float_voxels_are_compared_bit_for_bit(tmp_path: Path, version: str) -> 
     assert f"{spec.path}/s0: 1 voxel(s) differ in box [1:2, 2:3, 3:4] (z, y, x order)" in (
         mismatches(out)
     )
+
+
+# --------------------------------------------------------------------------------------
+# Chunks: each one whole stream of its codec
+# --------------------------------------------------------------------------------------
+
+
+def _cut(count: int) -> Callable[[bytes], bytes]:
+    return lambda data: data[:-count]
+
+
+def _appended(data: bytes) -> bytes:
+    return data + b"\x00\x01\x02"
+
+
+def _inner_appended(data: bytes) -> bytes:
+    """A shard whose first inner chunk has three bytes more, its index updated to match
+    (offsets, sizes and crc32c), as a writer that appended to the chunk would leave it."""
+    import struct
+
+    import google_crc32c
+
+    inner = 8  # (32/16)^3 inner chunks per shard
+    index = data[-(16 * inner + 4) :]
+    entries = list(struct.unpack(f"<{2 * inner}Q", index[:-4]))
+    payloads = [data[entries[2 * i] : entries[2 * i] + entries[2 * i + 1]] for i in range(inner)]
+    payloads[0] = _appended(payloads[0])
+    offset, fixed = 0, []
+    for payload in payloads:
+        fixed += [offset, len(payload)]
+        offset += len(payload)
+    table = struct.pack(f"<{2 * inner}Q", *fixed)
+    return b"".join(payloads) + table + struct.pack("<I", google_crc32c.value(table))
+
+
+STREAM_CASES = {
+    # name: (N5 gzip useZlib, convert options, chunk key at s0, damage, the line's start)
+    **{
+        f"0.4-gzip-cut-{n}": (False, (), "0/0/0", _cut(n), "not a whole gzip stream")
+        for n in (1, 4, 8, 9)
+    },
+    **{
+        f"0.4-zlib-cut-{n}": (True, (), "0/0/0", _cut(n), "not a whole zlib stream")
+        for n in (1, 4)
+    },
+    "0.5-gzip-appended": (
+        False, ("--ngff-version", "0.5"), "c/0/0/0", _appended,
+        "not a whole gzip stream: it does not end with the trailer of the chunk's size",
+    ),
+    "0.5-zstd-appended": (
+        False, ("--ngff-version", "0.5", "--codec", "zstd"), "c/0/0/0", _appended,
+        "3 byte(s) after the end of the zstd frame",
+    ),
+    "0.5-sharded-inner-appended": (
+        False, ("--ngff-version", "0.5", "--shard", "32,32,32"), "c/0/0/0", _inner_appended,
+        "inner chunk 0: not a whole gzip stream: it does not end with the trailer",
+    ),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("case", list(STREAM_CASES))
+def test_a_chunk_that_is_not_one_whole_stream_is_reported(tmp_path: Path, case: str) -> None:
+    """Damage TensorStore reads past (a gzip or zlib chunk of Zarr v2 with its trailer cut
+    off; bytes after the end of a v3 gzip or zstd chunk, or of an inner chunk of a shard)
+    but zarr-python refuses: verify reads every chunk's bytes and names the chunk."""
+    use_zlib, options, key, damage, reason = STREAM_CASES[case]
+    spec = ImageSpec(
+        path="em/fibsem-uint16", shape=(40, 40, 40), block_size=(16, 16, 16), levels=1,
+        compression={"type": "gzip", "level": 6, "useZlib": use_zlib},
+    )  # fmt: skip
+    n5 = write_dataset(tmp_path / "src", NAME, [spec])
+    dest = tmp_path / f"{NAME}.zarr"
+    run = run_cli("convert", str(n5), str(dest), *options)
+    assert run.exit_code == 0, run.stderr
+    assert verify(n5, dest)[0] == 0
+    chunk = dest / spec.path / "s0" / key
+    chunk.write_bytes(damage(chunk.read_bytes()))
+    # zarr-python refuses it (gzip: EOFError or BadGzipFile, zlib: zlib.error, zstd:
+    # RuntimeError), though TensorStore reads it
+    with pytest.raises((EOFError, OSError, RuntimeError, zlib.error)):
+        zarr.open_array(str(dest / spec.path / "s0"), mode="r")[...]
+    code, out, _err = verify(n5, dest)
+    assert code == 1
+    assert [line for line in mismatches(out) if line.startswith(f"{chunk}: {reason}")], out

@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from migrate.check.stored import StoredChunks
 from migrate.copy.events import Progress
 from migrate.copy.tsio import box_slices, open_dest_readonly, open_source, ts_error_text
 from migrate.storage import Store
@@ -67,21 +68,31 @@ def bits(values: npt.NDArray[Any]) -> npt.NDArray[Any]:
     return values.view(f"u{values.dtype.itemsize}") if values.dtype.kind == "f" else values
 
 
-def _compare(source: Any, dest: Any, box: Box) -> tuple[int, int, str | None]:
+@dataclass
+class BoxResult:
+    """One box compared: its voxels and bytes, the voxels that differ (one line, or None),
+    and every stored chunk of it that is not one whole stream of its codec."""
+
+    voxels: int
+    nbytes: int
+    differ: str | None
+    chunks: list[str]
+
+
+def _compare(source: Any, dest: Any, box: Box, stored: StoredChunks) -> BoxResult:
     region = box_slices(box)
+    values = dest[region].read().result()
     a = bits(source[region].read().result())
-    b = bits(dest[region].read().result())
+    b = bits(values)
+    chunks = stored.check_box(box, values)
     if np.array_equal(a, b):
-        return int(a.size), int(a.nbytes), None
+        return BoxResult(int(a.size), int(a.nbytes), None, chunks)
     diff = np.argwhere(a != b)
     lo = diff.min(axis=0) + [start for start, _ in box]
     hi = diff.max(axis=0) + [start for start, _ in box] + 1
     where = ", ".join(f"{int(s)}:{int(e)}" for s, e in zip(lo, hi, strict=True))
-    return (
-        int(a.size),
-        int(a.nbytes),
-        f"{len(diff)} voxel(s) differ in box [{where}] (z, y, x order)",
-    )
+    differ = f"{len(diff)} voxel(s) differ in box [{where}] (z, y, x order)"
+    return BoxResult(int(a.size), int(a.nbytes), differ, chunks)
 
 
 def _open_pair(
@@ -141,18 +152,36 @@ def compare_voxels(
                 progress.advance(image.dest_path, len(level_boxes), 0)
                 continue
             src, dst = pair
+            stored = StoredChunks(dest, level, plan.ngff_version)
+            chunk_problems: list[str] = []
             with cf.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="verify") as pool:
-                futures = {pool.submit(_compare, src, dst, box): box for box in level_boxes}
+                futures = {pool.submit(_compare, src, dst, box, stored): box for box in level_boxes}
                 for future in cf.as_completed(futures):
                     try:
-                        voxels, nbytes, problem = future.result()
+                        box_result = future.result()
                     except Exception as exc:
-                        box = list(futures[future])
-                        voxels, nbytes, problem = 0, 0, f"box {box}: {ts_error_text(exc)}"
+                        problem = f"box {list(futures[future])}: {ts_error_text(exc)}"
+                        box_result = BoxResult(0, 0, problem, [])
                     result.units_checked += 1
-                    result.voxels_compared += voxels
-                    result.bytes_compared += nbytes
-                    progress.advance(image.dest_path, 1, nbytes)
-                    if problem:
-                        result.problems.append(f"{level.dest_path}: {problem}")
+                    result.voxels_compared += box_result.voxels
+                    result.bytes_compared += box_result.nbytes
+                    progress.advance(image.dest_path, 1, box_result.nbytes)
+                    if box_result.differ:
+                        result.problems.append(f"{level.dest_path}: {box_result.differ}")
+                    chunk_problems.extend(box_result.chunks)
+            result.problems.extend(_at_most(sorted(chunk_problems), level.dest_path))
     return result
+
+
+MAX_CHUNKS_LISTED = 8
+"""Chunks that are not whole streams listed per level; the rest are counted."""
+
+
+def _at_most(problems: list[str], level: str) -> list[str]:
+    if len(problems) <= MAX_CHUNKS_LISTED:
+        return problems
+    more = len(problems) - MAX_CHUNKS_LISTED
+    return [
+        *problems[:MAX_CHUNKS_LISTED],
+        f"{level}: … and {more} more chunk(s) that are not whole streams",
+    ]
