@@ -31,8 +31,10 @@ Box = tuple[tuple[int, int], ...]
 
 @dataclass(frozen=True)
 class StoredChunks:
-    """The stored objects of one level at DEST and how to check them."""
+    """The stored objects of one level at DEST and how to check them (``source``: where the
+    level is migrated from)."""
 
+    source: Store
     dest: Store
     level: LevelPlan
     version: NgffVersion
@@ -60,6 +62,21 @@ class StoredChunks:
                 for (start, stop), g in zip(box, self.grid, strict=True)
             )
         )
+
+    def cells(self, box: Box) -> list[Box]:
+        """The grid-aligned ``box`` cut into its stored objects (chunks or shards), C order."""
+        return [
+            tuple(
+                (p * g, min((p + 1) * g, n))
+                for p, g, n in zip(position, self.grid, self.level.shape, strict=True)
+            )
+            for position in self.positions(box)
+        ]
+
+    def key(self, box: Box) -> str:
+        """The key of the stored object whose cell is ``box``."""
+        position = [start // g for (start, _), g in zip(box, self.grid, strict=True)]
+        return join_key(self.level.dest_path, chunk_key(self.version, position))
 
     def _decoded(
         self, values: npt.NDArray[Any], box: Box, origin: Sequence[int]
@@ -100,7 +117,7 @@ class StoredChunks:
         """Every stored object of ``box`` (``values``: its voxels as TensorStore read them
         from DEST) that is not one whole stream, as ``<location>: <why>``."""
         positions = list(self.positions(box))
-        keys = [join_key(self.level.dest_path, chunk_key(self.version, p)) for p in positions]
+        keys = [self.key(cell) for cell in self.cells(box)]
         problems = []
         for key, position, stored in zip(
             keys, positions, self.dest.map(self.dest.read, keys), strict=True
