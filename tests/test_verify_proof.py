@@ -9,6 +9,7 @@ never from the code under test.
 
 from __future__ import annotations
 
+import gzip
 import json
 import math
 import os
@@ -658,6 +659,7 @@ STREAM_CASES = {
         f"0.4-zlib-cut-{n}": (True, (), "0/0/0", _cut(n), "not a whole zlib stream")
         for n in (1, 4)
     },
+    "0.4-gzip-edge-chunk-cut-4": (False, (), "2/2/2", _cut(4), "not a whole gzip stream"),
     "0.5-gzip-appended": (
         False, ("--ngff-version", "0.5"), "c/0/0/0", _appended,
         "not a whole gzip stream: it does not end with the trailer of the chunk's size",
@@ -697,3 +699,33 @@ def test_a_chunk_that_is_not_one_whole_stream_is_reported(tmp_path: Path, case: 
     code, out, _err = verify(n5, dest)
     assert code == 1
     assert [line for line in mismatches(out) if line.startswith(f"{chunk}: {reason}")], out
+
+
+def test_a_sample_checks_the_chunks_it_samples(
+    source: Path, finished: dict[str, Path], tmp_path: Path
+) -> None:
+    """With --sample, each sampled chunk is read as bytes and checked too (here the sample
+    takes every chunk of s0: 0.99 of 48 rounds to 48)."""
+    dest = copy_of(finished, "0.4", tmp_path)
+    chunk = dest / "em/fibsem-uint16/s0/0/0/0"
+    chunk.write_bytes(chunk.read_bytes()[:-4])
+    code, out, _err = verify(source, dest, "--sample", "0.99", "--seed", "1")
+    assert code == 1
+    assert [line for line in mismatches(out) if line.startswith(f"{chunk}: not a whole gzip")]
+    assert " chunks sampled (" in out[-1]
+
+
+def test_an_edge_chunk_padded_with_other_values_than_zero_is_whole(tmp_path: Path) -> None:
+    """An edge chunk's padding beyond the array is checked as zeros first (what writers pad
+    with); a whole stream padded otherwise is decoded and passes."""
+    spec = ImageSpec(path="em/fibsem-uint16", shape=(40, 40, 40), block_size=(16, 16, 16), levels=1)
+    n5 = write_dataset(tmp_path / "src", NAME, [spec])
+    dest = tmp_path / f"{NAME}.zarr"
+    assert run_cli("convert", str(n5), str(dest)).exit_code == 0
+    chunk = dest / spec.path / "s0" / "2" / "2" / "2"  # voxels 32:48 of 40 on every axis
+    values = np.frombuffer(gzip.decompress(chunk.read_bytes()), dtype=">u2").reshape(16, 16, 16)
+    padded = values.copy()
+    padded[8:, :, :] = 7  # beyond the array: no reader returns these
+    chunk.write_bytes(gzip.compress(padded.tobytes()))
+    code, out, err = verify(n5, dest)
+    assert code == 0, [*out, err]

@@ -79,49 +79,71 @@ class StoredChunks:
         return join_key(self.level.dest_path, chunk_key(self.version, position))
 
     def _decoded(
-        self, values: npt.NDArray[Any], box: Box, origin: Sequence[int]
+        self, values: npt.NDArray[Any], box: Box, origin: Sequence[int], padded: bool
     ) -> bytes | memoryview | None:
         """The decoded bytes of the chunk whose first voxel is ``origin``, in the stored
-        byte order, from ``values`` (the box's voxels); None for an edge chunk."""
-        stops = [o + c for o, c in zip(origin, self.level.chunks, strict=True)]
-        if any(stop > n for stop, n in zip(stops, self.level.shape, strict=True)):
-            return None
+        byte order, from ``values`` (the box's voxels). An edge chunk's padding beyond the
+        array is not among them: with ``padded`` it is taken to be zeros (what every writer
+        of ours, and TensorStore, pads with: a CRC that does not match then sends the chunk
+        to be decoded), else None (decode it)."""
+        chunks, shape = self.level.chunks, self.level.shape
+        extents = [max(0, min(o + c, n) - o) for o, c, n in zip(origin, chunks, shape, strict=True)]
         region = tuple(
-            slice(o - start, stop - start)
-            for o, stop, (start, _) in zip(origin, stops, box, strict=True)
+            slice(o - start, o - start + e)
+            for o, e, (start, _) in zip(origin, extents, box, strict=True)
         )
-        return np.ascontiguousarray(values[region], dtype=self.stored_dtype).data.cast("B")
+        if extents == list(chunks):
+            return np.ascontiguousarray(values[region], dtype=self.stored_dtype).data.cast("B")
+        if not padded:
+            return None
+        chunk = np.zeros(chunks, dtype=self.stored_dtype)
+        if all(extents):  # (an inner chunk of a shard may lie wholly outside the array)
+            chunk[tuple(slice(0, e) for e in extents)] = values[region]
+        return chunk.data.cast("B")
 
     def problem(
-        self, stored: bytes, position: tuple[int, ...], box: Box, values: npt.NDArray[Any]
+        self,
+        stored: bytes,
+        position: tuple[int, ...],
+        box: Box,
+        values: npt.NDArray[Any],
+        padded: bool = True,
     ) -> str | None:
-        """Why the object at grid ``position`` is not whole, or None."""
+        """Why the object at grid ``position`` is not whole, or None. Edge chunks are first
+        checked as if padded with zeros, and decoded only when that does not check."""
         codec = self.level.codec.name
         origin = [p * g for p, g in zip(position, self.grid, strict=True)]
         if self.level.shard is None:
-            return check_chunk(
-                codec, stored, self.chunk_nbytes, lambda: self._decoded(values, box, origin)
+            found = check_chunk(
+                codec,
+                stored,
+                self.chunk_nbytes,
+                lambda: self._decoded(values, box, origin, padded),
             )
-        per_shard = [s // c for s, c in zip(self.level.shard, self.level.chunks, strict=True)]
-        inner = list(itertools.product(*(range(n) for n in per_shard)))
+        else:
+            per_shard = [s // c for s, c in zip(self.level.shard, self.level.chunks, strict=True)]
+            inner = list(itertools.product(*(range(n) for n in per_shard)))
 
-        def decoded(number: int) -> bytes | memoryview | None:
-            chunk = zip(origin, inner[number], self.level.chunks, strict=True)
-            start = [o + i * c for o, i, c in chunk]
-            return self._decoded(values, box, start)
+            def decoded(number: int) -> bytes | memoryview | None:
+                chunk = zip(origin, inner[number], self.level.chunks, strict=True)
+                start = [o + i * c for o, i, c in chunk]
+                return self._decoded(values, box, start, padded)
 
-        problems = check_shard(codec, stored, len(inner), self.chunk_nbytes, decoded)
-        return "; ".join(problems) or None
+            problems = check_shard(codec, stored, len(inner), self.chunk_nbytes, decoded)
+            found = "; ".join(problems) or None
+        if found is not None and padded:
+            return self.problem(stored, position, box, values, padded=False)
+        return found
 
     def check_box(self, box: Box, values: npt.NDArray[Any]) -> list[str]:
         """Every stored object of ``box`` (``values``: its voxels as TensorStore read them
         from DEST) that is not one whole stream, as ``<location>: <why>``."""
         positions = list(self.positions(box))
         keys = [self.key(cell) for cell in self.cells(box)]
+        # one object at a time from a local disk; many at a time (in flight) from S3
+        reads = self.dest.map if self.dest.concurrency > 1 else map
         problems = []
-        for key, position, stored in zip(
-            keys, positions, self.dest.map(self.dest.read, keys), strict=True
-        ):
+        for key, position, stored in zip(keys, positions, reads(self.dest.read, keys), strict=True):
             if stored is None:
                 continue  # not stored: the fill value, nothing to check
             found = self.problem(stored, position, box, values)
