@@ -149,17 +149,37 @@ class TcpProxy:
     status line, the headers and the first half go through, then both connections are reset
     (the client meets ``ConnectionResetError`` mid-read). :attr:`truncated` counts them,
     per client (the first word of the request's User-Agent, e.g. ``Boto3/…`` → ``boto3``).
+
+    With ``shorten`` (a fraction), that fraction of the responses that have a body comes
+    complete-looking but short, as from a middlebox that cuts a body and fixes the framing:
+    the body loses its last 1 byte to half of it, its ``Content-Length`` says the shorter
+    length, and every other header is the server's, so a checksum header (``x-amz-checksum-
+    crc32``, when the object has one and the client asked for it) is the full body's.
+    :attr:`shortened` counts them per client. Only a checksum, or decoding, can tell.
     """
 
     def __init__(
-        self, target_port: int, delay: float = 0.0, *, truncate: float = 0.0, seed: int = 0
+        self,
+        target_port: int,
+        delay: float = 0.0,
+        *,
+        truncate: float = 0.0,
+        shorten: float = 0.0,
+        seed: int = 0,
     ) -> None:
         self.target_port = target_port
         self.delay = delay
         self.truncate = truncate
+        self.shorten = shorten
+        self._http = bool(truncate or shorten)
+        """Forward HTTP message by message (so that responses can be altered): decided once
+        for the proxy, not per connection, since a connection accepted while ``truncate``
+        is 0 must still be cut when it is set again (boto3 keeps connections open)."""
         self._random = random.Random(seed)
         self.truncated: collections.Counter[str] = collections.Counter()
         """Responses cut after half their body so far, per client."""
+        self.shortened: collections.Counter[str] = collections.Counter()
+        """Responses whose body and Content-Length were shortened so far, per client."""
         self._resetting: set[socket.socket] = set()
         self.responses = 0
         """HTTP responses seen so far (only counted with ``truncate``)."""
@@ -214,7 +234,7 @@ class TcpProxy:
                 with self._lock:
                     self._sockets.update((client, upstream))
                     self.connections += 1
-                if self.truncate:
+                if self._http:
                     methods: Requests = collections.deque()
                     pumps: list[tuple[Any, tuple[Any, ...]]] = [
                         (self._pump_requests, (client, upstream, methods)),
@@ -292,11 +312,21 @@ class TcpProxy:
                     self.responses += 1
                     cut = self._random.random() < self.truncate
                     self.truncated[agent] += cut
+                    short = not cut and len(body) > 1 and self._random.random() < self.shorten
+                    self.shortened[agent] += short
+                    kept = (
+                        self._random.randint(len(body) - len(body) // 2, len(body) - 1)
+                        if short
+                        else len(body)
+                    )
                 if cut:
                     sink.sendall(line + headers + body[: len(body) // 2])
                     time.sleep(0.2)  # let the client read that much, then fail mid-read
                     self._reset(sink)
                     return
+                if short:
+                    headers = _with_content_length(headers, kept)
+                    body = body[:kept]
                 sink.sendall(line + headers + body)
         except (OSError, ValueError):
             pass
@@ -372,6 +402,15 @@ def _header(headers: bytes, name: str) -> str | None:
         if colon and key.strip().lower() == name:
             return value.strip()
     return None
+
+
+def _with_content_length(headers: bytes, length: int) -> bytes:
+    """``headers`` with the Content-Length line saying ``length`` (the others unchanged)."""
+    lines = headers.split(b"\r\n")
+    for number, line in enumerate(lines):
+        if line.split(b":", 1)[0].strip().lower() == b"content-length":
+            lines[number] = b"Content-Length: " + str(length).encode()
+    return b"\r\n".join(lines)
 
 
 def _content_length(headers: bytes) -> int | None:

@@ -138,7 +138,15 @@ def test_unrelated_non_empty_folder_needs_into_existing(source: Path, tmp_path: 
     run = run_cli("convert", str(source), str(dest), "--into-existing")
     assert run.exit_code == 0, run.stderr
     assert (dest / "thesis.tex").read_text() == "\\documentclass{article}"
-    assert run_cli("verify", str(source), str(dest)).exit_code == 0
+    # verify proves a clean tree: the user's files fail it, unless it is told they are theirs
+    proof = run_cli("verify", str(source), str(dest))
+    assert proof.exit_code == 1
+    outside = "that the plan does not account for, outside every image"
+    assert f"MISMATCH {dest}/thesis.tex: a file {outside}" in proof.stdout
+    assert f"MISMATCH {dest}/figures: a folder (not Zarr) {outside}" in proof.stdout
+    told = run_cli("verify", str(source), str(dest), "--into-existing")
+    assert told.exit_code == 0, told.stdout + told.stderr
+    assert f"note: {dest}/thesis.tex: a file beside the migration" in told.stderr
     # now DEST holds cellmap-migrate output: later runs need no flag
     again = run_cli("convert", str(source), str(dest))
     assert again.exit_code == 0, again.stderr

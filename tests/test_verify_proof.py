@@ -9,6 +9,7 @@ never from the code under test.
 
 from __future__ import annotations
 
+import gzip
 import json
 import math
 import os
@@ -17,13 +18,22 @@ import shutil
 import subprocess
 import sys
 import threading
+import zlib
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
+import zarr
 
-from migrate.example.fixture import example_images, level_shape, write_dataset
+from migrate.example.fixture import (
+    ImageSpec,
+    encode_block,
+    example_images,
+    level_shape,
+    write_dataset,
+)
 from tests.helpers import REPO, run_cli
 from tests.s3server import (
     s3_client,
@@ -394,6 +404,70 @@ def test_a_key_outside_the_chunk_grid_is_reported(
     )
 
 
+@pytest.mark.parametrize("version", VERSIONS)
+@pytest.mark.parametrize("chunk", ["0/0/00", "0/0/+1", "0/0/ 1", "0/0/1 ", "0.0.0", "0/0/9/9"])
+def test_a_key_that_is_not_a_canonical_chunk_key_is_reported(
+    source: Path, finished: dict[str, Path], tmp_path: Path, version: str, chunk: str
+) -> None:
+    """``int()`` reads ``00``, ``+1`` and `` 1`` as chunk indices; no Zarr reader does, so
+    such a key is no chunk of the grid, and nothing a clean tree holds."""
+    dest = copy_of(finished, version, tmp_path)
+    level = dest / "em/fibsem-uint16/s0"
+    stray = chunk if version == "0.4" else f"c/{chunk}"
+    (level / stray).parent.mkdir(parents=True, exist_ok=True)
+    (level / stray).write_bytes((level / ("0/0/0" if version == "0.4" else "c/0/0/0")).read_bytes())
+    code, out, _err = verify(source, dest)
+    assert code == 1
+    assert mismatches(out) == [
+        f"{level}: 1 key(s) that are not chunks of the plan's grid (first: {stray})"
+    ]
+
+
+@pytest.mark.parametrize("version", VERSIONS)
+def test_a_file_beside_the_images_fails_the_proof(
+    source: Path, finished: dict[str, Path], tmp_path: Path, version: str
+) -> None:
+    """The README promises no extra file in the migrated tree: one at DEST's root or in a
+    group between the images is a failure, not a note (a user deleting the N5 on this
+    proof wants a clean tree)."""
+    dest = copy_of(finished, version, tmp_path)
+    (dest / "notes.txt").write_text("mine")
+    (dest / "em" / "scratch").mkdir()
+    code, out, err = verify(source, dest)
+    assert code == 1
+    outside = "that the plan does not account for, outside every image"
+    assert sorted(mismatches(out)) == [
+        f"{dest}/em/scratch: a folder (not Zarr) {outside} (there before a convert "
+        "--into-existing? then verify --into-existing)",
+        f"{dest}/notes.txt: a file {outside} (there before a convert --into-existing? then "
+        "verify --into-existing)",
+    ]
+    assert "note:" not in err
+
+
+@pytest.mark.parametrize("version", VERSIONS)
+def test_a_lease_left_at_dest_fails_the_proof(
+    source: Path, finished: dict[str, Path], tmp_path: Path, version: str
+) -> None:
+    """A lease at DEST means a convert is writing it, or died before it finished: what
+    verify read may be changing under it, so it says so and does not say OK."""
+    dest = copy_of(finished, version, tmp_path)
+    lease = dest / ".cellmap-migrate" / "lease.json"
+    lease.parent.mkdir()
+    holder = {
+        "run_id": "r1", "host": "node7", "pid": 4242, "started": "2026-12-03T10:00:00Z",
+        "command": "cellmap-migrate convert x.n5", "renewed": 1.0, "expiry_seconds": 300,
+    }  # fmt: skip
+    lease.write_text(json.dumps(holder))
+    code, out, _err = verify(source, dest)
+    assert code == 1
+    assert mismatches(out) == [
+        f"{lease}: a convert holds DEST's lease (host node7, pid 4242, started "
+        "2026-12-03T10:00:00Z, command: cellmap-migrate convert x.n5): it may still be "
+        "writing, or it died before it finished; wait for it to end, or run it again"
+    ]
+
+
 # --------------------------------------------------------------------------------------
 # What was proven, and progress while it runs
 # --------------------------------------------------------------------------------------
@@ -508,3 +582,152 @@ def test_a_broken_migration_in_a_bucket_is_found(source: Path, aws: Any) -> None
         f"{dest}/labels/mito_seg/s1: 1 key(s) that are not chunks of the plan's grid "
         "(first: c/0/0/7)",
     ]
+
+
+# --------------------------------------------------------------------------------------
+# Voxels: bit for bit
+# --------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("version", VERSIONS)
+def test_float_voxels_are_compared_bit_for_bit(tmp_path: Path, version: str) -> None:
+    """NaN voxels copied as they are verify (float equality calls NaN unequal to itself),
+    and a ``-0.0`` that became ``+0.0`` at DEST does not (float equality calls them equal)."""
+    spec = ImageSpec(
+        path="em/fibsem-float32", shape=(20, 24, 28), dtype="float32",
+        block_size=(16, 16, 16), levels=1, content="noise", seed=5,
+    )  # fmt: skip
+    n5 = write_dataset(tmp_path / "src", NAME, [spec])
+    values = np.ones((16, 16, 16), dtype=np.float32)
+    values[0, 0, :5] = np.nan
+    values[1, 2, 3] = -0.0
+    block = n5 / spec.path / "s0" / "0" / "0" / "0"
+    block.write_bytes(encode_block(values, spec.compression))
+    dest = tmp_path / f"{NAME}.zarr"
+    run = run_cli("convert", str(n5), str(dest), "--ngff-version", version)
+    assert run.exit_code == 0, run.stderr
+    code, out, err = verify(n5, dest)
+    assert code == 0, [*out, err]
+    level = zarr.open_array(str(dest / spec.path / "s0"), mode="r+")
+    assert np.signbit(level[1, 2, 3])  # the copy kept the sign
+    level[1, 2, 3] = 0.0
+    code, out, _err = verify(n5, dest)
+    assert code == 1
+    assert f"{spec.path}/s0: 1 voxel(s) differ in box [1:2, 2:3, 3:4] (z, y, x order)" in (
+        mismatches(out)
+    )
+
+
+# --------------------------------------------------------------------------------------
+# Chunks: each one whole stream of its codec
+# --------------------------------------------------------------------------------------
+
+
+def _cut(count: int) -> Callable[[bytes], bytes]:
+    return lambda data: data[:-count]
+
+
+def _appended(data: bytes) -> bytes:
+    return data + b"\x00\x01\x02"
+
+
+def _inner_appended(data: bytes) -> bytes:
+    """A shard whose first inner chunk has three bytes more, its index updated to match
+    (offsets, sizes and crc32c), as a writer that appended to the chunk would leave it."""
+    import struct
+
+    import google_crc32c
+
+    inner = 8  # (32/16)^3 inner chunks per shard
+    index = data[-(16 * inner + 4) :]
+    entries = list(struct.unpack(f"<{2 * inner}Q", index[:-4]))
+    payloads = [data[entries[2 * i] : entries[2 * i] + entries[2 * i + 1]] for i in range(inner)]
+    payloads[0] = _appended(payloads[0])
+    offset, fixed = 0, []
+    for payload in payloads:
+        fixed += [offset, len(payload)]
+        offset += len(payload)
+    table = struct.pack(f"<{2 * inner}Q", *fixed)
+    return b"".join(payloads) + table + struct.pack("<I", google_crc32c.value(table))
+
+
+STREAM_CASES = {
+    # name: (N5 gzip useZlib, convert options, chunk key at s0, damage, the line's start)
+    **{
+        f"0.4-gzip-cut-{n}": (False, (), "0/0/0", _cut(n), "not a whole gzip stream")
+        for n in (1, 4, 8, 9)
+    },
+    **{
+        f"0.4-zlib-cut-{n}": (True, (), "0/0/0", _cut(n), "not a whole zlib stream")
+        for n in (1, 4)
+    },
+    "0.4-gzip-edge-chunk-cut-4": (False, (), "2/2/2", _cut(4), "not a whole gzip stream"),
+    "0.5-gzip-appended": (
+        False, ("--ngff-version", "0.5"), "c/0/0/0", _appended,
+        "not a whole gzip stream: it does not end with the trailer of the chunk's size",
+    ),
+    "0.5-zstd-appended": (
+        False, ("--ngff-version", "0.5", "--codec", "zstd"), "c/0/0/0", _appended,
+        "3 byte(s) after the end of the zstd frame",
+    ),
+    "0.5-sharded-inner-appended": (
+        False, ("--ngff-version", "0.5", "--shard", "32,32,32"), "c/0/0/0", _inner_appended,
+        "inner chunk 0: not a whole gzip stream: it does not end with the trailer",
+    ),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("case", list(STREAM_CASES))
+def test_a_chunk_that_is_not_one_whole_stream_is_reported(tmp_path: Path, case: str) -> None:
+    """Damage TensorStore reads past (a gzip or zlib chunk of Zarr v2 with its trailer cut
+    off; bytes after the end of a v3 gzip or zstd chunk, or of an inner chunk of a shard)
+    but zarr-python refuses: verify reads every chunk's bytes and names the chunk."""
+    use_zlib, options, key, damage, reason = STREAM_CASES[case]
+    spec = ImageSpec(
+        path="em/fibsem-uint16", shape=(40, 40, 40), block_size=(16, 16, 16), levels=1,
+        compression={"type": "gzip", "level": 6, "useZlib": use_zlib},
+    )  # fmt: skip
+    n5 = write_dataset(tmp_path / "src", NAME, [spec])
+    dest = tmp_path / f"{NAME}.zarr"
+    run = run_cli("convert", str(n5), str(dest), *options)
+    assert run.exit_code == 0, run.stderr
+    assert verify(n5, dest)[0] == 0
+    chunk = dest / spec.path / "s0" / key
+    chunk.write_bytes(damage(chunk.read_bytes()))
+    # zarr-python refuses it (gzip: EOFError or BadGzipFile, zlib: zlib.error, zstd:
+    # RuntimeError), though TensorStore reads it
+    with pytest.raises((EOFError, OSError, RuntimeError, zlib.error)):
+        zarr.open_array(str(dest / spec.path / "s0"), mode="r")[...]
+    code, out, _err = verify(n5, dest)
+    assert code == 1
+    assert [line for line in mismatches(out) if line.startswith(f"{chunk}: {reason}")], out
+
+
+def test_a_sample_checks_the_chunks_it_samples(
+    source: Path, finished: dict[str, Path], tmp_path: Path
+) -> None:
+    """With --sample, each sampled chunk is read as bytes and checked too (here the sample
+    takes every chunk of s0: 0.99 of 48 rounds to 48)."""
+    dest = copy_of(finished, "0.4", tmp_path)
+    chunk = dest / "em/fibsem-uint16/s0/0/0/0"
+    chunk.write_bytes(chunk.read_bytes()[:-4])
+    code, out, _err = verify(source, dest, "--sample", "0.99", "--seed", "1")
+    assert code == 1
+    assert [line for line in mismatches(out) if line.startswith(f"{chunk}: not a whole gzip")]
+    assert " chunks sampled (" in out[-1]
+
+
+def test_an_edge_chunk_padded_with_other_values_than_zero_is_whole(tmp_path: Path) -> None:
+    """An edge chunk's padding beyond the array is checked as zeros first (what writers pad
+    with); a whole stream padded otherwise is decoded and passes."""
+    spec = ImageSpec(path="em/fibsem-uint16", shape=(40, 40, 40), block_size=(16, 16, 16), levels=1)
+    n5 = write_dataset(tmp_path / "src", NAME, [spec])
+    dest = tmp_path / f"{NAME}.zarr"
+    assert run_cli("convert", str(n5), str(dest)).exit_code == 0
+    chunk = dest / spec.path / "s0" / "2" / "2" / "2"  # voxels 32:48 of 40 on every axis
+    values = np.frombuffer(gzip.decompress(chunk.read_bytes()), dtype=">u2").reshape(16, 16, 16)
+    padded = values.copy()
+    padded[8:, :, :] = 7  # beyond the array: no reader returns these
+    chunk.write_bytes(gzip.compress(padded.tobytes()))
+    code, out, err = verify(n5, dest)
+    assert code == 0, [*out, err]

@@ -280,6 +280,7 @@ def verify_dataset(
     workers: int,
     s3: S3Options | None,
     registry: Registry | None = None,
+    into_existing: bool = False,
 ) -> DatasetOutcome:
     """Prove a dataset's DEST against its source (:func:`migrate.check.verify.verify`: the
     migration planned again from SRC, metadata compared file by file, voxels compared); the
@@ -292,7 +293,7 @@ def verify_dataset(
         source, inner, dest, location = open_for_verify(dataset.source, dataset.dest, s3)
         result = verify(
             source, dest, inner=inner, sample=sample, workers=workers, seed=seed,
-            registry=registry, location=location,
+            registry=registry, location=location, into_existing=into_existing,
         )  # fmt: skip
     except MigrationError as exc:
         outcome.state, outcome.detail = "NOT PROVEN", str(exc)

@@ -34,7 +34,7 @@ from migrate.check.validate import validate_image, validate_labels_listing
 from migrate.check.voxels import compare_voxels
 from migrate.copy.events import NullProgress, Progress
 from migrate.copy.precomputed import image_source, sibling_store
-from migrate.dest import marks, records
+from migrate.dest import lease, marks, records
 from migrate.source.dataset import SourceLocation
 from migrate.source.registry import Registry
 from migrate.storage import Store, join_key
@@ -65,9 +65,9 @@ class VerifyResult:
     """What ``sample`` picks from: ``chunks``, or ``shards`` for sharded output."""
     problems: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
-    """What DEST holds beside the migration that is no part of it and no doubt about it:
-    files and folders that are not Zarr, outside every image and ``labels`` group (a DEST
-    written ``--into-existing``)."""
+    """What DEST holds beside the migration that is no part of it and no doubt about it: with
+    ``into_existing`` only, files and folders that are not Zarr, outside every image and
+    ``labels`` group (a DEST written ``convert --into-existing``)."""
 
     def to_json(self) -> dict[str, Any]:
         return vars(self)
@@ -191,26 +191,34 @@ def check_metadata(
     return sound, missing
 
 
-_V2_CHUNK = re.compile(r"^[0-9]+(/[0-9]+)*$")
+_INDEX = "(0|[1-9][0-9]*)"
+"""A chunk index as Zarr writes it: decimal ASCII digits, no sign, no leading zero."""
 
 
-def _stray_keys(keys: Sequence[str], plan: Plan, level: LevelPlan) -> list[str]:
-    """The keys in a level array that are neither its metadata nor a chunk (shard) of its
-    grid, relative to the array."""
+def chunk_key_pattern(version: str, ndim: int) -> re.Pattern[str]:
+    """The canonical keys of a level's chunks (shards): ``z/y/x`` for 0.4 (nested, ``/``),
+    ``c/z/y/x`` for 0.5 (the default encoding with ``/``); C order."""
+    indices = "/".join([_INDEX] * ndim)
+    return re.compile(indices if version == "0.4" else f"c/{indices}")
+
+
+def _stray_keys(
+    keys: Sequence[str], plan: Plan, level: LevelPlan, documents: Documents
+) -> list[str]:
+    """The keys in a level array that are neither its metadata (the plan's documents) nor a
+    chunk (shard) of its grid in canonical form, relative to the array: ``0/0/00``, ``+1``,
+    `` 1`` or ``0.0.0`` name no chunk a Zarr reader reads, though ``int()`` would take them."""
     grid = tuple(
         math.ceil(n / c) for n, c in zip(level.shape, level.shard or level.chunks, strict=True)
     )
-    metadata = {".zarray", ".zattrs"} if plan.ngff_version == "0.4" else {"zarr.json"}
+    pattern = chunk_key_pattern(plan.ngff_version, len(grid))
     stray = []
     for key in keys:
-        if key in metadata:
+        if join_key(level.dest_path, key) in documents:
             continue
-        chunk = key if plan.ngff_version == "0.4" else key.removeprefix("c/")
-        inside = (
-            (plan.ngff_version == "0.4" or key.startswith("c/"))
-            and _V2_CHUNK.match(chunk) is not None
-            and len(parts := [int(p) for p in chunk.split("/")]) == len(grid)
-            and all(p < g for p, g in zip(parts, grid, strict=True))
+        found = pattern.fullmatch(key)
+        inside = found is not None and all(
+            int(p) < g for p, g in zip(key.removeprefix("c/").split("/"), grid, strict=True)
         )
         if not inside:
             stray.append(key)
@@ -218,12 +226,34 @@ def _stray_keys(keys: Sequence[str], plan: Plan, level: LevelPlan) -> list[str]:
 
 
 def check_layout(
-    plan: Plan, dest: Store, recorded: Sequence[Recorded], result: VerifyResult
+    plan: Plan,
+    dest: Store,
+    recorded: Sequence[Recorded],
+    result: VerifyResult,
+    *,
+    into_existing: bool = False,
 ) -> None:
     """Report everything inside the migrated tree that the plan does not account for (extra
     images, levels, arrays, groups, files, keys outside a level's chunk grid), and every
-    label name a ``labels`` group lists with no label image behind it."""
+    label name a ``labels`` group lists with no label image behind it.
+
+    With ``into_existing`` (DEST was written ``convert --into-existing``), files and folders
+    that are not Zarr, outside every image and ``labels`` group, are noted instead: the user
+    said DEST held files of its own."""
     documents = all_documents(plan)
+
+    def foreign(where: str, what: str) -> None:
+        if into_existing:
+            result.notes.append(
+                f"{where}: {what} beside the migration, not written by cellmap-migrate (left "
+                "alone: --into-existing)"
+            )
+        else:
+            result.problems.append(
+                f"{where}: {what} that the plan does not account for, outside every image "
+                "(there before a convert --into-existing? then verify --into-existing)"
+            )
+
     groups = {group.path for group in plan.groups} | {image.dest_path for image in plan.images}
     levels = {level.dest_path: level for image in plan.images for level in image.levels}
     marked = {r.dest_path: r for r in recorded}
@@ -254,10 +284,7 @@ def check_layout(
                         f"{dest.display(key)}: a file the plan does not account for"
                     )
                 else:
-                    result.notes.append(
-                        f"{dest.display(key)}: a file beside the migration, not written by "
-                        "cellmap-migrate (left alone)"
-                    )
+                    foreign(dest.display(key), "a file")
             for name in dirs:
                 child = join_key(path, name)
                 if not path and child == records.STATE_DIR:
@@ -276,10 +303,7 @@ def check_layout(
                     )
                     continue
                 if what == _NOT_ZARR and not inside_image:
-                    result.notes.append(
-                        f"{dest.display(child)}: {what} beside the migration, not written by "
-                        "cellmap-migrate (left alone)"
-                    )
+                    foreign(dest.display(child), what)
                     continue
                 result.problems.append(
                     f"{dest.display(child)}: {what} that the plan does not account for"
@@ -288,7 +312,7 @@ def check_layout(
     level_list = list(levels.values())
     listed = dest.map(lambda level: list(dest.list_keys(level.dest_path)), level_list)
     for level, keys in zip(level_list, listed, strict=True):
-        stray = _stray_keys(keys, plan, level)
+        stray = _stray_keys(keys, plan, level, documents)
         if stray:
             result.problems.append(
                 f"{dest.display(level.dest_path)}: {len(stray)} key(s) that are not chunks of "
@@ -328,6 +352,20 @@ _ZARR_METADATA = {".zarray", ".zattrs", ".zgroup", ".zmetadata", "zarr.json"}
 # --------------------------------------------------------------------------------------
 
 
+def lease_problem(dest: Store) -> str | None:
+    """Why DEST cannot be proven while its lease is there, or None when there is none: a
+    lease says a writer is running, or died before it released it (its work unfinished)."""
+    raw = dest.read(lease.LEASE_KEY)
+    if raw is None:
+        return None
+    holder = lease.Holder.parse(raw)
+    who = holder.describe() if holder else "unreadable"
+    return (
+        f"{dest.display(lease.LEASE_KEY)}: a convert holds DEST's lease ({who}): it may still "
+        "be writing, or it died before it finished; wait for it to end, or run it again"
+    )
+
+
 def verify(
     source: Store,
     dest: Store,
@@ -336,6 +374,7 @@ def verify(
     sample: float = 1.0,
     workers: int = 2,
     seed: int | None = None,
+    into_existing: bool = False,
     progress: Progress | None = None,
     registry: Registry | None = None,
     location: SourceLocation | None = None,
@@ -345,6 +384,8 @@ def verify(
     folder) with the settings DEST records (and the registry manifest it records, found in
     ``registry``); collect every problem found. A mirrored level is compared with its
     source read through the mirror.
+    ``into_existing``: DEST was written ``convert --into-existing``, so files beside the
+    migration are noted, not problems.
 
     Raises MigrationError (one line) when SRC cannot be read or planned, or when DEST holds
     no migration of it."""
@@ -356,12 +397,15 @@ def verify(
     result.images = len(plan.images)
     result.levels = sum(len(image.levels) for image in plan.images)
     planned = {image.dest_path for image in plan.images}
+    held = lease_problem(dest)
+    if held:
+        result.problems.append(held)
     for r in recorded:
         if not r.finished and r.dest_path in planned:
             result.problems.append(f"{dest.display(r.dest_path)}: migration is not complete")
     try:
         sound, missing = check_metadata(plan, source, dest, result)
-        check_layout(plan, dest, recorded, result)
+        check_layout(plan, dest, recorded, result, into_existing=into_existing)
         for image in plan.images:
             if any(level.dest_path in sound for level in image.levels):
                 result.problems.extend(validate_image(dest, image, plan.ngff_version))

@@ -6,6 +6,7 @@ or a random sample of chunks (shards). Boxes are in **C order** (z, y, x).
 from __future__ import annotations
 
 import concurrent.futures as cf
+import functools
 import math
 import random
 from collections.abc import Sequence
@@ -13,11 +14,14 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 
+from migrate.check.stored import StoredChunks
 from migrate.copy.events import Progress
 from migrate.copy.precomputed import image_source
 from migrate.copy.tsio import box_slices, open_dest_readonly, open_source, ts_error_text
 from migrate.storage import Store
+from migrate.storage.reread import in_transit, retry_in_transit
 from migrate.target.plan import DEFAULT_UNIT_BYTES, grow_unit
 from schemas.plan import LevelPlan, Plan
 
@@ -60,21 +64,93 @@ def boxes(level: LevelPlan, sample: float, rng: random.Random) -> tuple[list[Box
     return [_box(index, unit, level.shape) for index in indices], count
 
 
-def _compare(source: Any, dest: Any, box: Box) -> tuple[int, int, str | None]:
+def bits(values: npt.NDArray[Any]) -> npt.NDArray[Any]:
+    """``values`` as unsigned integers of the same width (a view, no copy): compared this
+    way, a NaN equals the same NaN and ``-0.0`` differs from ``+0.0``, as their stored bytes
+    do (float equality says the opposite of both)."""
+    return values.view(f"u{values.dtype.itemsize}") if values.dtype.kind == "f" else values
+
+
+@dataclass
+class BoxResult:
+    """One box (or several) compared: voxels and bytes compared, the voxels that differ
+    (how many, and the C-order bounds holding them), the boxes that could not be read, and
+    every stored chunk that is not one whole stream of its codec."""
+
+    voxels: int = 0
+    nbytes: int = 0
+    differing: int = 0
+    lo: tuple[int, ...] = ()
+    hi: tuple[int, ...] = ()
+    unread: list[str] = field(default_factory=list)
+    chunks: list[str] = field(default_factory=list)
+
+    def add(self, other: BoxResult) -> None:
+        self.voxels += other.voxels
+        self.nbytes += other.nbytes
+        if other.differing:
+            first = not self.differing
+            self.lo = other.lo if first else tuple(map(min, self.lo, other.lo))
+            self.hi = other.hi if first else tuple(map(max, self.hi, other.hi))
+            self.differing += other.differing
+        self.unread += other.unread
+        self.chunks += other.chunks
+
+    def problems(self) -> list[str]:
+        """The voxels that differ (one line) and the boxes that could not be read."""
+        where = ", ".join(f"{s}:{e}" for s, e in zip(self.lo, self.hi, strict=True))
+        differ = f"{self.differing} voxel(s) differ in box [{where}] (z, y, x order)"
+        return ([differ] if self.differing else []) + self.unread
+
+
+def _compare(source: Any, dest: Any, box: Box, stored: StoredChunks) -> BoxResult:
     region = box_slices(box)
-    a = source[region].read().result()
-    b = dest[region].read().result()
-    if np.array_equal(a, b):
-        return int(a.size), int(a.nbytes), None
-    diff = np.argwhere(a != b)
-    lo = diff.min(axis=0) + [start for start, _ in box]
-    hi = diff.max(axis=0) + [start for start, _ in box] + 1
-    where = ", ".join(f"{int(s)}:{int(e)}" for s, e in zip(lo, hi, strict=True))
-    return (
-        int(a.size),
-        int(a.nbytes),
-        f"{len(diff)} voxel(s) differ in box [{where}] (z, y, x order)",
-    )
+    values = dest[region].read().result()
+    a = bits(source[region].read().result())
+    b = bits(values)
+    result = BoxResult(int(a.size), int(a.nbytes), chunks=stored.check_box(box, values))
+    if not np.array_equal(a, b):
+        diff = np.argwhere(a != b)
+        result.differing = len(diff)
+        result.lo = tuple(
+            int(i) + start for i, (start, _) in zip(diff.min(axis=0), box, strict=True)
+        )
+        result.hi = tuple(
+            int(i) + start + 1 for i, (start, _) in zip(diff.max(axis=0), box, strict=True)
+        )
+    return result
+
+
+def _compare_again(
+    source: Any, dest: Any, box: Box, stored: StoredChunks, failure: Exception
+) -> BoxResult:
+    """A box whose reading failed (``failure``): on S3 (either side), compared again one
+    chunk (shard) at a time, each tried until it reads or the attempts run out, every
+    attempt again announced as a retry. TensorStore's S3 reads check no checksum, so a
+    response cut short on the way (with a Content-Length to match) fails to decode once,
+    not on the next read; a chunk stored wrong fails every time and is reported."""
+    remote = _remote(stored.source, stored.dest)
+    if remote is None:
+        return BoxResult(unread=[f"box {list(box)}: {ts_error_text(failure)}"])
+    total = BoxResult()
+    for cell in stored.cells(box):
+        try:
+            total.add(
+                retry_in_transit(
+                    remote,
+                    stored.dest.display(stored.key(cell)),
+                    functools.partial(_compare, source, dest, cell, stored),
+                    why=lambda exc: f"TensorStore's read failed ({ts_error_text(exc)})",
+                )
+            )
+        except Exception as exc:
+            total.unread.append(f"box {list(cell)}: {ts_error_text(exc)}")
+    return total
+
+
+def _remote(source: Store, dest: Store) -> Store | None:
+    """The store of the two that is read over a network (DEST first), or None."""
+    return dest if in_transit(dest) else source if in_transit(source) else None
 
 
 def _open_pair(
@@ -82,7 +158,12 @@ def _open_pair(
 ) -> tuple[Any, Any] | str:
     try:
         src = open_source(source, level, workers)
-        dst = open_dest_readonly(dest, level.dest_path, plan.ngff_version, workers)
+        dst = retry_in_transit(
+            dest,
+            dest.display(level.dest_path),
+            lambda: open_dest_readonly(dest, level.dest_path, plan.ngff_version, workers),
+            why=lambda exc: f"TensorStore cannot open it ({ts_error_text(exc)})",
+        )
     except Exception as exc:
         return f"cannot open: {ts_error_text(exc)}"
     if tuple(src.shape) != tuple(dst.shape) or src.dtype != dst.dtype:
@@ -134,18 +215,35 @@ def compare_voxels(
                 progress.advance(image.dest_path, len(level_boxes), 0)
                 continue
             src, dst = pair
+            stored = StoredChunks(source, dest, level, plan.ngff_version)
+            chunk_problems: list[str] = []
             with cf.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="verify") as pool:
-                futures = {pool.submit(_compare, src, dst, box): box for box in level_boxes}
+                futures = {pool.submit(_compare, src, dst, box, stored): box for box in level_boxes}
                 for future in cf.as_completed(futures):
                     try:
-                        voxels, nbytes, problem = future.result()
+                        box_result = future.result()
                     except Exception as exc:
-                        box = list(futures[future])
-                        voxels, nbytes, problem = 0, 0, f"box {box}: {ts_error_text(exc)}"
+                        box_result = _compare_again(src, dst, futures[future], stored, exc)
                     result.units_checked += 1
-                    result.voxels_compared += voxels
-                    result.bytes_compared += nbytes
-                    progress.advance(image.dest_path, 1, nbytes)
-                    if problem:
+                    result.voxels_compared += box_result.voxels
+                    result.bytes_compared += box_result.nbytes
+                    progress.advance(image.dest_path, 1, box_result.nbytes)
+                    for problem in box_result.problems():
                         result.problems.append(f"{level.dest_path}: {problem}")
+                    chunk_problems.extend(box_result.chunks)
+            result.problems.extend(_at_most(sorted(chunk_problems), level.dest_path))
     return result
+
+
+MAX_CHUNKS_LISTED = 8
+"""Chunks that are not whole streams listed per level; the rest are counted."""
+
+
+def _at_most(problems: list[str], level: str) -> list[str]:
+    if len(problems) <= MAX_CHUNKS_LISTED:
+        return problems
+    more = len(problems) - MAX_CHUNKS_LISTED
+    return [
+        *problems[:MAX_CHUNKS_LISTED],
+        f"{level}: … and {more} more chunk(s) that are not whole streams",
+    ]

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import click
 
 from migrate.cli.commands import (
+    INTO_EXISTING_VERIFY_HELP,
     _cluster_settings,
     _executor,
     cli,
@@ -415,13 +416,15 @@ def bulk_status(
     metavar="PATH",
     help="The registry manifests the datasets were migrated with (a folder).",
 )
+@click.option("--into-existing", is_flag=True, help=INTO_EXISTING_VERIFY_HELP)
 @summary_option(default_file=False)
 @s3_options
 @reports_errors
 def bulk_verify(
     root: str, dest_root: str | None, include: tuple[str, ...], exclude: tuple[str, ...],
     datasets_file: str | None, as_json: bool, sample: float, seed: int | None,
-    workers: int | None, registry: str | None, summary_file: str | None, s3: S3Options,
+    workers: int | None, registry: str | None, into_existing: bool, summary_file: str | None,
+    s3: S3Options,
 ) -> None:  # fmt: skip
     """Per dataset of ROOT: compare DEST with the source (every voxel, or --sample) and
     validate its metadata; exit non-zero on any doubt. Says what was proven for each."""
@@ -437,6 +440,7 @@ def bulk_verify(
         outcome = verify_dataset(
             dataset, sample=sample, seed=seed, workers=workers or default_workers(), s3=s3,
             registry=manifests,
+            into_existing=into_existing,
         )  # fmt: skip
         outcomes.append(outcome)
         if not as_json:

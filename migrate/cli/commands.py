@@ -653,6 +653,12 @@ def status_command(dest: str, as_json: bool, s3: S3Options) -> None:
         raise MigrationError(f"{len(incomplete)} image(s) incomplete: {', '.join(incomplete)}")
 
 
+INTO_EXISTING_VERIFY_HELP = (
+    "DEST was written with convert --into-existing: files and folders that are not Zarr, "
+    "outside every image, are listed as notes instead of failing."
+)
+
+
 @cli.command(name="verify")
 @click.argument("src")
 @click.argument("dest")
@@ -661,6 +667,7 @@ def status_command(dest: str, as_json: bool, s3: S3Options) -> None:
               "random, instead of every voxel.")  # fmt: skip
 @click.option("--seed", type=int, help="Random seed for --sample.")
 @click.option("--workers", type=click.IntRange(min=1), help="Parallel reads (default: cores).")
+@click.option("--into-existing", is_flag=True, help=INTO_EXISTING_VERIFY_HELP)
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 @click.option("--report", metavar="DIR", help="Write an HTML report with pictures into DIR.")
 @click.option("--registry", metavar="PATH",
@@ -675,6 +682,7 @@ def verify_command(
     sample: float,
     seed: int | None,
     workers: int | None,
+    into_existing: bool,
     as_json: bool,
     report: str | None,
     registry: str | None,
@@ -700,6 +708,7 @@ def verify_command(
         sample=sample,
         workers=workers or default_workers(),
         seed=seed,
+        into_existing=into_existing,
         progress=current_watch().progress(),
         registry=load_registry_option(registry, s3),
     )

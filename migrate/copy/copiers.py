@@ -5,6 +5,7 @@ TensorStore (read, transpose, write)."""
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 from collections.abc import Callable
@@ -15,10 +16,17 @@ import numpy as np
 from migrate.copy.options import EngineOptions
 from migrate.copy.precomputed import check_chunk_links, image_source
 from migrate.copy.transplant import Transplanter, block_error, file_kind, n5_key, unit_blocks
-from migrate.copy.tsio import HandleCache, LevelHandles, box_slices
+from migrate.copy.tsio import (
+    HandleCache,
+    LevelHandles,
+    box_slices,
+    is_storage_error,
+    ts_error_text,
+)
 from migrate.errors import SourceDataError
 from migrate.storage import LocalStore, Store
 from migrate.storage.local import dangling_link
+from migrate.storage.reread import in_transit, retry_in_transit
 from migrate.target.codecs import recodable
 from schemas.plan import LevelPlan, Plan
 
@@ -55,18 +63,50 @@ def split_box(
     return pieces
 
 
-def copy_unit(handles: LevelHandles, level: LevelPlan, unit: int) -> int:
+def copy_unit(
+    handles: LevelHandles, level: LevelPlan, unit: int, source: Store | None = None
+) -> int:
     """Copy one work unit through TensorStore, piece by piece, source store to destination
     store: TensorStore streams the chunks, decoding one while encoding another, without a
     whole-piece array in between. Chunks equal to the fill value (all zero) are not stored
-    (TensorStore's default). Returns the number of voxel bytes covered."""
+    (TensorStore's default). A piece whose source blocks did not decode is copied again
+    grain by grain when ``source`` is read over a network (:func:`_copy_again`). Returns the
+    number of voxel bytes covered."""
     itemsize = np.dtype(level.dtype).itemsize
     grain = level.shard or level.chunks  # a partial shard write would re-read the shard
     box = level.unit_box(unit)
     for piece in split_box(box, tuple(grain), itemsize, PIECE_BYTES):
-        region = box_slices(piece)
-        handles.dest[region].write(handles.source[region]).result()
+        try:
+            handles.dest[box_slices(piece)].write(handles.source[box_slices(piece)]).result()
+        except Exception as exc:
+            if source is None or not in_transit(source) or is_storage_error(exc):
+                raise
+            _copy_again(handles, level, piece, source)
     return math.prod(stop - start for start, stop in box) * itemsize
+
+
+def _copy_again(
+    handles: LevelHandles, level: LevelPlan, piece: tuple[tuple[int, int], ...], source: Store
+) -> None:
+    """Copy ``piece`` (C order) again one grain (chunk, or shard) at a time, each tried
+    until it copies or the attempts run out, every attempt again announced as a retry:
+    TensorStore's S3 reads check no checksum, so a block whose body was cut short on the
+    way (with a Content-Length to match) fails to decode once, not on the next read; a
+    block stored wrong fails every time (the error is raised, and the unit fails)."""
+    grain = level.shard or level.chunks
+    for cell in split_box(piece, tuple(grain), 1, 0):  # every grain on its own
+        region = box_slices(cell)
+        retry_in_transit(
+            source,
+            f"{source.display(level.source_path)} {[list(axis) for axis in cell]}",
+            functools.partial(_write, handles, region),
+            why=lambda exc: f"TensorStore's read failed ({ts_error_text(exc)})",
+            final=is_storage_error,
+        )
+
+
+def _write(handles: LevelHandles, region: tuple[slice, ...]) -> None:
+    handles.dest[region].write(handles.source[region]).result()
 
 
 def check_block_links(source: LocalStore, level: LevelPlan, unit: int) -> None:
@@ -128,6 +168,6 @@ def make_copier(
             return transplanter.copy_unit(level, unit)
         if isinstance(source, LocalStore):
             check_block_links(source, level, unit)
-        return copy_unit(cache.get(level), level, unit)
+        return copy_unit(cache.get(level), level, unit, source)
 
     return copier

@@ -62,6 +62,7 @@ from isal import isal_zlib
 from migrate.errors import MigrationError, SourceDataError, StoreError
 from migrate.storage import LocalStore, Store, iocounts, join_key, temporary_name
 from migrate.storage.local import dangling_link
+from migrate.storage.reread import read_until_stable
 from migrate.target.codecs import source_codec, transplantable
 from schemas.plan import CodecPlan, LevelPlan, NgffVersion
 
@@ -572,10 +573,13 @@ class Transplanter:
         for position, raw in zip(positions, blocks, strict=True):
             if raw is None:
                 continue  # absent block: all zero, nothing to write
+            key = join_key(level.source_path, n5_key(position))
             try:
-                payload = self._chunk(level, codec, raw)
+                try:
+                    payload = self._chunk(level, codec, raw)
+                except ValueError as exc:
+                    payload = self._chunk_read_again(level, codec, key, raw, exc)
             except ValueError as exc:
-                key = join_key(level.source_path, n5_key(position))
                 problems.append(f"{self.source.display(key)}: {exc}")
                 continue
             if payload is None:
@@ -733,6 +737,21 @@ class Transplanter:
         if self.decode_check and not _any(codec.decode(payload, math.prod(full) * codec.itemsize)):
             return None
         return payload
+
+    def _chunk_read_again(
+        self, level: LevelPlan, codec: BlockCodec, key: str, raw: bytes, failure: ValueError
+    ) -> bytes | memoryview | None:
+        """:meth:`_chunk` of block ``key`` whose bytes ``raw`` did not decode (``failure``),
+        read again until two reads agree: TensorStore's S3 reads check no checksum, so a
+        body cut short on the way (and a Content-Length to match) reaches us whole-looking;
+        only bytes that two reads agree on are the source's fault (ValueError)."""
+        why = f"TensorStore's read does not decode ({failure})"
+        again = read_until_stable(self.source, key, raw, why)
+        if again == raw:
+            raise failure
+        if again is None:
+            raise ValueError("the block was deleted while it was copied") from failure
+        return self._chunk(level, codec, again)
 
     def _shards(
         self, level: LevelPlan, unit: int, payloads: dict[tuple[int, ...], Parts]

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from migrate.errors import StoreError
 from migrate.storage import Store
+from migrate.storage.reread import retry_in_transit
 from schemas.plan import LevelPlan, NgffVersion, PrecomputedLevel
 
 if TYPE_CHECKING:  # imported where used: a run with nothing for TensorStore to do starts faster
@@ -196,9 +197,15 @@ class HandleCache:
         """The handles of ``level``, read from ``source`` (default: the cache's store)."""
         with self._lock:
             if level.dest_path not in self._handles:
+                dest = retry_in_transit(  # its .zarray or zarr.json may come short
+                    self._dest,
+                    self._dest.display(level.dest_path),
+                    lambda: open_dest(self._dest, level.dest_path, self._version, self._workers),
+                    why=lambda exc: f"TensorStore cannot open it ({ts_error_text(exc)})",
+                    final=is_storage_error,
+                )
                 self._handles[level.dest_path] = LevelHandles(
-                    open_source(source or self._source, level, self._workers),
-                    open_dest(self._dest, level.dest_path, self._version, self._workers),
+                    open_source(source or self._source, level, self._workers), dest
                 )
             return self._handles[level.dest_path]
 

@@ -88,6 +88,7 @@ _CONNECTION_FAILURES = {
     "IncompleteReadError": "response cut short",
     "ResponseParserError": "response cut short (unparsable)",
     "RemoteDisconnected": "connection closed before the response",
+    "FlexibleChecksumError": "checksum mismatch (the body was cut or altered on the way)",
 }
 """botocore's connection failures in a few words (their messages repeat the whole URL)."""
 

@@ -223,11 +223,18 @@ def request_failures() -> tuple[type[BaseException], ...]:
 def _is_transient(exc: BaseException) -> bool:
     """A failure that the same request may not meet again: no connection, a cut, truncated
     or timed out response (whatever layer reports it: botocore, urllib3, http.client, or a
-    body too short to parse), throttling, a server error."""
+    body too short to parse), a body whose checksum does not match (cut or altered on the
+    way: the stored object has the checksum it was written with), throttling, a server
+    error."""
     import http.client
 
     import urllib3.exceptions
-    from botocore.exceptions import ClientError, HTTPClientError, IncompleteReadError
+    from botocore.exceptions import (
+        ClientError,
+        FlexibleChecksumError,
+        HTTPClientError,
+        IncompleteReadError,
+    )
     from botocore.exceptions import ConnectionError as ConnectionFailure
     from botocore.parsers import ResponseParserError
 
@@ -239,6 +246,7 @@ def _is_transient(exc: BaseException) -> bool:
         ConnectionFailure
         | HTTPClientError  # ResponseStreamingError, ReadTimeoutError, ConnectionClosedError
         | IncompleteReadError
+        | FlexibleChecksumError  # "Expected checksum … did not match calculated checksum"
         | ResponseParserError  # a response body cut short
         | OSError
         | urllib3.exceptions.ProtocolError  # IncompleteRead, "Connection broken: …"
