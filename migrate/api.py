@@ -130,14 +130,19 @@ def inspect_dest(prepared: Prepared) -> tuple[RootListing, DestState]:
     return root, found
 
 
-def open_for_verify(src: str, dest: str, s3: S3Options | None = None) -> tuple[Store, str, Store]:
-    """(the N5 root of SRC, SRC's path inside it, DEST), both opened read-only, with paths
-    normalized as ``prepare`` normalizes them (so they compare with what DEST records)."""
+def open_for_verify(
+    src: str, dest: str, s3: S3Options | None = None, *, certify: bool = False
+) -> tuple[Store, str, Store]:
+    """(the N5 root of SRC, SRC's path inside it, DEST), SRC opened read-only, DEST too
+    unless ``certify`` (a full ``verify`` writes its certificate and ledger at DEST), with
+    paths normalized as ``prepare`` normalizes them (so they compare with what DEST
+    records)."""
     n5_root, inner = split_n5_url(_normalize(src))
+    dest_s3 = s3.for_writing() if certify and s3 is not None else s3
     return (
         open_store(n5_root, read_only=True, s3=s3),
         inner,
-        open_store(_normalize(dest), read_only=True, s3=s3),
+        open_store(_normalize(dest), read_only=not certify, s3=dest_s3),
     )
 
 

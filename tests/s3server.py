@@ -149,14 +149,34 @@ class TcpProxy:
     status line, the headers and the first half go through, then both connections are reset
     (the client meets ``ConnectionResetError`` mid-read). :attr:`truncated` counts them,
     per client (the first word of the request's User-Agent, e.g. ``Boto3/…`` → ``boto3``).
+
+    With ``errors`` (a fraction), that fraction of the responses with a body is replaced by
+    a whole ``503 SlowDown`` (the request did reach the server: use it on reads). With
+    ``record``, every request is noted (:attr:`requests`: method and path) and the bytes of
+    the response bodies counted (:attr:`body_bytes`).
     """
 
     def __init__(
-        self, target_port: int, delay: float = 0.0, *, truncate: float = 0.0, seed: int = 0
+        self,
+        target_port: int,
+        delay: float = 0.0,
+        *,
+        truncate: float = 0.0,
+        errors: float = 0.0,
+        record: bool = False,
+        seed: int = 0,
     ) -> None:
         self.target_port = target_port
         self.delay = delay
         self.truncate = truncate
+        self.errors = errors
+        self.record = record
+        self.requests: list[tuple[str, str]] = []
+        """(method, path) of every request, with ``record``."""
+        self.body_bytes = 0
+        """Bytes of the response bodies sent to the clients, with ``record``."""
+        self.failed = 0
+        """Responses replaced by a 503 so far."""
         self._random = random.Random(seed)
         self.truncated: collections.Counter[str] = collections.Counter()
         """Responses cut after half their body so far, per client."""
@@ -214,7 +234,7 @@ class TcpProxy:
                 with self._lock:
                     self._sockets.update((client, upstream))
                     self.connections += 1
-                if self.truncate:
+                if self.truncate or self.errors or self.record:
                     methods: Requests = collections.deque()
                     pumps: list[tuple[Any, tuple[Any, ...]]] = [
                         (self._pump_requests, (client, upstream, methods)),
@@ -254,9 +274,13 @@ class TcpProxy:
         try:
             while line := reader.readline():
                 headers = _read_headers(reader)
-                method = line.split(b" ", 1)[0].decode("latin-1").upper()
+                words = line.decode("latin-1").split(" ")
+                method = words[0].upper()
                 agent = (_header(headers, "user-agent") or "unknown").split("/")[0].lower()
                 methods.append((method, agent))
+                if self.record:
+                    with self._lock:
+                        self.requests.append((method, words[1] if len(words) > 1 else ""))
                 sink.sendall(line + headers)
                 _forward_body(reader, sink, headers, None)
         except (OSError, ValueError):
@@ -291,12 +315,19 @@ class TcpProxy:
                 with self._lock:
                     self.responses += 1
                     cut = self._random.random() < self.truncate
+                    fail = not cut and self._random.random() < self.errors
                     self.truncated[agent] += cut
+                    self.failed += fail
+                    if self.record:
+                        self.body_bytes += len(body)
                 if cut:
                     sink.sendall(line + headers + body[: len(body) // 2])
                     time.sleep(0.2)  # let the client read that much, then fail mid-read
                     self._reset(sink)
                     return
+                if fail:
+                    sink.sendall(_SLOW_DOWN)
+                    continue
                 sink.sendall(line + headers + body)
         except (OSError, ValueError):
             pass
@@ -399,6 +430,17 @@ def _forward_body(reader: Any, sink: socket.socket, headers: bytes, length: int 
         sink.sendall(data)
         remaining -= len(data)
 
+
+_SLOW_DOWN_BODY = (
+    b'<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>SlowDown</Code>'
+    b"<Message>Please reduce your request rate.</Message></Error>"
+)
+_SLOW_DOWN = (
+    b"HTTP/1.1 503 Slow Down\r\nContent-Type: application/xml\r\n"
+    + f"Content-Length: {len(_SLOW_DOWN_BODY)}\r\n\r\n".encode()
+    + _SLOW_DOWN_BODY
+)
+"""What an S3 server says when it is throttling (a whole response: the connection goes on)."""
 
 _ABORT = b"\x01\x00\x00\x00\x00\x00\x00\x00"
 """SO_LINGER on, 0 seconds: close() resets the connection (RST)."""

@@ -215,11 +215,18 @@ def _stray_keys(keys: Sequence[str], plan: Plan, level: LevelPlan) -> list[str]:
 
 
 def check_layout(
-    plan: Plan, dest: Store, recorded: Sequence[Recorded], result: VerifyResult
+    plan: Plan,
+    dest: Store,
+    recorded: Sequence[Recorded],
+    result: VerifyResult,
+    *,
+    list_levels: bool = True,
 ) -> None:
     """Report everything inside the migrated tree that the plan does not account for (extra
     images, levels, arrays, groups, files, keys outside a level's chunk grid), and every
-    label name a ``labels`` group lists with no label image behind it."""
+    label name a ``labels`` group lists with no label image behind it. ``list_levels``
+    False: the keys inside the level arrays are not listed here (``verify --listing``
+    lists them once, for the ledger, and checks them there)."""
     documents = all_documents(plan)
     groups = {group.path for group in plan.groups} | {image.dest_path for image in plan.images}
     levels = {level.dest_path: level for image in plan.images for level in image.levels}
@@ -268,7 +275,7 @@ def check_layout(
                     f"{dest.display(child)}: {what} that the plan does not account for"
                 )
         frontier = next_frontier
-    level_list = list(levels.values())
+    level_list = list(levels.values()) if list_levels else []
     listed = dest.map(lambda level: list(dest.list_keys(level.dest_path)), level_list)
     for level, keys in zip(level_list, listed, strict=True):
         stray = _stray_keys(keys, plan, level)
@@ -320,14 +327,17 @@ def verify(
     workers: int = 2,
     seed: int | None = None,
     progress: Progress | None = None,
+    replanned: tuple[Plan, list[Recorded]] | None = None,
 ) -> VerifyResult:
     """Prove that DEST is the migration of SRC (``source``, its part ``inner``) with the
-    settings DEST records; collect every problem found.
+    settings DEST records; collect every problem found. ``replanned``: the plan made again
+    and the images DEST records (:func:`~migrate.check.replan.plan_again`), when the caller
+    has them.
 
     Raises MigrationError (one line) when SRC cannot be read or planned, or when DEST holds
     no migration of it."""
     progress = progress or NullProgress()
-    plan, recorded = plan_again(source, inner, dest)
+    plan, recorded = replanned if replanned is not None else plan_again(source, inner, dest)
     sharded = any(level.shard for image in plan.images for level in image.levels)
     result = VerifyResult(sample=sample, grid="shards" if sharded else "chunks")
     result.images = len(plan.images)

@@ -391,27 +391,46 @@ def bulk_status(
 )
 @click.option("--seed", type=int, help="Random seed for --sample.")
 @click.option("--workers", type=click.IntRange(min=1), help="Parallel reads (default: cores).")
+@click.option("--listing", is_flag=True,
+              help="Per dataset, the verdict from listings alone (verify --listing): proven "
+              "by a full voxel proof and unchanged since, or why not. Reads no chunk.")  # fmt: skip
+@click.option(
+    "--hash",
+    "hash_files",
+    is_flag=True,
+    help="With --listing on local DESTs: also compare each chunk file's CRC-32.",
+)
 @summary_option(default_file=False)
 @s3_options
 @reports_errors
 def bulk_verify(
     root: str, dest_root: str | None, include: tuple[str, ...], exclude: tuple[str, ...],
     datasets_file: str | None, as_json: bool, sample: float, seed: int | None,
-    workers: int | None, summary_file: str | None, s3: S3Options,
+    workers: int | None, listing: bool, hash_files: bool, summary_file: str | None,
+    s3: S3Options,
 ) -> None:  # fmt: skip
     """Per dataset of ROOT: compare DEST with the source (every voxel, or --sample) and
-    validate its metadata; exit non-zero on any doubt. Says what was proven for each."""
-    from migrate.bulk.run import verify_dataset
+    validate its metadata, leaving a certificate at each DEST proven; exit non-zero on any
+    doubt. Says what was proven for each. With --listing: the verdict from listings alone."""
+    from migrate.bulk.run import verify_dataset, verify_listing_dataset
 
+    context = click.get_current_context()
+    if listing and sample < 1.0:
+        raise click.UsageError("--sample reads chunks; --listing reads none", context)
+    if hash_files and not listing:
+        raise click.UsageError("--hash goes with --listing", context)
     _source, _dest, selection = _select(
         root, dest_root, include, exclude, datasets_file, s3, writing=False
     )
     _report_selection(selection, as_json)
     outcomes = []
     for dataset in selection.datasets:
-        outcome = verify_dataset(
-            dataset, sample=sample, seed=seed, workers=workers or default_workers(), s3=s3
-        )
+        if listing:
+            outcome = verify_listing_dataset(dataset, hash_files=hash_files, s3=s3)
+        else:
+            outcome = verify_dataset(
+                dataset, sample=sample, seed=seed, workers=workers or default_workers(), s3=s3
+            )
         outcomes.append(outcome)
         if not as_json:
             click.echo(f"{outcome.state}: {outcome.name}: {outcome.detail}", err=True)
