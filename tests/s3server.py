@@ -134,8 +134,9 @@ def snapshot(client: Any) -> dict[tuple[str, str], str]:
     }
 
 
-Requests = collections.deque[tuple[str, str]]
-"""The (method, client) of each request of a connection whose response has not come yet."""
+Requests = collections.deque[tuple[str, str, str]]
+"""The (method, client, path) of each request of a connection whose response has not come
+yet."""
 
 
 class TcpProxy:
@@ -175,6 +176,8 @@ class TcpProxy:
         """(method, path) of every request, with ``record``."""
         self.body_bytes = 0
         """Bytes of the response bodies sent to the clients, with ``record``."""
+        self.responses_seen: list[tuple[str, str, int]] = []
+        """(method, path, body bytes) of every response with a body, with ``record``."""
         self.failed = 0
         """Responses replaced by a 503 so far."""
         self._random = random.Random(seed)
@@ -266,7 +269,7 @@ class TcpProxy:
         self,
         source: socket.socket,
         sink: socket.socket,
-        methods: collections.deque[tuple[str, str]],
+        methods: Requests,
     ) -> None:
         """Forward HTTP requests, noting each one's method (a response to HEAD has no body)
         before its bytes go upstream, so that it is known when the response comes."""
@@ -277,10 +280,11 @@ class TcpProxy:
                 words = line.decode("latin-1").split(" ")
                 method = words[0].upper()
                 agent = (_header(headers, "user-agent") or "unknown").split("/")[0].lower()
-                methods.append((method, agent))
+                path = words[1] if len(words) > 1 else ""
+                methods.append((method, agent, path))
                 if self.record:
                     with self._lock:
-                        self.requests.append((method, words[1] if len(words) > 1 else ""))
+                        self.requests.append((method, path))
                 sink.sendall(line + headers)
                 _forward_body(reader, sink, headers, None)
         except (OSError, ValueError):
@@ -292,7 +296,7 @@ class TcpProxy:
         self,
         source: socket.socket,
         sink: socket.socket,
-        methods: collections.deque[tuple[str, str]],
+        methods: Requests,
     ) -> None:
         """Forward HTTP responses, cutting the chosen ones after half their body."""
         reader = _Reader(source)
@@ -303,7 +307,7 @@ class TcpProxy:
                 if 100 <= status < 200:  # an interim response (100 Continue): no body
                     sink.sendall(line + headers)
                     continue
-                method, agent = methods.popleft() if methods else ("GET", "unknown")
+                method, agent, path = methods.popleft() if methods else ("GET", "unknown", "")
                 if self.delay:
                     time.sleep(self.delay)
                 length = _content_length(headers)
@@ -320,6 +324,7 @@ class TcpProxy:
                     self.failed += fail
                     if self.record:
                         self.body_bytes += len(body)
+                        self.responses_seen.append((method, path, len(body)))
                 if cut:
                     sink.sendall(line + headers + body[: len(body) // 2])
                     time.sleep(0.2)  # let the client read that much, then fail mid-read

@@ -637,3 +637,88 @@ def test_bulk_verify_listing_says_which_dataset_changed_since_its_proof(tmp_path
     assert f"{chunk}: changed since it was written" in verdicts["jrc_beta-1"]
     text = run_cli("bulk", "verify", "--listing", str(root))
     assert "1 dataset(s) not proven: jrc_beta-1" in text.stderr
+
+
+# --------------------------------------------------------------------------------------
+# The pieces
+# --------------------------------------------------------------------------------------
+
+
+def test_a_unit_record_from_before_the_ledger_is_read_as_a_bare_signature() -> None:
+    from migrate.dest.records import UnitEntries, encode_record, parse_record
+
+    old = parse_record(b"3:0123456789abcdef")
+    assert (old.signature, old.entries) == ("3:0123456789abcdef", None)
+    entries = UnitEntries((("0/0/1", 10, "17", "0000000a"),), (("1/0/0", 12, "18"),))
+    new = parse_record(encode_record("1:ffffffffffffffff", entries, "run-1"))
+    assert (new.signature, new.run, new.entries) == ("1:ffffffffffffffff", "run-1", entries)
+    assert parse_record(b"{not json").entries is None
+
+
+@pytest.mark.parametrize(
+    ("key", "ours"),
+    [
+        ("lease.json", True),
+        ("lease.json.lock", True),
+        ("certificate.json", True),
+        ("images/em/x/plan.json", True),
+        ("images/em/x/done/fp/gen/s0/17", True),
+        ("ledger/em/x/ledger.json", True),
+        ("ledger/em/x/s0/0.jsonl.gz", True),
+        ("ledger/em/x/s0/.0.jsonl.gz.host-1-2-3.tmp", True),
+        ("ledger/em/x/s0/notes.txt", False),
+        ("ledger/0.jsonl.gz", False),
+        ("images/em/x/done/fp/gen/s0/README", False),
+        ("certificate.json.bak", False),
+        ("other/thing", False),
+    ],
+)
+def test_the_state_folder_holds_only_names_cellmap_migrate_writes(key: str, ours: bool) -> None:
+    from migrate.dest.ours import state_name, written_by_us
+
+    assert state_name(key) is ours
+    assert written_by_us(f".cellmap-migrate/{key}", {}, at_root=True) is ours
+    assert not written_by_us(f".cellmap-migrate/{key}", {})  # inside an image: never ours
+
+
+def test_a_tensorstore_generation_gives_the_etag() -> None:
+    from migrate.copy.transplant import etag_of
+
+    assert (
+        etag_of(b'\x00"4da53b0779222d9a3961a1b6758a892f"') == '"4da53b0779222d9a3961a1b6758a892f"'
+    )
+    assert etag_of(b"") == ""
+
+
+def test_buckets_find_and_name_every_difference() -> None:
+    from migrate.check.listing import Balance, name_differences
+
+    recorded = {f"s0/{i}/0/0": (100 + i, f"t{i}", "") for i in range(5000)}
+    listed = dict(recorded)
+    listed.pop("s0/7/0/0")
+    listed["s0/9/0/0"] = (109, "other", "")
+    listed["s0/99999/0/0"] = (1, "t", "")
+    balance = Balance()
+    for key, value in recorded.items():
+        balance.add(0, key, value)
+    for key, value in listed.items():
+        balance.add(1, key, value)
+    differing = balance.differing()
+    assert 1 <= len(differing) <= 3
+
+    def describe(key: str, old: Any, new: Any) -> str:
+        return f"{key}: {old} → {new}"
+
+    named = name_differences(
+        differing, lambda: iter(recorded.items()), lambda: iter(listed.items()), describe, False
+    )
+    assert named == [
+        "s0/7/0/0: (107, 't7', '') → None",
+        "s0/9/0/0: (109, 't9', '') → (109, 'other', '')",
+        "s0/99999/0/0: None → (1, 't', '')",
+    ]
+    same = Balance()
+    for side, items in ((0, recorded), (1, dict(reversed(list(recorded.items()))))):
+        for key, value in items.items():
+            same.add(side, key, value)
+    assert same.differing() == []  # order does not matter
