@@ -225,17 +225,19 @@ def _check_n5_clash(
 
 
 def open_for_verify(
-    src: str, dest: str, s3: S3Options | None = None
+    src: str, dest: str, s3: S3Options | None = None, *, certify: bool = False
 ) -> tuple[Store, str, Store, SourceLocation]:
     """(the N5 root of SRC, or its dataset folder; SRC's path inside it; DEST; what SRC
-    is), opened read-only, with paths normalized as ``prepare`` normalizes them (so they
-    compare with what DEST records)."""
+    is), SRC opened read-only, DEST too unless ``certify`` (a full ``verify`` writes its
+    certificate and ledger at DEST), with paths normalized as ``prepare`` normalizes them
+    (so they compare with what DEST records)."""
     location = locate(_normalize(src), lambda url: open_store(url, read_only=True, s3=s3))
     root = location.dataset if location.dataset is not None else location.root
+    dest_s3 = s3.for_writing() if certify and s3 is not None else s3
     return (
         open_store(root, read_only=True, s3=s3),
         location.inner,
-        open_store(_normalize(dest), read_only=True, s3=s3),
+        open_store(_normalize(dest), read_only=not certify, s3=dest_s3),
         location,
     )
 

@@ -168,6 +168,13 @@ def snapshot(root: Path) -> dict[str, tuple[str, int]]:
     return result
 
 
+def output_snapshot(root: Path) -> dict[str, tuple[str, int]]:
+    """:func:`snapshot` of a DEST without the state folder's own directory entry, whose
+    modification time every run changes (its lease comes and goes there); every file in
+    it, the ledger's included, is still compared."""
+    return {key: value for key, value in snapshot(root).items() if key != ".cellmap-migrate"}
+
+
 def chunk_files(root: Path) -> dict[str, tuple[str, int]]:
     """Chunk files of a Zarr tree (everything but metadata and resume records)."""
     skip = {".zarray", ".zattrs", ".zgroup", "zarr.json"}
@@ -185,6 +192,21 @@ def read_zarr(path: Path) -> np.ndarray[Any, Any]:
     array = zarr.open_array(str(path), mode="r")
     data = np.asarray(array[...])
     return data.astype(data.dtype.newbyteorder("="))
+
+
+def run_state(dest: Path) -> list[str]:
+    """What DEST's state folder holds besides what a finished DEST keeps there (the ledger
+    and the certificate): a lease, resume records. Empty for a finished DEST."""
+    state = dest / ".cellmap-migrate"
+    if not state.exists():
+        return []
+    return sorted(
+        path.relative_to(state).as_posix()
+        for path in state.rglob("*")
+        if path.is_file()
+        and path.relative_to(state).parts[0] != "ledger"
+        and path.name != "certificate.json"
+    )
 
 
 def unit_records(dest: Path) -> int:

@@ -134,8 +134,9 @@ def snapshot(client: Any) -> dict[tuple[str, str], str]:
     }
 
 
-Requests = collections.deque[tuple[str, str]]
-"""The (method, client) of each request of a connection whose response has not come yet."""
+Requests = collections.deque[tuple[str, str, str]]
+"""The (method, client, path) of each request of a connection whose response has not come
+yet."""
 
 
 class TcpProxy:
@@ -156,6 +157,10 @@ class TcpProxy:
     length, and every other header is the server's, so a checksum header (``x-amz-checksum-
     crc32``, when the object has one and the client asked for it) is the full body's.
     :attr:`shortened` counts them per client. Only a checksum, or decoding, can tell.
+    With ``errors`` (a fraction), that fraction of the responses with a body is replaced by
+    a whole ``503 SlowDown`` (the request did reach the server: use it on reads). With
+    ``record``, every request is noted (:attr:`requests`: method and path) and the bytes of
+    the response bodies counted (:attr:`body_bytes`).
     """
 
     def __init__(
@@ -165,16 +170,28 @@ class TcpProxy:
         *,
         truncate: float = 0.0,
         shorten: float = 0.0,
+        errors: float = 0.0,
+        record: bool = False,
         seed: int = 0,
     ) -> None:
         self.target_port = target_port
         self.delay = delay
         self.truncate = truncate
         self.shorten = shorten
-        self._http = bool(truncate or shorten)
+        self._http = bool(truncate or shorten or errors or record)
         """Forward HTTP message by message (so that responses can be altered): decided once
         for the proxy, not per connection, since a connection accepted while ``truncate``
         is 0 must still be cut when it is set again (boto3 keeps connections open)."""
+        self.errors = errors
+        self.record = record
+        self.requests: list[tuple[str, str]] = []
+        """(method, path) of every request, with ``record``."""
+        self.body_bytes = 0
+        """Bytes of the response bodies sent to the clients, with ``record``."""
+        self.responses_seen: list[tuple[str, str, int]] = []
+        """(method, path, body bytes) of every response with a body, with ``record``."""
+        self.failed = 0
+        """Responses replaced by a 503 so far."""
         self._random = random.Random(seed)
         self.truncated: collections.Counter[str] = collections.Counter()
         """Responses cut after half their body so far, per client."""
@@ -266,7 +283,7 @@ class TcpProxy:
         self,
         source: socket.socket,
         sink: socket.socket,
-        methods: collections.deque[tuple[str, str]],
+        methods: Requests,
     ) -> None:
         """Forward HTTP requests, noting each one's method (a response to HEAD has no body)
         before its bytes go upstream, so that it is known when the response comes."""
@@ -274,9 +291,14 @@ class TcpProxy:
         try:
             while line := reader.readline():
                 headers = _read_headers(reader)
-                method = line.split(b" ", 1)[0].decode("latin-1").upper()
+                words = line.decode("latin-1").split(" ")
+                method = words[0].upper()
                 agent = (_header(headers, "user-agent") or "unknown").split("/")[0].lower()
-                methods.append((method, agent))
+                path = words[1] if len(words) > 1 else ""
+                methods.append((method, agent, path))
+                if self.record:
+                    with self._lock:
+                        self.requests.append((method, path))
                 sink.sendall(line + headers)
                 _forward_body(reader, sink, headers, None)
         except (OSError, ValueError):
@@ -288,7 +310,7 @@ class TcpProxy:
         self,
         source: socket.socket,
         sink: socket.socket,
-        methods: collections.deque[tuple[str, str]],
+        methods: Requests,
     ) -> None:
         """Forward HTTP responses, cutting the chosen ones after half their body."""
         reader = _Reader(source)
@@ -299,7 +321,7 @@ class TcpProxy:
                 if 100 <= status < 200:  # an interim response (100 Continue): no body
                     sink.sendall(line + headers)
                     continue
-                method, agent = methods.popleft() if methods else ("GET", "unknown")
+                method, agent, path = methods.popleft() if methods else ("GET", "unknown", "")
                 if self.delay:
                     time.sleep(self.delay)
                 length = _content_length(headers)
@@ -311,8 +333,18 @@ class TcpProxy:
                 with self._lock:
                     self.responses += 1
                     cut = self._random.random() < self.truncate
+                    fail = not cut and self._random.random() < self.errors
                     self.truncated[agent] += cut
-                    short = not cut and len(body) > 1 and self._random.random() < self.shorten
+                    self.failed += fail
+                    if self.record:
+                        self.body_bytes += len(body)
+                        self.responses_seen.append((method, path, len(body)))
+                    short = (
+                        not cut
+                        and not fail
+                        and len(body) > 1
+                        and self._random.random() < self.shorten
+                    )
                     self.shortened[agent] += short
                     kept = (
                         self._random.randint(len(body) - len(body) // 2, len(body) - 1)
@@ -324,6 +356,9 @@ class TcpProxy:
                     time.sleep(0.2)  # let the client read that much, then fail mid-read
                     self._reset(sink)
                     return
+                if fail:
+                    sink.sendall(_SLOW_DOWN)
+                    continue
                 if short:
                     headers = _with_content_length(headers, kept)
                     body = body[:kept]
@@ -438,6 +473,17 @@ def _forward_body(reader: Any, sink: socket.socket, headers: bytes, length: int 
         sink.sendall(data)
         remaining -= len(data)
 
+
+_SLOW_DOWN_BODY = (
+    b'<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>SlowDown</Code>'
+    b"<Message>Please reduce your request rate.</Message></Error>"
+)
+_SLOW_DOWN = (
+    b"HTTP/1.1 503 Slow Down\r\nContent-Type: application/xml\r\n"
+    + f"Content-Length: {len(_SLOW_DOWN_BODY)}\r\n\r\n".encode()
+    + _SLOW_DOWN_BODY
+)
+"""What an S3 server says when it is throttling (a whole response: the connection goes on)."""
 
 _ABORT = b"\x01\x00\x00\x00\x00\x00\x00\x00"
 """SO_LINGER on, 0 seconds: close() resets the connection (RST)."""

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from migrate.example.fixture import ImageSpec, write_dataset
-from tests.helpers import run_cli, snapshot
+from tests.helpers import output_snapshot, run_cli, snapshot
 
 SPECS = [
     ImageSpec(path="em/fibsem-uint16", shape=(20, 24, 28), dtype="uint16", levels=2),
@@ -64,12 +64,12 @@ def test_n5_data_at_an_image_path_is_never_replaced(source: Path, tmp_path: Path
     n5_image = write_dataset(tmp_path / "B", "jrc_b", SPECS[:1]) / "em"
     (dest / "em").parent.mkdir(parents=True)
     n5_image.rename(dest / "em")
-    before = snapshot(dest)
+    before = output_snapshot(dest)
     for extra in ((), ("--overwrite",)):
         line = refused_alike(str(source), str(dest), "--into-existing", *extra)
         assert (f"{dest}/em/fibsem-uint16 holds N5 data (em/fibsem-uint16/attributes.json") in line
         assert "--overwrite" not in line
-    assert snapshot(dest) == before
+    assert output_snapshot(dest) == before
 
 
 def test_foreign_files_at_an_image_path_survive_overwrite(source: Path, tmp_path: Path) -> None:
@@ -96,14 +96,14 @@ def test_overwrite_keeps_foreign_files_inside_output_made_with_other_settings(
     assert run_cli("convert", str(source), str(dest)).exit_code == 0
     (dest / "em/fibsem-uint16/s0/README").write_text("about s0")
     (dest / "em/fibsem-uint16/extra.json").write_text("{}")
-    before = snapshot(dest)
+    before = output_snapshot(dest)
     for extra in ((), ("--overwrite",)):
         line = refused_alike(str(source), str(dest), "--codec", "zstd", *extra)
         assert "holds cellmap-migrate output made with other settings and files " in line
         assert "em/fibsem-uint16/extra.json" in line
         assert "em/fibsem-uint16/s0/README" in line
         assert "--overwrite" not in line
-    assert snapshot(dest) == before
+    assert output_snapshot(dest) == before
     # without the foreign files, --overwrite replaces the output
     (dest / "em/fibsem-uint16/s0/README").unlink()
     (dest / "em/fibsem-uint16/extra.json").unlink()
@@ -127,14 +127,14 @@ def test_unrelated_non_empty_folder_needs_into_existing(source: Path, tmp_path: 
     dest.mkdir()
     (dest / "thesis.tex").write_text("\\documentclass{article}")
     (dest / "figures").mkdir()
-    before = snapshot(dest)
+    before = output_snapshot(dest)
     line = refused_alike(str(source), str(dest))
     assert line == (
         f"error: {dest} is a non-empty folder of files not written by cellmap-migrate "
         "(figures/, thesis.tex); give a new or empty DEST, or --into-existing to write the "
         "Zarr output beside them"
     )
-    assert snapshot(dest) == before
+    assert output_snapshot(dest) == before
     run = run_cli("convert", str(source), str(dest), "--into-existing")
     assert run.exit_code == 0, run.stderr
     assert (dest / "thesis.tex").read_text() == "\\documentclass{article}"
@@ -188,13 +188,13 @@ def test_overwrite_keeps_files_that_only_look_like_ours(source: Path, tmp_path: 
     assert run_cli("convert", str(source), str(dest)).exit_code == 0
     for key, text in PLANTED.items():
         (dest / key).write_text(text)
-    before = snapshot(dest)
+    before = output_snapshot(dest)
     for extra in ((), ("--overwrite",)):
         line = refused_alike(str(source), str(dest), "--codec", "zstd", *extra)
         assert "holds cellmap-migrate output made with other settings and files " in line
         for key in PLANTED:
             assert key in line
-    assert snapshot(dest) == before
+    assert output_snapshot(dest) == before
     for key, text in PLANTED.items():
         assert (dest / key).read_text() == text
 
@@ -229,13 +229,13 @@ def test_a_dest_holding_other_datasets_output_is_refused(source: Path, tmp_path:
     other = write_dataset(
         tmp_path / "B", "jrc_b", [ImageSpec(path="lm/er_palm", shape=(8, 12, 16), levels=1)]
     )
-    before = snapshot(dest)
+    before = output_snapshot(dest)
     line = refused_alike(str(other), str(dest))
     assert f"{dest} holds cellmap-migrate output of other datasets (" in line
     assert "em/fibsem-uint16 (of jrc_a)" in line
     assert "labels/mito_seg (of jrc_a)" in line
     assert "--into-existing" in line
-    assert snapshot(dest) == before
+    assert output_snapshot(dest) == before
     beside = run_cli("convert", str(other), str(dest), "--into-existing")
     assert beside.exit_code == 0, beside.stderr
     status = run_cli("status", str(dest))
@@ -250,12 +250,12 @@ def test_another_datasets_image_is_never_replaced(source: Path, tmp_path: Path) 
     dest = tmp_path / "out"
     assert run_cli("convert", str(source), str(dest)).exit_code == 0
     other = write_dataset(tmp_path / "B", "jrc_b", SPECS[:1])
-    before = snapshot(dest)
+    before = output_snapshot(dest)
     for extra in ((), ("--overwrite",), ("--overwrite", "--into-existing")):
         line = refused_alike(str(other), str(dest), *extra)
         assert "holds cellmap-migrate output of other datasets at the paths" in line
         assert "em/fibsem-uint16 (of jrc_a)" in line
-    assert snapshot(dest) == before
+    assert output_snapshot(dest) == before
 
 
 def test_images_of_one_dataset_share_its_zarr(source: Path, tmp_path: Path) -> None:

@@ -28,7 +28,7 @@ from migrate.example.precomputed import (
     volume_of_image,
     write_volume,
 )
-from tests.helpers import read_zarr, run_cli, snapshot
+from tests.helpers import output_snapshot, read_zarr, run_cli, snapshot
 
 NAME = "jrc_pc-1"
 EM = ImageSpec(
@@ -339,7 +339,7 @@ def test_a_clash_with_an_n5_image_is_refused_until_told_where(tmp_path: Path) ->
     # a volume never replaces the N5 image already at DEST, even with --overwrite
     n5_dest = tmp_path / "n5.zarr"
     assert run_cli("convert", str(n5), str(n5_dest)).exit_code == 0
-    before = snapshot(n5_dest)
+    before = output_snapshot(n5_dest)
     for extra in ((), ("--overwrite",)):
         run = run_cli(
             "convert", str(data / JPEG), str(n5_dest), "--image-path",
@@ -347,7 +347,7 @@ def test_a_clash_with_an_n5_image_is_refused_until_told_where(tmp_path: Path) ->
         )  # fmt: skip
         assert run.exit_code == 1
         assert "never replaced by another format" in run.stderr
-    assert snapshot(n5_dest) == before
+    assert output_snapshot(n5_dest) == before
 
 
 @pytest.mark.parametrize(
@@ -924,3 +924,36 @@ def test_a_volume_the_registry_says_is_upside_down_lands_on_the_n5_em(tmp_path: 
         np.testing.assert_allclose(translation, expected, rtol=1e-12, atol=1e-9)
     verify = run_cli("verify", str(data), str(out), "--registry", str(path))
     assert verify.exit_code == 0, verify.stdout + verify.stderr
+
+
+def test_verify_listing_proves_the_volumes_and_names_a_changed_chunk_or_shard_file(
+    tmp_path: Path,
+) -> None:
+    """The ledger covers precomputed volumes like N5 images: after ``convert`` and a full
+    ``verify`` of the dataset folder, ``verify --listing`` proves it; a chunk file (unsharded)
+    or a shard file rewritten with other bytes of the same size is named as a source file
+    changed since the copy."""
+    data = write_pc_dataset(tmp_path, {k: VOLUMES[k] for k in (RAW, SHARDED, SEG)})
+    dest = tmp_path / "out.zarr"
+    assert run_cli("convert", str(data), str(dest)).exit_code == 0
+    full = run_cli("verify", str(data), str(dest))
+    assert full.exit_code == 0, full.stdout + full.stderr
+    listed = run_cli("verify", "--listing", str(data), str(dest))
+    assert listed.exit_code == 0, listed.stdout + listed.stderr
+    assert "proven by listing" in listed.stdout
+
+    def scale0(volume: str) -> Path:
+        info = json.loads((data / volume / "info").read_text())
+        return data / volume / info["scales"][0]["key"]
+
+    chunk = sorted(scale0(RAW).iterdir())[3]
+    shard = next(scale0(SHARDED).glob("*.shard"))
+    for source_file in (chunk, shard):
+        original = source_file.read_bytes()
+        source_file.write_bytes(bytes(b ^ 0xFF for b in original))
+        try:
+            run = run_cli("verify", "--listing", str(data), str(dest))
+            assert run.exit_code == 1, run.stdout
+            assert f"{source_file}: source block changed since it was copied" in run.stdout
+        finally:
+            source_file.write_bytes(original)

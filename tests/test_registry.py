@@ -403,6 +403,10 @@ def test_verify_needs_the_recorded_registry_and_reads_through_the_mirror(
     proven = run_cli("verify", str(n5), str(hela_out), "--registry", str(manifest))
     assert proven.exit_code == 0, proven.stdout + proven.stderr
     assert "OK" in proven.stdout
+    # the mirrored levels' source blocks are in the ledger, where the copy read them
+    listed = run_cli("verify", "--listing", str(n5), str(hela_out), "--registry", str(manifest))
+    assert listed.exit_code == 0, listed.stdout + listed.stderr
+    assert "proven by listing" in listed.stdout
     missing = run_cli("verify", str(n5), str(hela_out))
     assert missing.exit_code == 1
     assert "--registry" in missing.stderr

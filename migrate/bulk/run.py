@@ -285,20 +285,24 @@ def verify_dataset(
     """Prove a dataset's DEST against its source (:func:`migrate.check.verify.verify`: the
     migration planned again from SRC, metadata compared file by file, voxels compared); the
     outcome's detail is verify's own line of what was proven."""
-    from migrate.check.verify import verify  # imports zarr-python: only bulk verify needs it
+    from migrate.check.certify import verify_and_certify  # zarr-python: only verify needs it
 
     outcome = DatasetOutcome(dataset.name, dataset.source, dataset.dest)
     started = time.monotonic()
     try:
-        source, inner, dest, location = open_for_verify(dataset.source, dataset.dest, s3)
-        result = verify(
+        source, inner, dest, location = open_for_verify(
+            dataset.source, dataset.dest, s3, certify=True
+        )
+        certified = verify_and_certify(
             source, dest, inner=inner, sample=sample, workers=workers, seed=seed,
+            notice=lambda _line: None,
             registry=registry, location=location, into_existing=into_existing,
         )  # fmt: skip
     except MigrationError as exc:
         outcome.state, outcome.detail = "NOT PROVEN", str(exc)
         outcome.failures = [str(exc)]
         return outcome
+    result = certified.result
     outcome.seconds = time.monotonic() - started
     outcome.images = result.images
     outcome.bytes_read = result.bytes_compared
@@ -308,4 +312,37 @@ def verify_dataset(
         outcome.state = "MISMATCH"
     else:
         outcome.state = "verified" if sample >= 1.0 else "sampled"
+    return outcome
+
+
+def verify_listing_dataset(
+    dataset: Dataset,
+    *,
+    hash_files: bool,
+    s3: S3Options | None,
+    registry: Registry | None = None,
+    into_existing: bool = False,
+) -> DatasetOutcome:
+    """The verdict a team deletes on, from listings alone
+    (:func:`migrate.check.listing.verify_listing`): ``proven: full voxel proof on <date>,
+    unchanged since (listing <date>)``, or why not."""
+    from migrate.check.listing import verify_listing  # zarr-python: only verify needs it
+
+    outcome = DatasetOutcome(dataset.name, dataset.source, dataset.dest)
+    started = time.monotonic()
+    try:
+        source, inner, dest, location = open_for_verify(dataset.source, dataset.dest, s3)
+        result = verify_listing(
+            source, dest, inner=inner, hash_files=hash_files,
+            registry=registry, location=location, into_existing=into_existing,
+        )  # fmt: skip
+    except MigrationError as exc:
+        outcome.state, outcome.detail = "NOT PROVEN", f"not proven: {exc}"
+        outcome.failures = [str(exc)]
+        return outcome
+    outcome.seconds = time.monotonic() - started
+    outcome.images = result.images
+    outcome.failures = list(result.problems)
+    outcome.detail = result.verdict
+    outcome.state = "proven" if result.proof is not None and not result.problems else "NOT PROVEN"
     return outcome

@@ -13,7 +13,7 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
-from migrate.dest import records
+from migrate.dest import certificate, records
 from migrate.errors import MetadataError, MigrationError
 from migrate.source.dataset import SourceLocation, locate
 from migrate.source.discover import (
@@ -91,6 +91,9 @@ class TreeInfo:
     """Tree-level findings (arrays outside any image, unfinished migrations)."""
     problems: tuple[str, ...] = ()
     sizes: bool = False
+    proofs: tuple[str, ...] = ()
+    """What the certificate at DEST says was proven (an output of cellmap-migrate that
+    ``verify`` proved), one line per proof."""
 
     @property
     def errors(self) -> list[str]:
@@ -576,9 +579,11 @@ def zarr_info(store: Store, *, sizes: bool = False) -> TreeInfo:
         problems.append(f"{store.display()}: no OME-NGFF multiscale image found")
     version = {2: "0.4", 3: "0.5"}
     label = " + ".join(f"OME-NGFF {version[f]}" for f in sorted(formats)) or "Zarr"
+    held = certificate.read(store)
+    proofs = tuple(f"proven: {proof.describe()}" for proof in (held.proofs if held else []))
     return TreeInfo(
         url=store.display(), format=label, images=tuple(images), notes=tuple(notes),
-        problems=tuple(problems), sizes=sizes,
+        problems=tuple(problems), sizes=sizes, proofs=proofs,
     )  # fmt: skip
 
 
@@ -651,8 +656,9 @@ def render_info(info: TreeInfo) -> str:
             out.append(f"  on storage: {objects} object(s), {_size(total)}")
         out.extend(f"  warning: {warning}" for warning in image.warnings)
         out.extend(f"  {problem}" for problem in image.problems)
-    if info.notes or info.problems:
+    if info.notes or info.problems or info.proofs:
         out.append("")
+    out.extend(info.proofs)
     out.extend(info.notes)
     out.extend(info.problems)
     if info.sizes:

@@ -6,7 +6,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from migrate.check.inventory import completion_mark, finished_images, started_images
-from migrate.dest import records
+from migrate.dest import certificate, records
+from migrate.dest.certificate import Proof
 from migrate.errors import MigrationError
 from migrate.storage import Store
 
@@ -30,6 +31,8 @@ class ImageStatus:
     levels: list[LevelStatus]
     note: str = ""
     """Why an image whose units are all copied is still not complete."""
+    proof: Proof | None = None
+    """The certificate's proof of this image (the last ``verify`` that proved it), if any."""
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -37,6 +40,7 @@ class ImageStatus:
             "complete": self.complete,
             "note": self.note,
             "levels": [{**vars(level), "bytes_done": level.bytes_done} for level in self.levels],
+            "proven": self.proof.to_json() if self.proof is not None else None,
         }
 
 
@@ -73,6 +77,11 @@ def status(dest: Store) -> list[ImageStatus]:
         found.append(ImageStatus(path, False, [], note))
     if not found:
         raise MigrationError(f"{dest.display()}: no cellmap-migrate output found")
+    held = certificate.read(dest)
+    for entry in found:
+        entry.proof = next(
+            (p for p in (held.proofs if held else []) if entry.dest_path in p.images), None
+        )
     return sorted(found, key=lambda image: image.dest_path)
 
 
@@ -86,4 +95,9 @@ def render_status(images: list[ImageStatus]) -> str:
             units = "complete" if finished else f"{level.units_done}/{level.units_total} units"
             size = f"{level.bytes_done / 1e6:.1f}/{level.nbytes / 1e6:.1f} MB"
             lines.append(f"  {level.name:>4}  {units}  {size}")
+    proofs = list({id(i.proof): i.proof for i in images if i.proof is not None}.values())
+    for proof in proofs:
+        lines.append(f"proven: {proof.describe()}")
+    if not proofs and any(image.complete for image in images):
+        lines.append("not proven yet: no certificate (cellmap-migrate verify SRC DEST writes one)")
     return "\n".join(lines) + "\n"

@@ -232,6 +232,7 @@ def check_layout(
     result: VerifyResult,
     *,
     into_existing: bool = False,
+    list_levels: bool = True,
 ) -> None:
     """Report everything inside the migrated tree that the plan does not account for (extra
     images, levels, arrays, groups, files, keys outside a level's chunk grid), and every
@@ -239,7 +240,9 @@ def check_layout(
 
     With ``into_existing`` (DEST was written ``convert --into-existing``), files and folders
     that are not Zarr, outside every image and ``labels`` group, are noted instead: the user
-    said DEST held files of its own."""
+    said DEST held files of its own. ``list_levels`` False: the keys inside the level arrays
+    are not listed here (``verify --listing`` lists them once, for the ledger, and checks
+    them there)."""
     documents = all_documents(plan)
 
     def foreign(where: str, what: str) -> None:
@@ -309,7 +312,7 @@ def check_layout(
                     f"{dest.display(child)}: {what} that the plan does not account for"
                 )
         frontier = next_frontier
-    level_list = list(levels.values())
+    level_list = list(levels.values()) if list_levels else []
     listed = dest.map(lambda level: list(dest.list_keys(level.dest_path)), level_list)
     for level, keys in zip(level_list, listed, strict=True):
         stray = _stray_keys(keys, plan, level, documents)
@@ -378,6 +381,7 @@ def verify(
     progress: Progress | None = None,
     registry: Registry | None = None,
     location: SourceLocation | None = None,
+    replanned: tuple[Plan, list[Recorded]] | None = None,
 ) -> VerifyResult:
     """Prove that DEST is the migration of SRC (``source``, its part ``inner``; ``location``
     when SRC is a dataset folder or a precomputed volume, ``source`` being the dataset
@@ -385,12 +389,15 @@ def verify(
     ``registry``); collect every problem found. A mirrored level is compared with its
     source read through the mirror.
     ``into_existing``: DEST was written ``convert --into-existing``, so files beside the
-    migration are noted, not problems.
+    migration are noted, not problems. ``replanned``: the plan made again and the images
+    DEST records (:func:`~migrate.check.replan.plan_again`), when the caller has them.
 
     Raises MigrationError (one line) when SRC cannot be read or planned, or when DEST holds
     no migration of it."""
     progress = progress or NullProgress()
-    plan, recorded = plan_again(source, inner, dest, registry, location)
+    plan, recorded = (
+        replanned if replanned is not None else plan_again(source, inner, dest, registry, location)
+    )
     source = sibling_store(source, plan.source)  # the N5 root of a dataset folder
     sharded = any(level.shard for image in plan.images for level in image.levels)
     result = VerifyResult(sample=sample, grid="shards" if sharded else "chunks")

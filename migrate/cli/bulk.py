@@ -417,19 +417,35 @@ def bulk_status(
     help="The registry manifests the datasets were migrated with (a folder).",
 )
 @click.option("--into-existing", is_flag=True, help=INTO_EXISTING_VERIFY_HELP)
+@click.option("--listing", is_flag=True,
+              help="Per dataset, the verdict from listings alone (verify --listing): proven "
+              "by a full voxel proof and unchanged since, or why not. Reads no chunk.")  # fmt: skip
+@click.option(
+    "--hash",
+    "hash_files",
+    is_flag=True,
+    help="With --listing on local DESTs: also compare each chunk file's CRC-32.",
+)
 @summary_option(default_file=False)
 @s3_options
 @reports_errors
 def bulk_verify(
     root: str, dest_root: str | None, include: tuple[str, ...], exclude: tuple[str, ...],
     datasets_file: str | None, as_json: bool, sample: float, seed: int | None,
-    workers: int | None, registry: str | None, into_existing: bool, summary_file: str | None,
+    workers: int | None, registry: str | None, into_existing: bool, listing: bool,
+    hash_files: bool, summary_file: str | None,
     s3: S3Options,
 ) -> None:  # fmt: skip
     """Per dataset of ROOT: compare DEST with the source (every voxel, or --sample) and
-    validate its metadata; exit non-zero on any doubt. Says what was proven for each."""
-    from migrate.bulk.run import verify_dataset
+    validate its metadata, leaving a certificate at each DEST proven; exit non-zero on any
+    doubt. Says what was proven for each. With --listing: the verdict from listings alone."""
+    from migrate.bulk.run import verify_dataset, verify_listing_dataset
 
+    context = click.get_current_context()
+    if listing and sample < 1.0:
+        raise click.UsageError("--sample reads chunks; --listing reads none", context)
+    if hash_files and not listing:
+        raise click.UsageError("--hash goes with --listing", context)
     _source, _dest, selection = _select(
         root, dest_root, include, exclude, datasets_file, s3, writing=False
     )
@@ -437,11 +453,17 @@ def bulk_verify(
     manifests = load_registry_option(registry, s3)
     outcomes = []
     for dataset in selection.datasets:
-        outcome = verify_dataset(
-            dataset, sample=sample, seed=seed, workers=workers or default_workers(), s3=s3,
-            registry=manifests,
-            into_existing=into_existing,
-        )  # fmt: skip
+        if listing:
+            outcome = verify_listing_dataset(
+                dataset, hash_files=hash_files, s3=s3, registry=manifests,
+                into_existing=into_existing,
+            )  # fmt: skip
+        else:
+            outcome = verify_dataset(
+                dataset, sample=sample, seed=seed, workers=workers or default_workers(), s3=s3,
+                registry=manifests,
+                into_existing=into_existing,
+            )  # fmt: skip
         outcomes.append(outcome)
         if not as_json:
             click.echo(f"{outcome.state}: {outcome.name}: {outcome.detail}", err=True)

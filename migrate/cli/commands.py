@@ -170,6 +170,8 @@ def reports_errors(command: F) -> F:
         except KeyboardInterrupt:
             click.echo("error: interrupted; run the same command again to resume", err=True)
             sys.exit(EXIT_INTERRUPTED)
+        except click.ClickException:
+            raise  # a usage error found by the command: click prints it (exit 2)
         except Exception as exc:
             if debug:
                 raise
@@ -668,6 +670,13 @@ INTO_EXISTING_VERIFY_HELP = (
 @click.option("--seed", type=int, help="Random seed for --sample.")
 @click.option("--workers", type=click.IntRange(min=1), help="Parallel reads (default: cores).")
 @click.option("--into-existing", is_flag=True, help=INTO_EXISTING_VERIFY_HELP)
+@click.option("--listing", is_flag=True,
+              help="Prove DEST unchanged since a full verify from listings alone: the ledger "
+              "against DEST's and SRC's listings, the metadata against the plan, the "
+              "certificate's listings against today's. Reads no chunk.")  # fmt: skip
+@click.option("--hash", "hash_files", is_flag=True,
+              help="With --listing on a local DEST: also read every chunk file and compare "
+              "its CRC-32 with the ledger's.")  # fmt: skip
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 @click.option("--report", metavar="DIR", help="Write an HTML report with pictures into DIR.")
 @click.option("--registry", metavar="PATH",
@@ -683,6 +692,8 @@ def verify_command(
     seed: int | None,
     workers: int | None,
     into_existing: bool,
+    listing: bool,
+    hash_files: bool,
     as_json: bool,
     report: str | None,
     registry: str | None,
@@ -691,16 +702,27 @@ def verify_command(
     """Prove that DEST is the migration of SRC: plan it again from SRC's metadata with the
     settings DEST records, then compare every metadata file with the plan's, check that every
     image and level is there and complete and nothing else is, compare every voxel (or a
-    --sample of the chunks), and validate the OME-NGFF metadata."""
+    --sample of the chunks), and validate the OME-NGFF metadata. A proof leaves its
+    certificate at DEST (and builds the ledger of output made before it existed);
+    --listing then proves DEST unchanged since, from listings alone."""
+    context = click.get_current_context()
+    if listing and (sample < 1.0 or report):
+        option = "--sample" if sample < 1.0 else "--report"
+        raise click.UsageError(f"{option} reads chunks; --listing reads none", context)
+    if hash_files and not listing:
+        raise click.UsageError("--hash goes with --listing", context)
+    if listing:
+        _verify_listing(src, dest, hash_files, as_json, s3, registry, into_existing)
+        return
     if report:
         from migrate.report import require_extra
 
         require_extra()
     from migrate.api import open_for_verify
-    from migrate.check.verify import verify
+    from migrate.check.certify import verify_and_certify
 
-    source, inner, dest_store, location = open_for_verify(src, dest, s3)
-    result = verify(
+    source, inner, dest_store, location = open_for_verify(src, dest, s3, certify=True)
+    certified = verify_and_certify(
         source,
         dest_store,
         inner=inner,
@@ -711,13 +733,19 @@ def verify_command(
         into_existing=into_existing,
         progress=current_watch().progress(),
         registry=load_registry_option(registry, s3),
+        notice=lambda line: click.echo(line, err=True),
     )
+    result = certified.result
     current_watch().record("summary", **result.to_json())
     if as_json:
-        click.echo(json.dumps(result.to_json(), indent=2))
+        proof = certified.proof.to_json() if certified.proof is not None else None
+        click.echo(json.dumps({**result.to_json(), "certificate": proof}, indent=2))
     else:
-        for note in result.notes:
+        for note in [*result.notes, *certified.notes]:
             click.echo(f"note: {note}", err=True)
+        if certified.proof is not None:
+            where = dest_store.display(".cellmap-migrate/certificate.json")
+            click.echo(f"certificate: {where}: {certified.proof.describe()}", err=True)
         for problem in result.problems:
             click.echo(f"MISMATCH {problem}")
         click.echo(result.summary())
@@ -728,6 +756,41 @@ def verify_command(
         click.echo(f"report: {path}", err=True)
     if result.problems:
         raise MigrationError(f"verification failed: {result.problems[0]}")
+
+
+def _verify_listing(
+    src: str,
+    dest: str,
+    hash_files: bool,
+    as_json: bool,
+    s3: S3Options,
+    registry: str | None,
+    into_existing: bool,
+) -> None:
+    """``verify --listing``: print every difference, then the one line of what was proven."""
+    from migrate.api import open_for_verify
+    from migrate.check.listing import verify_listing
+
+    source, inner, dest_store, location = open_for_verify(src, dest, s3)
+    result = verify_listing(
+        source, dest_store, inner=inner, hash_files=hash_files,
+        registry=load_registry_option(registry, s3), location=location,
+        into_existing=into_existing,
+    )  # fmt: skip
+    if hash_files and not result.hashed:
+        click.echo("note: --hash reads local chunk files; on S3 the ETag is the digest", err=True)
+    current_watch().record("summary", **result.to_json())
+    if as_json:
+        click.echo(json.dumps(result.to_json(), indent=2))
+    else:
+        for note in result.notes:
+            click.echo(f"note: {note}", err=True)
+        for problem in result.problems:
+            click.echo(f"MISMATCH {problem}")
+        click.echo(result.summary())
+    if result.problems or result.proof is None:
+        first = result.problems[0] if result.problems else "no full proof"
+        raise MigrationError(f"not proven by listing: {first}")
 
 
 @cli.command(name="demo")

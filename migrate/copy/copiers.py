@@ -6,6 +6,7 @@ TensorStore (read, transpose, write)."""
 from __future__ import annotations
 
 import functools
+import itertools
 import math
 import os
 from collections.abc import Callable
@@ -14,8 +15,16 @@ from stat import S_ISREG
 import numpy as np
 
 from migrate.copy.options import EngineOptions
-from migrate.copy.precomputed import check_chunk_links, image_source
-from migrate.copy.transplant import Transplanter, block_error, file_kind, n5_key, unit_blocks
+from migrate.copy.precomputed import check_chunk_links, image_source, own_files
+from migrate.copy.transplant import (
+    Transplanter,
+    block_error,
+    chunk_key,
+    crc_of,
+    file_kind,
+    n5_key,
+    unit_blocks,
+)
 from migrate.copy.tsio import (
     HandleCache,
     LevelHandles,
@@ -23,15 +32,18 @@ from migrate.copy.tsio import (
     is_storage_error,
     ts_error_text,
 )
+from migrate.dest.ledger import crc_hex
+from migrate.dest.records import BlockEntry, ChunkEntry, UnitEntries
 from migrate.errors import SourceDataError
-from migrate.storage import LocalStore, Store
+from migrate.storage import LocalStore, Store, join_key
 from migrate.storage.local import dangling_link
 from migrate.storage.reread import in_transit, retry_in_transit
 from migrate.target.codecs import recodable
-from schemas.plan import LevelPlan, Plan
+from schemas.plan import LevelPlan, NgffVersion, Plan
 
-Copier = Callable[[LevelPlan, int], int]
-"""Copies work unit ``unit`` of a level; returns the voxel bytes it covered."""
+Copier = Callable[[LevelPlan, int], tuple[int, UnitEntries]]
+"""Copies work unit ``unit`` of a level; returns the voxel bytes it covered and what it
+wrote and read (:class:`~migrate.dest.records.UnitEntries`, for the ledger)."""
 
 
 PIECE_BYTES = 16 * 2**20
@@ -109,6 +121,67 @@ def _write(handles: LevelHandles, region: tuple[slice, ...]) -> None:
     handles.dest[region].write(handles.source[region]).result()
 
 
+def unit_grid_positions(level: LevelPlan, unit: int) -> list[tuple[int, ...]]:
+    """Grid positions (C order) of the chunks (shards) inside work unit ``unit``."""
+    grid = level.shard or level.chunks
+    return list(
+        itertools.product(
+            *(
+                range(start // g, math.ceil(stop / g))
+                for (start, stop), g in zip(level.unit_box(unit), grid, strict=True)
+            )
+        )
+    )
+
+
+def own_blocks(level: LevelPlan, unit: int) -> list[tuple[int, ...]]:
+    """Grid positions (C order) of the source blocks whose first voxel lies in work unit
+    ``unit``: each block belongs to exactly one unit, also where blocks and units are not
+    aligned (a block overlapping two units is read by both). For a mirrored level, the
+    unit's box is taken in the source (:meth:`~schemas.plan.LevelPlan.source_box`)."""
+    box = level.source_box(level.unit_box(unit))
+    return [
+        position
+        for position in unit_blocks(level, unit)
+        if all(
+            p * b >= start
+            for p, b, (start, _stop) in zip(position, level.source_blocks, box, strict=True)
+        )
+    ]
+
+
+def block_stamps(source: Store, level: LevelPlan, unit: int) -> tuple[BlockEntry, ...]:
+    """(N5 key, size, stamp) of the unit's own source blocks that exist (:func:`own_blocks`),
+    asked of the storage before they are read (a ``stat`` each; S3: a HEAD each): a block
+    rewritten meanwhile then shows a stamp other than the one recorded, never the reverse."""
+    keys = [n5_key(position) for position in own_blocks(level, unit)]
+    found = source.map(lambda key: source.stat(join_key(level.source_path, key)), keys)
+    return tuple(
+        sorted((key, stat[0], stat[1]) for key, stat in zip(keys, found, strict=True) if stat)
+    )
+
+
+def chunk_stamps(
+    dest: Store, level: LevelPlan, unit: int, version: NgffVersion
+) -> tuple[ChunkEntry, ...]:
+    """(key, size, stamp, digest) of the chunks (shards) TensorStore stored for the unit:
+    locally a ``stat`` and a read of each file (its CRC-32); on S3 a HEAD each (the ETag)."""
+    keys = [chunk_key(version, position) for position in unit_grid_positions(level, unit)]
+
+    def entry(key: str) -> ChunkEntry | None:
+        full = join_key(level.dest_path, key)
+        if isinstance(dest, LocalStore):
+            data = dest.read(full)
+            found = dest.stat(full)
+            if data is None or found is None:
+                return None
+            return key, len(data), found[1], crc_hex(crc_of([data]))
+        found = dest.stat(full)
+        return None if found is None else (key, found[0], found[1], "")
+
+    return tuple(sorted(e for e in dest.map(entry, keys) if e is not None))
+
+
 def check_block_links(source: LocalStore, level: LevelPlan, unit: int) -> None:
     """Raise SourceDataError naming the block files of work unit ``unit`` that TensorStore
     must not be given: symbolic links to nothing (it would read them as absent, all-zero
@@ -158,16 +231,20 @@ def make_copier(
         for level in image.levels
     }
 
-    def copier(level: LevelPlan, unit: int) -> int:
+    def copier(level: LevelPlan, unit: int) -> tuple[int, UnitEntries]:
         if level.precomputed is not None:
             store = roots.get(level.dest_path, source)
             if isinstance(store, LocalStore) and not level.precomputed.sharded:
                 check_chunk_links(store, level, unit)
-            return copy_unit(cache.get(level, store), level, unit)
+            files = own_files(store, level, unit)
+            nbytes = copy_unit(cache.get(level, store), level, unit)
+            return nbytes, UnitEntries(chunk_stamps(dest, level, unit, plan.ngff_version), files)
         if options.transplant and recodable(level):
             return transplanter.copy_unit(level, unit)
         if isinstance(source, LocalStore):
             check_block_links(source, level, unit)
-        return copy_unit(cache.get(level), level, unit, source)
+        blocks = block_stamps(source, level, unit)
+        nbytes = copy_unit(cache.get(level), level, unit, source)
+        return nbytes, UnitEntries(chunk_stamps(dest, level, unit, plan.ngff_version), blocks)
 
     return copier

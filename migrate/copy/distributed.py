@@ -290,6 +290,7 @@ def _unit_worker(run_id: str) -> UnitWorker:
             reopen_store(data["dest"]),
             options,
             tuple(data.get("generations") or ()),
+            run_id=data.get("lease"),
         )
         _leases[run_id] = data.get("lease")
         _loaded[run_id] = worker

@@ -32,7 +32,7 @@ from migrate.copy.tsio import (
     open_source_array,
     ts_error_text,
 )
-from migrate.dest import marks, ours, records
+from migrate.dest import certificate, ledger, marks, ours, records
 from migrate.dest.lease import LeaseLostError
 from migrate.dest.state import DestState, DestWriter, ImageState, read_state
 from migrate.errors import PlanMismatchError, SourceDataError, StoreError
@@ -358,9 +358,13 @@ class UnitWorker:
         options: EngineOptions,
         generations: Sequence[str] = (),
         guard: Callable[[], None] | None = None,
+        run_id: str | None = None,
     ) -> None:
         self.plan = plan
         self.guard = guard
+        self.run_id = run_id or ""
+        """The lease id of the run these units are copied for (kept in each unit's ledger
+        entries)."""
         self.source = source
         self.dest = dest
         self.options = options
@@ -377,7 +381,7 @@ class UnitWorker:
             self.guard()  # a run whose lease was taken copies nothing more
         image = self.plan.images[task.image]
         level = image.levels[task.level]
-        nbytes = self.copier(level, task.unit)
+        nbytes, entries = self.copier(level, task.unit)
         records.record_unit(
             self.dest,
             self.fingerprints[task.image],
@@ -386,6 +390,8 @@ class UnitWorker:
             task.unit,
             signature=task.signature,
             generation=self.generations[task.image],
+            entries=entries,
+            run=self.run_id,
         )
         return nbytes
 
@@ -464,8 +470,12 @@ def prepare_dest(
         if state is ImageState.DIFFERENT:  # only ever cellmap-migrate's (check_images)
             dest.delete_prefix(image.dest_path)
             dest.delete_prefix(records.image_state_key(image.dest_path))
+            ledger.forget(dest, image)
             writer.forget(image.dest_path)
         todo.append(index)
+    if todo and found.certificate is not None:
+        # what is written now was not proven: the proofs of these images are withdrawn
+        certificate.withdraw(dest, found.certificate, [plan.images[i].dest_path for i in todo])
     if todo or found.completion_mark != _planned_mark(plan):
         remove_dead_temporaries(dest, plan, [plan.images[i] for i in todo])
     if todo:
@@ -733,8 +743,11 @@ def run_plan(
         progress.close()  # also on Ctrl-C or a storage failure: leave the terminal tidy
 
     def finalize(index: int) -> None:
-        """The OME metadata with the completion mark (in order), then the records go."""
+        """The ledger, then the OME metadata with the completion mark (in order), then the
+        records go."""
         image = plan.images[index]
+        confirmed()
+        ledger.gather(dest, plan, image, generations[index])
         confirmed()
         if finishing is not None and image.dest_path == "":  # the root: its mark is the last
             finishing()
@@ -797,7 +810,9 @@ def job_units(job: Job) -> Iterator[WorkUnit]:
 def job_worker(job: Job) -> UnitWorker:
     """The :class:`UnitWorker` that copies and records ``job``'s units in this process
     (every in-process executor makes its worker here, so they record units alike)."""
-    return UnitWorker(job.plan, job.source, job.dest, job.options, job.generations, job.guard)
+    return UnitWorker(
+        job.plan, job.source, job.dest, job.options, job.generations, job.guard, job.run_id
+    )
 
 
 def run_local(job: Job, report: Report) -> None:

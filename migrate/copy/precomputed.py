@@ -18,6 +18,7 @@ import threading
 from collections.abc import Iterator, Mapping
 
 from migrate.copy.tsio import context, open_precomputed, ts_error_text
+from migrate.dest.records import BlockEntry
 from migrate.dest.state import ImageAtDest
 from migrate.errors import SourceDataError
 from migrate.storage import LocalStore, Store, join_key, open_store
@@ -74,12 +75,8 @@ def check_chunk_links(store: LocalStore, level: LevelPlan, unit: int) -> None:
     precomputed ``level`` that are symbolic links to nothing: TensorStore would read them as
     absent, all-zero chunks (one ``lstat`` per chunk)."""
     root = store.root / level.source_path
-    ranges = [
-        range(start // b, math.ceil(stop / b))
-        for (start, stop), b in zip(level.unit_box(unit), level.source_blocks, strict=True)
-    ]
     lost = []
-    for position in itertools.product(*ranges):
+    for position in unit_chunks(level, unit):
         path = root / chunk_key(level, position)
         if os.path.islink(path) and not os.path.exists(path):
             lost.append(dangling_link(path) or str(path))
@@ -87,6 +84,71 @@ def check_chunk_links(store: LocalStore, level: LevelPlan, unit: int) -> None:
         raise SourceDataError(
             "; ".join(f"{text} (a lost chunk, not an absent one)" for text in lost)
         )
+
+
+def unit_chunks(level: LevelPlan, unit: int) -> Iterator[tuple[int, ...]]:
+    """Grid positions (C order, from the scale's ``voxel_offset``) of the chunks work unit
+    ``unit`` reads (for a mirrored level, those of the mirrored box)."""
+    box = level.source_box(level.unit_box(unit))
+    return itertools.product(
+        *(
+            range(start // b, math.ceil(stop / b))
+            for (start, stop), b in zip(box, level.source_blocks, strict=True)
+        )
+    )
+
+
+def own_files(store: Store, level: LevelPlan, unit: int) -> tuple[BlockEntry, ...]:
+    """(file, size, stamp) of the source files of a precomputed ``level`` that work unit
+    ``unit`` accounts for in the ledger, asked of the storage before they are read (a
+    ``stat`` each; S3: a HEAD each). Unsharded: the chunk files whose first voxel lies in
+    the unit's source box, so each file is accounted for by exactly one unit. Sharded: any
+    unit may read any shard (which shard holds a chunk depends on a hash), so unit 0
+    accounts for every shard file of the scale, from one listing."""
+    assert level.precomputed is not None
+    if level.precomputed.sharded:
+        if unit != 0:
+            return ()
+        return tuple(
+            sorted(
+                (key, size, stamp)
+                for key, size, stamp in store.list_stats(level.source_path)
+                if is_source_file(key, level)
+            )
+        )
+    box = level.source_box(level.unit_box(unit))
+    keys = [
+        chunk_key(level, position)
+        for position in unit_chunks(level, unit)
+        if all(
+            p * b >= start
+            for p, b, (start, _stop) in zip(position, level.source_blocks, box, strict=True)
+        )
+    ]
+    found = store.map(lambda key: store.stat(join_key(level.source_path, key)), keys)
+    return tuple(
+        sorted((key, stat[0], stat[1]) for key, stat in zip(keys, found, strict=True) if stat)
+    )
+
+
+def is_source_file(key: str, level: LevelPlan) -> bool:
+    """Whether ``key`` (relative to the scale's folder) is a file the copy of a precomputed
+    ``level`` reads: a shard file (sharded), or a chunk file inside the scale (unsharded),
+    as :func:`unit_signatures` counts them."""
+    assert level.precomputed is not None
+    if level.precomputed.sharded:
+        return key.endswith(".shard") and "/" not in key
+    match = _CHUNK.match(key)
+    if match is None:
+        return False
+    numbers = [int(value) for value in match.groups()]
+    bounds = zip(numbers[0::2], numbers[1::2], strict=True)  # x, y, z
+    return all(
+        0 <= start - origin < extent and start < stop
+        for (start, stop), origin, extent in zip(
+            bounds, reversed(level.precomputed.voxel_offset), reversed(level.shape), strict=True
+        )
+    )
 
 
 class _EveryUnit(Mapping[int, str]):

@@ -44,6 +44,7 @@ import bz2
 import errno
 import itertools
 import math
+import mmap
 import os
 import stat
 import struct
@@ -59,6 +60,8 @@ import numpy as np
 import numpy.typing as npt
 from isal import isal_zlib
 
+from migrate.dest.ledger import crc_hex
+from migrate.dest.records import BlockEntry, ChunkEntry, UnitEntries
 from migrate.errors import MigrationError, SourceDataError, StoreError
 from migrate.storage import LocalStore, Store, iocounts, join_key, temporary_name
 from migrate.storage.local import dangling_link
@@ -254,37 +257,74 @@ Parts = Sequence[bytes | memoryview]
 """An object's bytes as the concatenation of some buffers (written without joining them
 where the backend allows)."""
 
+Written = tuple[int, str, str]
+"""What storing an object left: (size in bytes, stamp, digest), as the ledger records it
+(:data:`migrate.dest.records.ChunkEntry` without the key)."""
+Wait = Callable[[], Written]
+"""Waits for a write still in flight; returns what it left."""
+Read = tuple[bytes, str]
+"""A source block read: its bytes and its stamp (as a listing of SRC shows it)."""
+
+
+def crc_of(parts: Parts, value: int = 0) -> int:
+    """The CRC-32 (zlib's) of the concatenated ``parts``, continuing from ``value``."""
+    for part in parts:
+        value = deflate.crc32(part, value)
+    return value
+
+
+def etag_of(generation: bytes) -> str:
+    """The ETag (with its quotes, as S3 lists it) in a TensorStore S3 storage generation
+    (a tag byte, then the ETag); "" when there is none."""
+    start, end = generation.find(b'"'), generation.rfind(b'"')
+    return generation[start : end + 1].decode("latin-1") if 0 <= start < end else ""
+
 
 class Objects(Protocol):
     """Raw object I/O under one prefix of a store (keys relative to it)."""
 
-    def reads(self, keys: Sequence[str]) -> Iterator[bytes | None]:
-        """Each key's bytes (None: absent), in order."""
+    def reads(self, keys: Sequence[str]) -> Iterator[Read | None]:
+        """Each key's bytes and stamp (None: absent), in order."""
 
-    def put(self, key: str, parts: Parts) -> Callable[[], None] | None:
-        """Store an object (atomically); returns a wait function when the write is still in
-        flight."""
+    def put(self, key: str, parts: Parts) -> Wait:
+        """Store an object (atomically); returns a function that waits for the write (it may
+        still be in flight) and returns what it left."""
 
 
 class KvObjects:
     """Any store, through TensorStore's kvstore layer: every read of a unit in flight at
-    once, writes asynchronous (S3, and any other kvstore driver)."""
+    once, writes asynchronous (S3, and any other kvstore driver). Stamps are the storage
+    generations TensorStore reports: on S3 the ETag of the object read, and the ETag the PUT
+    returned (one request: no listing or HEAD needed for the ledger)."""
 
-    def __init__(self, kvstore: Any) -> None:
+    def __init__(self, kvstore: Any, store: Store, path: str) -> None:
         self.kvstore = kvstore
+        self.store = store
+        self.path = path
 
-    def reads(self, keys: Sequence[str]) -> Iterator[bytes | None]:
+    def reads(self, keys: Sequence[str]) -> Iterator[Read | None]:
         futures = [self.kvstore.read(key) for key in keys]
-        for future in futures:
+        for key, future in zip(keys, futures, strict=True):
             result = future.result()
-            yield result.value if result.state == "value" else None
+            if result.state != "value":
+                yield None
+                continue
+            stamp = etag_of(result.stamp.generation)
+            if not stamp:  # a server that sends no ETag: ask for it
+                found = self.store.stat(join_key(self.path, key))
+                stamp = found[1] if found is not None else ""
+            yield result.value, stamp
 
-    def put(self, key: str, parts: Parts) -> Callable[[], None] | None:
+    def put(self, key: str, parts: Parts) -> Wait:
         data = parts[0] if len(parts) == 1 and isinstance(parts[0], bytes) else b"".join(parts)
         future = self.kvstore.write(key, data)
 
-        def wait() -> None:
-            future.result()
+        def wait() -> Written:
+            stamp = etag_of(future.result().generation)
+            if not stamp:
+                found = self.store.stat(join_key(self.path, key))
+                stamp = found[1] if found is not None else ""
+            return len(data), stamp, ""
 
         return wait
 
@@ -298,35 +338,49 @@ class LocalObjects:
     def __init__(self, root: Path) -> None:
         self.root = root
 
-    def reads(self, keys: Sequence[str]) -> Iterator[bytes | None]:
+    def reads(self, keys: Sequence[str]) -> Iterator[Read | None]:
         for key in keys:
-            fd = open_block(self.root / key)
-            if fd is None:
+            opened = open_block_stat(self.root / key)
+            if opened is None:
                 yield None
                 continue
+            fd, stamp = opened
             try:
                 with open(fd, "rb") as f:
                     data = f.read()
             except OSError as exc:
                 raise block_error(self.root / key, exc) from exc
             iocounts.count_read(len(data))
-            yield data
+            yield data, stamp
 
-    def put(self, key: str, parts: Parts) -> Callable[[], None] | None:
-        self.create(key, lambda fd: _write_all(fd, parts))
-        return None
+    def put(self, key: str, parts: Parts) -> Wait:
+        def fill(fd: int) -> int:
+            _write_all(fd, parts)
+            return crc_of(parts)
 
-    def copy_in(self, key: str, source_fd: int, offset: int, count: int) -> None:
+        written = self.create(key, fill)
+        assert written is not None  # fill keeps what it writes
+        return lambda: written
+
+    def copy_in(self, key: str, source_fd: int, offset: int, count: int) -> Written:
         """Store ``count`` bytes of the open file ``source_fd`` from ``offset`` as ``key``,
-        copied inside the kernel."""
+        copied inside the kernel (their CRC-32 read through a memory map of the source file,
+        without copying them into this process)."""
 
-        self.create(key, lambda fd: _copy_all(source_fd, fd, offset, count))
+        def fill(fd: int) -> int:
+            _copy_all(source_fd, fd, offset, count)
+            return crc_of_range(source_fd, offset, count)
 
-    def create(self, key: str, fill: Callable[[int], bool | None]) -> None:
-        """Create ``key`` whole: ``fill`` a temporary file, then rename it. When ``fill``
-        returns False or raises, the temporary file is removed and nothing is stored. A full
-        disk or a missing permission raises StoreError (the run stops: every unit would
-        fail)."""
+        written = self.create(key, fill)
+        assert written is not None
+        return written
+
+    def create(self, key: str, fill: Callable[[int], int | None]) -> Written | None:
+        """Create ``key`` whole: ``fill`` a temporary file, then rename it; returns what was
+        stored (size and modification time from a ``stat`` of the renamed file, the CRC-32
+        ``fill`` returns for the bytes it wrote). When ``fill`` returns None or raises, the
+        temporary file is removed and nothing is stored (None). A full disk or a missing
+        permission raises StoreError (the run stops: every unit would fail)."""
         path = self.root / key
         tmp = path.with_name(temporary_name(path.name))
         try:
@@ -336,18 +390,19 @@ class LocalObjects:
                 path.parent.mkdir(parents=True, exist_ok=True)
                 fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
             try:
-                keep = fill(fd) is not False
+                crc = fill(fd)
             except BaseException:
                 os.close(fd)
                 os.unlink(tmp)
                 raise
-            size = os.fstat(fd).st_size
             os.close(fd)
-            if keep:
-                os.replace(tmp, path)
-                iocounts.count_written(size)
-            else:
+            if crc is None:
                 os.unlink(tmp)
+                return None
+            os.replace(tmp, path)
+            stored = os.stat(path)
+            iocounts.count_written(stored.st_size)
+            return stored.st_size, str(stored.st_mtime_ns), crc_hex(crc)
         except OSError as exc:
             raise StoreError(f"{path}: cannot write: {exc.strerror}") from exc
 
@@ -364,6 +419,13 @@ def open_block(path: Path) -> int | None:
     no block (all zero). Opened without blocking (a FIFO would wait for a writer forever)
     and checked once open: a directory, FIFO, device or socket in place of a block, or a file
     that cannot be read (permissions, an I/O error), is a SourceDataError naming it."""
+    opened = open_block_stat(path)
+    return opened[0] if opened is not None else None
+
+
+def open_block_stat(path: Path) -> tuple[int, str] | None:
+    """:func:`open_block`, with the block's stamp as a listing shows it (its modification
+    time in ns, from the ``fstat`` of the open file: the file that is read)."""
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY)
     except (FileNotFoundError, NotADirectoryError):
@@ -371,11 +433,24 @@ def open_block(path: Path) -> int | None:
         return None
     except OSError as exc:
         raise block_error(path, exc) from exc
-    mode = os.fstat(fd).st_mode
-    if not stat.S_ISREG(mode):
+    found = os.fstat(fd)
+    if not stat.S_ISREG(found.st_mode):
         os.close(fd)
-        raise SourceDataError(f"{path}: {file_kind(mode)} in place of a block file")
-    return fd
+        raise SourceDataError(f"{path}: {file_kind(found.st_mode)} in place of a block file")
+    return fd, str(found.st_mtime_ns)
+
+
+def crc_of_range(fd: int, offset: int, count: int, value: int = 0) -> int:
+    """The CRC-32 of ``count`` bytes of the open file ``fd`` from ``offset``, continuing
+    from ``value``: read through a memory map (the page cache's pages, not a copy)."""
+    if count <= 0:
+        return value
+    with mmap.mmap(fd, offset + count, access=mmap.ACCESS_READ) as mapped:
+        view = memoryview(mapped)
+        try:
+            return int(deflate.crc32(view[offset : offset + count], value))
+        finally:
+            view.release()
 
 
 def file_kind(mode: int) -> str:
@@ -472,13 +547,15 @@ class ObjectStores:
                     kvstore = ts.KvStore.open(
                         store.kvstore_spec(path), context=self._context
                     ).result()
-                    objects = KvObjects(kvstore)
+                    objects = KvObjects(kvstore, store, path)
                 self._objects[(which, path)] = objects
             return self._objects[(which, path)]
 
 
-Waits = list[Callable[[], None]]
-"""Wait functions of writes still in flight."""
+Waits = list[tuple[str, Wait]]
+"""The writes of a unit (key, wait function), some perhaps still in flight."""
+Blocks = list[BlockEntry]
+"""The source blocks a unit read, for the ledger."""
 
 
 class Transplanter:
@@ -501,25 +578,27 @@ class Transplanter:
         self.workers = workers
         self._stores = ObjectStores(workers)
 
-    def copy_unit(self, level: LevelPlan, unit: int) -> int:
-        """Copy work unit ``unit`` of ``level``; returns the voxel bytes it covers."""
+    def copy_unit(self, level: LevelPlan, unit: int) -> tuple[int, UnitEntries]:
+        """Copy work unit ``unit`` of ``level``; returns the voxel bytes it covers and what
+        it wrote and read, for the ledger (the unit is chunk-aligned: every block it reads
+        lies in it)."""
         source = self._stores.open(self.source, level.source_path, "source")
         dest = self._stores.open(self.dest, level.dest_path, "dest")
         codec = BlockCodec.of(level)
-        waits: Waits = []
+        blocks: Blocks = []
         if (
             self._moves_unread(level)
             and isinstance(source, LocalObjects)
             and isinstance(dest, LocalObjects)
         ):
-            problems = self._kernel_copy(level, codec, source, dest, unit)
+            problems, written = self._kernel_copy(level, codec, source, dest, unit, blocks)
         else:
-            problems, waits = self._block_copy(level, codec, source, dest, unit)
-        for wait in waits:
-            wait()
+            problems, waits = self._block_copy(level, codec, source, dest, unit, blocks)
+            written = [(key, *wait()) for key, wait in waits]
         if problems:
             raise SourceDataError("; ".join(problems))
-        return _unit_nbytes(level, unit, codec)
+        entries = UnitEntries(tuple(sorted(written)), tuple(sorted(blocks)))
+        return _unit_nbytes(level, unit, codec), entries
 
     def _moves_unread(self, level: LevelPlan) -> bool:
         """Payloads go unread (local to local: copied inside the kernel) when the decode
@@ -533,13 +612,14 @@ class Transplanter:
         source: LocalObjects,
         dest: LocalObjects,
         unit: int,
-    ) -> list[str]:
+        blocks: Blocks,
+    ) -> tuple[list[str], list[ChunkEntry]]:
         """Local to local without the decode check, file to file (sharded: shard by shard);
-        returns the problems found."""
+        returns the problems found and the chunks written."""
         if level.shard is None:
             positions = list(unit_blocks(level, unit))
-            return self._move_files(level, codec, source, dest, positions)
-        return self._move_shards(level, codec, source, dest, unit)
+            return self._move_files(level, codec, source, dest, positions, blocks)
+        return self._move_shards(level, codec, source, dest, unit, blocks)
 
     def _block_copy(
         self,
@@ -548,12 +628,14 @@ class Transplanter:
         source: Objects,
         dest: Objects,
         unit: int,
+        blocks: Blocks,
     ) -> tuple[list[str], Waits]:
         """Read the unit's blocks, check or re-encode each, and put the chunks (sharded: the
-        unit's shards, none when a block is bad); returns the problems found and the writes
-        still in flight."""
+        unit's shards, none when a block is bad); returns the problems found and the writes,
+        some perhaps still in flight."""
         problems: list[str] = []
-        chunks = self._chunks(level, codec, source, list(unit_blocks(level, unit)), problems)
+        positions = list(unit_blocks(level, unit))
+        chunks = self._chunks(level, codec, source, positions, problems, blocks)
         if level.shard is None:
             return problems, self._put_chunks(dest, chunks)
         return problems, self._put_shards(level, dest, unit, chunks, problems)
@@ -565,14 +647,17 @@ class Transplanter:
         source: Objects,
         positions: Sequence[tuple[int, ...]],
         problems: list[str],
+        blocks: Blocks,
     ) -> Iterator[tuple[tuple[int, ...], bytes | memoryview]]:
         """(grid position, output chunk payload) of each block at ``positions`` (C order)
         that holds data, read from ``source``; absent and all-zero blocks are skipped, a bad
-        block is appended to ``problems``."""
-        blocks = source.reads([n5_key(p) for p in positions])
-        for position, raw in zip(positions, blocks, strict=True):
-            if raw is None:
+        block is appended to ``problems``; every block read is appended to ``blocks``."""
+        found = source.reads([n5_key(p) for p in positions])
+        for position, read in zip(positions, found, strict=True):
+            if read is None:
                 continue  # absent block: all zero, nothing to write
+            raw, stamp = read
+            blocks.append((n5_key(position), len(raw), stamp))
             key = join_key(level.source_path, n5_key(position))
             try:
                 try:
@@ -592,9 +677,8 @@ class Transplanter:
         """Put each chunk at its Zarr key as soon as it is ready (unsharded output)."""
         waits: Waits = []
         for position, payload in chunks:
-            wait = dest.put(chunk_key(self.version, position), [payload])
-            if wait is not None:
-                waits.append(wait)
+            key = chunk_key(self.version, position)
+            waits.append((key, dest.put(key, [payload])))
         return waits
 
     def _put_shards(
@@ -614,9 +698,8 @@ class Transplanter:
         if problems:
             return waits
         for shard_position, parts in self._shards(level, unit, payloads):
-            wait = dest.put(chunk_key(self.version, shard_position), parts)
-            if wait is not None:
-                waits.append(wait)
+            key = chunk_key(self.version, shard_position)
+            waits.append((key, dest.put(key, parts)))
         return waits
 
     def _move_files(
@@ -626,27 +709,31 @@ class Transplanter:
         source: LocalObjects,
         dest: LocalObjects,
         positions: Sequence[tuple[int, ...]],
-    ) -> list[str]:
+        blocks: Blocks,
+    ) -> tuple[list[str], list[ChunkEntry]]:
         """Local to local without the decode check, unsharded: full-size payloads are copied
         file to file inside the kernel (``copy_file_range``, as ``cp`` does); returns the
-        problems found."""
+        problems found and the chunks written."""
         problems: list[str] = []
+        written: list[ChunkEntry] = []
         for position in positions:
             key = n5_key(position)
-            fd = open_block(source.root / key)
-            if fd is None:
+            opened = open_block_stat(source.root / key)
+            if opened is None:
                 continue  # absent block: all zero, nothing to write
+            fd, stamp = opened
             try:
-                part = self._local_block(level, codec, fd)
+                part = self._local_block(level, codec, fd, blocks, key, stamp)
+                target = chunk_key(self.version, position)
                 if isinstance(part, FileRange):
-                    dest.copy_in(chunk_key(self.version, position), fd, part.offset, part.count)
+                    written.append((target, *dest.copy_in(target, fd, part.offset, part.count)))
                 elif part is not None:
-                    dest.put(chunk_key(self.version, position), [part])
+                    written.append((target, *dest.put(target, [part])()))
             except ValueError as exc:
                 problems.append(f"{self.source.display(join_key(level.source_path, key))}: {exc}")
             finally:
                 os.close(fd)
-        return problems
+        return problems, written
 
     def _move_shards(
         self,
@@ -655,19 +742,24 @@ class Transplanter:
         source: LocalObjects,
         dest: LocalObjects,
         unit: int,
-    ) -> list[str]:
+        blocks: Blocks,
+    ) -> tuple[list[str], list[ChunkEntry]]:
         """Local to local without the decode check, sharded: each shard file is written in
         one pass, full-size payloads copied into it inside the kernel, edge blocks re-encoded,
         then the index; returns the problems found (no shard of the unit is stored after the
-        first)."""
+        first) and the shards written."""
         problems: list[str] = []
+        written: list[ChunkEntry] = []
         for shard_position, members in shard_members(level, unit):
 
-            def fill(fd: int, members: list[tuple[int, ...]] = members) -> bool:
-                return self._fill_shard(level, codec, source, members, fd, problems)
+            def fill(fd: int, members: list[tuple[int, ...]] = members) -> int | None:
+                return self._fill_shard(level, codec, source, members, fd, problems, blocks)
 
-            dest.create(chunk_key(self.version, shard_position), fill)
-        return problems
+            target = chunk_key(self.version, shard_position)
+            stored = dest.create(target, fill)
+            if stored is not None:
+                written.append((target, *stored))
+        return problems, written
 
     def _fill_shard(
         self,
@@ -677,25 +769,31 @@ class Transplanter:
         members: list[tuple[int, ...]],
         fd: int,
         problems: list[str],
-    ) -> bool:
+        blocks: Blocks,
+    ) -> int | None:
         """Write one shard to the open file ``fd``: the payloads of its inner chunks at grid
-        ``members`` (C order), then the index. False (store nothing) when the unit has a bad
-        block (appended to ``problems``) or the shard holds no data."""
+        ``members`` (C order), then the index; returns the CRC-32 of what it wrote. None
+        (store nothing) when the unit has a bad block (appended to ``problems``) or the
+        shard holds no data."""
         entries: list[tuple[int, int] | None] = []
         offset = 0
+        crc = 0
         for position in members:
             entries.append(None)
             key = n5_key(position)
-            block = open_block(source.root / key)
-            if block is None:
+            opened = open_block_stat(source.root / key)
+            if opened is None:
                 continue  # absent block (or outside the array): not stored
+            block, stamp = opened
             try:
-                part = self._local_block(level, codec, block)
+                part = self._local_block(level, codec, block, blocks, key, stamp)
                 if isinstance(part, FileRange):
                     _copy_all(block, fd, part.offset, part.count)
+                    crc = crc_of_range(block, part.offset, part.count, crc)
                     size = part.count
                 elif part is not None:
                     _write_all(fd, [part])
+                    crc = crc_of([part], crc)
                     size = len(part)
                 else:
                     continue
@@ -708,19 +806,21 @@ class Transplanter:
             entries[-1] = (offset, size)
             offset += size
         if problems or all(entry is None for entry in entries):
-            return False
-        _write_all(fd, [shard_index(entries)])
-        return True
+            return None
+        index = shard_index(entries)
+        _write_all(fd, [index])
+        return crc_of([index], crc)
 
     def _local_block(
-        self, level: LevelPlan, codec: BlockCodec, fd: int
+        self, level: LevelPlan, codec: BlockCodec, fd: int, blocks: Blocks, key: str, stamp: str
     ) -> FileRange | bytes | memoryview | None:
         """What an open N5 block file becomes without the decode check: the byte range of
         its payload when it is full size (moved as it is), else its re-encoded edge chunk
-        (None: all zero)."""
+        (None: all zero). The block is appended to ``blocks``."""
         full = tuple(level.source_blocks)
         size = os.fstat(fd).st_size
         iocounts.count_read(size)
+        blocks.append((key, size, stamp))
         dims, offset = parse_header(os.pread(fd, 4 + 4 * len(full), 0), level)
         if dims == full:
             return FileRange(offset, size - offset)

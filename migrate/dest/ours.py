@@ -13,6 +13,12 @@ exactly them:
   (:data:`migrate.storage.local.TEMPORARY`, the name that says which process writes it) of
   one of the names above, and TensorStore's ``<chunk>.__lock`` beside a chunk key.
 
+At DEST's root, the state folder ``.cellmap-migrate/`` holds only these names
+(:func:`state_name`): ``lease.json`` (and its ``lease.json.lock``), ``certificate.json``,
+the unit records ``images/<image>/plan.json`` and ``images/<image>/done/…/<unit>``, and the
+ledger ``ledger/<image>/ledger.json`` and ``ledger/<image>/<level>/<n>.jsonl.gz``, each also
+under a writer's temporary name.
+
 Anything else (an N5 ``attributes.json``, ``.analysis-results.tmp``, a key ``s0/0/0/99``
 outside the grid, ``s0/0/0/00``) is foreign: a path that holds it is refused, with or
 without ``--overwrite``, and the message names it.
@@ -78,10 +84,36 @@ def _temporary_of(name: str) -> str | None:
     return name[1 : match.start()]
 
 
-def written_by_us(key: str, levels: Mapping[str, LevelGrid | None]) -> bool:
+_STATE_FILES = frozenset({"lease.json", "lease.json.lock", "certificate.json"})
+_PART = re.compile(r"(0|[1-9][0-9]*)\.jsonl\.gz")
+
+
+def state_name(key: str) -> bool:
+    """Whether ``key`` (relative to the state folder ``.cellmap-migrate``) is a name
+    cellmap-migrate writes there (see the module docstring)."""
+    folder, _, name = key.rpartition("/")
+    temporary = _temporary_of(name)
+    if temporary is not None:
+        return state_name(join_key(folder, temporary))
+    if not folder:
+        return name in _STATE_FILES
+    top = folder.split("/", 1)[0]
+    if top == "images":
+        return name == "plan.json" or ("/done/" in f"/{folder}/" and name.isdigit())
+    if top == "ledger":
+        return name == "ledger.json" or (_PART.fullmatch(name) is not None and "/" in folder)
+    return False
+
+
+def written_by_us(
+    key: str, levels: Mapping[str, LevelGrid | None], *, at_root: bool = False
+) -> bool:
     """Whether ``key`` (relative to an image's path) is a name cellmap-migrate writes there
     (see the module docstring), given the image's recorded level arrays (name → grid;
-    None: a level whose grid DEST does not record, which may hold metadata only)."""
+    None: a level whose grid DEST does not record, which may hold metadata only).
+    ``at_root``: the image is DEST's root, which also holds the state folder."""
+    if at_root and key.startswith(records.STATE_DIR + "/"):
+        return state_name(key[len(records.STATE_DIR) + 1 :])
     folder, _, name = key.rpartition("/")
     temporary = _temporary_of(name)
     if temporary is not None:
@@ -172,7 +204,7 @@ def foreign_keys(dest: Store, image_path: str, levels: Mapping[str, LevelGrid | 
     (full keys); lists the whole image."""
     found = []
     for key in dest.list_keys(image_path):
-        if not written_by_us(key, levels):
+        if not written_by_us(key, levels, at_root=not image_path):
             found.append(join_key(image_path, key))
             if len(found) >= SHOWN:
                 break

@@ -9,16 +9,22 @@ While an image is being copied, ``DEST/.cellmap-migrate/images/<image dest path>
   holds the signature of the unit's source blocks as they were listed before the unit was
   copied (:func:`unit_signatures`: key, size and modification time, or ETag on S3); a
   resumed run lists the source again and redoes the done units whose signature changed.
+  It also holds the unit's ledger entries (:class:`UnitRecord`: every chunk written with
+  its size, stamp and digest, every source block read with its size and stamp, and the run
+  that wrote it), which the image's ledger gathers when it is finalized
+  (:mod:`migrate.dest.ledger`). A record holding only a signature was written before the
+  ledger existed.
   The generation is the run id of the run that started the image (kept in ``plan.json``;
   resumed runs keep it): a worker of an older run whose image was deleted and started again
   (``--overwrite``) records under its own generation, which the new run does not count.
   (Records written before generations existed have none: ``done/<fingerprint>/<level>/…``.)
 
-When every unit of an image is done, its OME metadata is written with the fingerprint in the
+When every unit of an image is done, its ledger is written (``.cellmap-migrate/ledger/``,
+:mod:`migrate.dest.ledger`), then its OME metadata with the fingerprint in the
 ``cellmap-migrate`` provenance attribute: that is the image's completion mark. The image's
-records are then deleted, and ``.cellmap-migrate/`` itself once no image has records left, so
-a finished destination holds nothing but Zarr metadata and chunks. Last of all, the root
-group's ``cellmap-migrate`` attribute lists every finished image by fingerprint
+records are then deleted, so a finished destination holds Zarr metadata, chunks and the
+ledger (and, once ``verify`` has proven it, its certificate). Last of all, the root group's
+``cellmap-migrate`` attribute lists every finished image by fingerprint
 (:func:`migrate.dest.marks.dest_completion_mark`): only then is the destination complete.
 
 Every per-unit value here is kept only for units the data proves: a signature for each unit
@@ -30,7 +36,9 @@ from __future__ import annotations
 
 import hashlib
 import itertools
-from collections.abc import Mapping
+import json
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from migrate.dest.marks import read_json
@@ -77,6 +85,76 @@ def done_prefix(fingerprint: str, image_dest_path: str, level: str, generation: 
     return image_state_key(image_dest_path, "done", fingerprint, generation, level)
 
 
+ChunkEntry = tuple[str, int, str, str]
+"""A chunk (shard) written: (key relative to its level array, size in bytes, stamp, digest).
+The stamp is what a listing of DEST shows for it (local: the modification time in ns; S3:
+the ETag the PUT returned); the digest that of its bytes (local: CRC-32, 8 hex digits; S3: "", the
+ETag being S3's MD5 of the bytes)."""
+BlockEntry = tuple[str, int, str]
+"""A source block read: (N5 key ``x/y/z`` relative to its level, size in bytes, stamp as a
+listing of SRC shows it)."""
+
+
+@dataclass(frozen=True)
+class UnitEntries:
+    """What copying one work unit wrote and read: its chunks (shards) and the source blocks
+    whose first voxel lies in the unit (a block that overlaps several units is listed by one
+    of them only)."""
+
+    chunks: tuple[ChunkEntry, ...] = ()
+    blocks: tuple[BlockEntry, ...] = ()
+
+
+@dataclass(frozen=True)
+class UnitRecord:
+    """A unit record read back: the signature of its source blocks, the run that wrote it,
+    and its ledger entries (None: written before the ledger existed)."""
+
+    signature: str
+    run: str = ""
+    entries: UnitEntries | None = None
+
+
+def encode_record(signature: str, entries: UnitEntries | None, run: str = "") -> bytes:
+    """A unit record's bytes: JSON with the signature, the writing run and its entries."""
+    if entries is None:
+        return signature.encode()
+    document = {
+        "signature": signature,
+        "run": run,
+        "chunks": [list(chunk) for chunk in entries.chunks],
+        "source": [list(block) for block in entries.blocks],
+    }
+    return json.dumps(document, separators=(",", ":")).encode()
+
+
+def parse_record(raw: bytes | None) -> UnitRecord:
+    """A unit record from its bytes: JSON (with ledger entries), or a bare signature (a
+    record written before the ledger existed, or unreadable: no entries)."""
+    text = (raw or b"").decode("utf-8", errors="replace")
+    if not text.startswith("{"):
+        return UnitRecord(text)
+    try:
+        document = json.loads(text)
+        chunks = tuple(_chunk_entry(item) for item in document["chunks"])
+        blocks = tuple(_block_entry(item) for item in document["source"])
+        return UnitRecord(
+            str(document["signature"]), str(document.get("run") or ""), UnitEntries(chunks, blocks)
+        )
+    except (ValueError, KeyError, TypeError, IndexError):
+        return UnitRecord(text)
+
+
+def _chunk_entry(item: Sequence[Any]) -> ChunkEntry:
+    key, size, stamp, digest = item
+    return str(key), int(size), str(stamp), str(digest)
+
+
+def _block_entry(item: Sequence[Any]) -> BlockEntry:
+    key, size, stamp = item
+    return str(key), int(size), str(stamp)
+
+
 def record_unit(
     dest: Store,
     fingerprint: str,
@@ -86,11 +164,30 @@ def record_unit(
     *,
     signature: str = "",
     generation: str = "",
+    entries: UnitEntries | None = None,
+    run: str = "",
 ) -> None:
     """Record a unit as done (by a run of ``generation``), with the signature of the source
-    blocks it was copied from."""
+    blocks it was copied from and, for the ledger, its ``entries`` and the ``run`` (lease id)
+    that wrote it."""
     key = join_key(done_prefix(fingerprint, image_dest_path, level, generation), str(unit))
-    dest.write(key, signature.encode())
+    dest.write(key, encode_record(signature, entries, run))
+
+
+def read_records(
+    dest: Store,
+    fingerprint: str,
+    image_dest_path: str,
+    level: str,
+    units: Iterable[int],
+    generation: str = "",
+) -> dict[int, UnitRecord]:
+    """The records of the done ``units`` of one level, read in parallel where the store
+    allows."""
+    prefix = done_prefix(fingerprint, image_dest_path, level, generation)
+    order = sorted(units)
+    raws = dest.map(lambda unit: dest.read(join_key(prefix, str(unit))), order)
+    return {unit: parse_record(raw) for unit, raw in zip(order, raws, strict=True)}
 
 
 def recorded_signatures(
@@ -102,13 +199,8 @@ def recorded_signatures(
     generation: str = "",
 ) -> dict[int, str]:
     """The source signature recorded with each of the done ``units`` of one level."""
-    prefix = done_prefix(fingerprint, image_dest_path, level, generation)
-    order = sorted(units)
-    raws = dest.map(lambda unit: dest.read(join_key(prefix, str(unit))), order)
-    return {
-        unit: (raw or b"").decode("ascii", errors="replace")
-        for unit, raw in zip(order, raws, strict=True)
-    }
+    found = read_records(dest, fingerprint, image_dest_path, level, units, generation)
+    return {unit: record.signature for unit, record in found.items()}
 
 
 _MASK = 2**64 - 1
@@ -116,19 +208,23 @@ EMPTY_SIGNATURE = f"0:{0:016x}"
 """The signature of a unit none of whose source blocks is stored (all zero)."""
 
 
-def unit_signatures(source: Store, level: LevelPlan) -> dict[int, str]:
+def unit_signatures(
+    source: Store, level: LevelPlan, listing: Iterable[tuple[str, int, str]] | None = None
+) -> dict[int, str]:
     """A signature of the source blocks of the work units of ``level`` (C-order unit index →
     signature), from one listing of the level: a function of each block's key, size and
     stamp (modification time on disk, ETag on S3), so a block that is rewritten, added or
     removed changes the signature of every unit it falls in. Nothing is read but the
     listing. Only units with a listed block are in the result (the others'
     signature is :data:`EMPTY_SIGNATURE`: see :func:`signature_of`), so its size follows the
-    blocks stored, never the level's declared size."""
+    blocks stored, never the level's declared size. ``listing``: the level's listing
+    (:meth:`~migrate.storage.Store.list_stats`), when already made."""
     ndim = len(level.shape)
     grid = level.unit_grid
     sums: dict[int, int] = {}
     counts: dict[int, int] = {}
-    for key, size, stamp in source.list_stats(level.source_path):
+    entries = listing if listing is not None else source.list_stats(level.source_path)
+    for key, size, stamp in entries:
         parts = key.split("/")
         if len(parts) != ndim or not all(part.isdigit() for part in parts):
             continue  # attributes.json and anything else that is not a block
@@ -174,10 +270,12 @@ def done_units(
 
 
 def forget_image(dest: Store, image_dest_path: str) -> None:
-    """Drop an image's resume records, and the state folder once nothing is left in it."""
+    """Drop an image's resume records (its ledger, beside them, stays), and the ``images``
+    folder once no image has records left in it."""
     dest.delete_prefix(image_state_key(image_dest_path))
-    if next(iter(dest.list_keys(STATE_DIR)), None) is None:
-        dest.delete_prefix(STATE_DIR)
+    images = join_key(STATE_DIR, "images")
+    if next(iter(dest.list_keys(images)), None) is None:
+        dest.delete_prefix(images)
 
 
 def started_images(dest: Store) -> list[dict[str, Any]]:

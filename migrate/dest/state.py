@@ -11,7 +11,8 @@ What a run needs to know about DEST, and where it comes from:
   label names the ``labels`` groups list;
 - **the start record** (``plan.json``) of each of the plan's images and whether the state
   folder holds unit records at all;
-- **the lease** as it was read (who holds DEST, if anyone), when the state folder exists.
+- **the lease** as it was read (who holds DEST, if anyone), and the certificate ``verify``
+  left (:mod:`migrate.dest.certificate`), when the state folder exists.
 
 Reading is one batch: on S3 every request of the state goes out at once (up to the store's
 concurrency), locally one after the other. A DEST that does not exist or is empty costs one
@@ -33,6 +34,7 @@ from enum import Enum
 from typing import Any
 
 from migrate.dest import marks, records
+from migrate.dest.certificate import CERTIFICATE_KEY, Certificate
 from migrate.dest.lease import Holder, read_holder
 from migrate.storage import Store, join_key
 from migrate.target.layout import Documents, dumps
@@ -113,6 +115,9 @@ class DestState:
     lease: tuple[Holder | None, str] | None = None
     """The lease as read (its holder, None when unreadable, and version token); None when
     there was none."""
+    certificate: Certificate | None = None
+    """The certificate ``verify`` left (:mod:`migrate.dest.certificate`); None: there is
+    none."""
 
     def parsed(self, key: str) -> dict[str, Any] | None:
         return marks.parse_json(self.documents.get(key))
@@ -204,12 +209,14 @@ def read_state(
     calls: list[Callable[[], Any]] = [lambda: _read_documents(store, groups)]
     if root.has_state:
         calls.append(lambda: store.exists_prefix(records.image_state_key("")))
+        calls.append(lambda: store.read(CERTIFICATE_KEY))
         if lease:
             calls.append(lambda: read_holder(store))
     results = store.map(lambda call: call(), calls)
     documents: dict[str, bytes | None] = results[0]
     has_records = bool(results[1]) if root.has_state else False
-    held = results[2] if root.has_state and lease else None
+    found_certificate = Certificate.parse(results[2]) if root.has_state else None
+    held = results[3] if root.has_state and lease else None
     attributes = {
         path: marks.attributes_of(
             *(marks.parse_json(documents.get(join_key(path, n))) for n in marks.GROUP_DOCUMENTS)
@@ -230,7 +237,7 @@ def read_state(
         path: ImageAtDest(path, attributes[path], start, occupied.get(path, False))
         for path, start in zip(image_paths, started, strict=True)
     }
-    return DestState(store.url, root, documents, images, has_records, held)
+    return DestState(store.url, root, documents, images, has_records, held, found_certificate)
 
 
 class DestWriter:

@@ -61,6 +61,17 @@ class Store(ABC):
     def list_dir(self, prefix: str) -> tuple[list[str], list[str]]:
         """Immediate children of ``prefix``: (sub-prefix names, object names), sorted."""
 
+    def list_dir_stats(self, prefix: str) -> tuple[list[str], list[tuple[str, int, str]]]:
+        """Immediate children of ``prefix``: (sub-prefix names, (object name, size, stamp)),
+        sorted; stamps as :meth:`list_stats` gives them."""
+        dirs, files = self.list_dir(prefix)
+        stats = self.map(lambda name: self.stat(join_key(prefix, name)), files)
+        return dirs, [
+            (name, found[0], found[1])
+            for name, found in zip(files, stats, strict=True)
+            if found is not None
+        ]
+
     @abstractmethod
     def list_keys(self, prefix: str) -> Iterator[str]:
         """Every object key under ``prefix``, recursively, relative to ``prefix``."""
@@ -70,6 +81,11 @@ class Store(ABC):
         """Every object under ``prefix``, recursively, as (key relative to ``prefix``, size in
         bytes, stamp): what a listing tells without reading the objects. The stamp changes
         when an object is rewritten (local: the modification time in ns; S3: the ETag)."""
+
+    @abstractmethod
+    def stat(self, key: str) -> tuple[int, str] | None:
+        """(size in bytes, stamp) of one object, as :meth:`list_stats` would list it; None
+        when it does not exist. One request (S3: a HEAD), no bytes read."""
 
     def remove_dead_temporaries(self, prefix: str, *, recursive: bool = True) -> int:
         """Remove the temporary files that writers which no longer run left under

@@ -17,6 +17,7 @@ import os
 import re
 import shutil
 import socket
+import stat as stat_module
 import threading
 import time
 from collections.abc import Iterator
@@ -363,6 +364,17 @@ class LocalStore(Store):
                         yield key, 0, DANGLING_STAMP  # (reading it fails, naming the link)
                     continue  # removed meanwhile: not an object
                 yield key, stat.st_size, str(stat.st_mtime_ns)
+
+    def stat(self, key: str) -> tuple[int, str] | None:
+        try:
+            found = os.stat(self.path(key))
+        except (FileNotFoundError, NotADirectoryError):
+            return None
+        except OSError as exc:
+            raise StoreError(f"{self.display(key)}: cannot read: {exc.strerror}") from exc
+        if not stat_module.S_ISREG(found.st_mode):
+            return None
+        return found.st_size, str(found.st_mtime_ns)
 
     def remove_dead_temporaries(self, prefix: str, *, recursive: bool = True) -> int:
         self._check_writable(prefix)

@@ -202,6 +202,21 @@ class S3Requests:
 
         return self.call("read", where, get)
 
+    def head(self, key: str, where: str) -> tuple[int, str] | None:
+        """(size, ETag) of the object, or None when it does not exist."""
+        from botocore.exceptions import ClientError
+
+        def head() -> tuple[int, str] | None:
+            try:
+                response = self.client.head_object(Bucket=self.bucket, Key=key)
+            except ClientError as exc:
+                if _error_code(exc) in _NOT_FOUND:
+                    return None
+                raise
+            return int(response.get("ContentLength", 0)), str(response.get("ETag", ""))
+
+        return self.call("read", where, head)
+
     def put(self, key: str, data: bytes, where: str) -> None:
         """Create or replace the object."""
         self.call(
@@ -330,6 +345,21 @@ class S3Store(Store):
                     files.append(name)
         return sorted(dirs), sorted(files)
 
+    def list_dir_stats(self, prefix: str) -> tuple[list[str], list[tuple[str, int, str]]]:
+        base = self._dir(prefix)
+        dirs: list[str] = []
+        files: list[tuple[str, int, str]] = []
+        for page in self._requests.pages(self.display(prefix), Prefix=base, Delimiter="/"):
+            for common in page.get("CommonPrefixes", []):
+                name = common["Prefix"][len(base) :].rstrip("/")
+                if name:
+                    dirs.append(name)
+            for item in page.get("Contents", []):
+                name = item["Key"][len(base) :]
+                if name:
+                    files.append((name, int(item.get("Size", 0)), str(item.get("ETag", ""))))
+        return sorted(dirs), sorted(files)
+
     def list_keys(self, prefix: str) -> Iterator[str]:
         base = self._dir(prefix)
         for page in self._requests.pages(self.display(prefix), Prefix=base):
@@ -345,6 +375,9 @@ class S3Store(Store):
                 name = item["Key"][len(base) :]
                 if name and not name.endswith("/"):
                     yield name, int(item.get("Size", 0)), str(item.get("ETag", ""))
+
+    def stat(self, key: str) -> tuple[int, str] | None:
+        return self._requests.head(self._key(key), self.display(key))
 
     def exists_prefix(self, prefix: str) -> bool:
         pages = self._requests.pages(self.display(prefix), Prefix=self._dir(prefix), MaxKeys=1)
