@@ -944,7 +944,7 @@ def test_verify_listing_proves_the_volumes_and_names_a_changed_chunk_or_shard_fi
 
     def scale0(volume: str) -> Path:
         info = json.loads((data / volume / "info").read_text())
-        return data / volume / info["scales"][0]["key"]
+        return data / volume / str(info["scales"][0]["key"])
 
     chunk = sorted(scale0(RAW).iterdir())[3]
     shard = next(scale0(SHARDED).glob("*.shard"))
