@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 import zlib
 from pathlib import Path
 from typing import Any
@@ -15,6 +16,7 @@ import numpy as np
 import pytest
 
 from migrate.example.fixture import ImageSpec, write_dataset
+from tests.conftest import DATA
 from tests.helpers import (
     chunk_files,
     end,
@@ -359,3 +361,32 @@ def test_the_same_settings_over_other_source_metadata_names_the_field(tmp_path: 
         "multiscales[0].datasets[0].coordinateTransformations[0].scale[0] is 5.24, "
         "the plan says 5.25"
     ) in line
+
+
+def test_output_of_an_earlier_version_is_named_as_such_and_kept(tmp_path: Path) -> None:
+    """The output an earlier cellmap-migrate wrote (tests/data/earlier-version: its two
+    metadata documents that differ from this version's; the chunks are the same bytes)
+    cannot be resumed or verified by this version: ``convert`` and ``verify`` each say so in
+    one line naming the file, say what to do, and change nothing; ``--overwrite`` does it."""
+    spec = ImageSpec(path="em/x", shape=(8, 8, 8), dtype="uint8", levels=1)
+    n5 = write_dataset(tmp_path, "jrc_old-1", [spec])
+    dest = tmp_path / "out.zarr"
+    assert run_cli("convert", str(n5), str(dest)).exit_code == 0
+    earlier = DATA / "earlier-version"
+    shutil.rmtree(dest / ".cellmap-migrate")  # that version kept no ledger
+    (dest / ".zattrs").write_text((earlier / "root.zattrs").read_text())
+    image_attrs = dest / spec.path / ".zattrs"
+    image_attrs.write_text((earlier / "em-x.zattrs").read_text().replace("{SOURCE}", str(n5)))
+    before = snapshot(dest)
+    for command in ("convert", "verify"):
+        run = run_cli(command, str(n5), str(dest))
+        assert run.exit_code == 1, run.stdout
+        (line,) = error_lines(run.stderr)
+        assert "earlier cellmap-migrate" in line
+        assert "--overwrite" in line
+        assert "--unit-mib" not in line  # no setting resumes it
+        assert str(dest / spec.path) in line
+    assert snapshot(dest) == before
+    again = run_cli("convert", str(n5), str(dest), "--overwrite")
+    assert again.exit_code == 0, again.stderr
+    assert run_cli("verify", str(n5), str(dest)).exit_code == 0

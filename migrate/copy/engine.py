@@ -44,7 +44,13 @@ from migrate.target.layout import (
     image_final_documents,
     image_start_documents,
 )
-from migrate.target.plan import COMPLETE_KEY, DATASET_KEY, plan_groups, settings_changes
+from migrate.target.plan import (
+    COMPLETE_KEY,
+    DATASET_KEY,
+    EARLIER_VERSION,
+    plan_groups,
+    settings_changes,
+)
 from schemas.plan import ImagePlan, LevelPlan, Plan
 
 
@@ -117,6 +123,9 @@ def explain_difference(dest: Store, plan: Plan, image: ImagePlan, state: ImageSt
         )
     recorded = recorded_attributes(dest, image)
     old_settings, new_settings = _settings_of(recorded), _settings_of(image.attributes)
+    if old_settings is not None and "unit_bytes" in old_settings:
+        where = dest.display(join_key(image.dest_path, ".zattrs"))
+        return f"{where}: {PROVENANCE_KEY}.settings: {EARLIER_VERSION}"
     changes = (
         settings_changes(old_settings, new_settings)
         if old_settings is not None and new_settings is not None

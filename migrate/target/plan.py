@@ -60,6 +60,15 @@ DEFAULT_UNIT_BYTES = 32 * 2**20
 """Target uncompressed size of one work unit; peak memory is about workers × 2 × this."""
 
 
+EARLIER_VERSION = (
+    "recorded by an earlier cellmap-migrate (its settings hold unit_bytes), whose metadata "
+    "this version writes differently (no multiscale-level identity transform, labels naming "
+    "their image): it cannot be resumed or planned again here; convert it again with "
+    "--overwrite"
+)
+"""What an image written before the unit size left the output's identity is told."""
+
+
 @dataclass(frozen=True)
 class PlanOptions:
     """Everything the user can choose that changes the output (and the work-unit size,
@@ -156,14 +165,7 @@ class PlanOptions:
         with the recorded digest (the caller checks that, with its own message)."""
         expected = set(cls().recorded())
         if isinstance(recorded, Mapping) and "unit_bytes" in recorded:
-            raise MetadataError(
-                where,
-                f"{PROVENANCE_KEY}.settings",
-                "recorded by an earlier cellmap-migrate (its settings hold unit_bytes), whose "
-                "metadata this version writes differently (no multiscale-level identity "
-                "transform, labels naming their image): it cannot be planned again here; "
-                "convert it again with --overwrite",
-            )
+            raise MetadataError(where, f"{PROVENANCE_KEY}.settings", EARLIER_VERSION)
         keys = (
             set(recorded) - {"registry", "image_paths"} if isinstance(recorded, Mapping) else set()
         )
