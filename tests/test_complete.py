@@ -231,6 +231,31 @@ def start_stuck_writer(dest: Path, key: str) -> subprocess.Popen[str]:
     return writer
 
 
+LOCK_HOLDER = """
+import fcntl, os, struct, sys, time
+fd = os.open(sys.argv[1], os.O_RDWR | os.O_CREAT, 0o644)
+# a whole-file write lock on the open file description, as TensorStore's file kvstore takes
+# on Linux while it writes a key's new value into <key>.__lock
+fcntl.fcntl(fd, fcntl.F_OFD_SETLKW, struct.pack("hhqqi", fcntl.F_WRLCK, 0, 0, 0, 0))
+print("locked", flush=True)
+time.sleep(600)
+"""
+
+
+def start_lock_holder(path: Path) -> subprocess.Popen[str]:
+    """A real process holding TensorStore's kind of lock on ``path`` until killed."""
+    holder = subprocess.Popen(
+        [sys.executable, "-c", LOCK_HOLDER, str(path)], stdout=subprocess.PIPE, text=True
+    )
+    assert holder.stdout is not None
+    assert holder.stdout.readline().strip() == "locked"
+    return holder
+
+
+def tensorstore_locks(root: Path) -> list[Path]:
+    return sorted(p for p in root.rglob("*.__lock"))
+
+
 @pytest.mark.slow
 def test_resume_removes_the_temporary_files_of_killed_writers(tmp_path: Path) -> None:
     n5 = tmp_path / "jrc_tmp" / "jrc_tmp.n5"
@@ -251,19 +276,25 @@ def test_resume_removes_the_temporary_files_of_killed_writers(tmp_path: Path) ->
     dead = start_stuck_writer(dest, "em/fibsem-uint16/s0/0/0/99")
     dead.send_signal(signal.SIGKILL)
     dead.communicate()
+    # TensorStore's lock file of a writer killed mid-write (--no-transplant, --chunks): no
+    # process holds its lock
+    (dest / "em/fibsem-uint16/s0/0/0/1.__lock").write_bytes(b"half a chunk")
     # and one that still runs: its file is not ours to remove
     live = start_stuck_writer(dest, "em/fibsem-uint16/s1/0/0/98")
+    live_lock = start_lock_holder(dest / "em/fibsem-uint16/s1/0/0/1.__lock")
     try:
         live_files = {p.name for p in temporaries(dest / "em/fibsem-uint16/s1/0/0")}
         assert any(p.parent.name == "0" for p in temporaries(dest / "em/fibsem-uint16/s0/0"))
         final = run_subprocess("convert", str(n5), str(dest), *KILL_ARGS)
         assert final.exit_code == 0, final.stderr
         assert {p.name for p in temporaries(dest)} == live_files
+        assert tensorstore_locks(dest) == [dest / "em/fibsem-uint16/s1/0/0/1.__lock"]
     finally:
-        live.kill()
-        live.communicate()
-    for path in temporaries(dest):
-        path.unlink()  # the live writer's, now dead too
+        for process in (live, live_lock):
+            process.kill()
+            process.communicate()
+    for path in temporaries(dest) + tensorstore_locks(dest):
+        path.unlink()  # the live writers', now dead too
     got = {key: digest for key, (digest, _) in chunk_files(dest).items()}
     assert got == {key: digest for key, (digest, _) in chunk_files(reference).items()}
     assert run_state(dest) == []  # the ledger alone is left

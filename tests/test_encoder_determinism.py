@@ -181,5 +181,10 @@ def test_a_sharded_migration_writes_the_same_tree_on_another_instruction_set(
         trees[cpu] = tree_digests(dest)
     assert len(trees["host"]) > 10
     assert trees["Haswell"].keys() == trees["host"].keys()
-    differing = sorted(key for key in trees["host"] if trees["Haswell"][key] != trees["host"][key])
+    differing = sorted(
+        key
+        for key in trees["host"]
+        if trees["Haswell"][key] != trees["host"][key]
+        and not key.startswith(".cellmap-migrate/")  # the ledger: run ids and modification times
+    )
     assert differing == [], f"different bytes on an AVX2 CPU: {differing[:8]}"

@@ -22,6 +22,7 @@ from tests.helpers import (
     end,
     freeze_when,
     kill_frozen,
+    output_snapshot,
     popen_convert,
     read_zarr,
     run_cli,
@@ -305,11 +306,11 @@ def test_a_run_resumed_with_another_unit_size_redoes_only_what_is_missing(tmp_pa
 def test_a_finished_output_is_complete_whatever_the_unit_size(tmp_path: Path) -> None:
     n5 = write_dataset(tmp_path, "jrc_units-2", [UNITS])
     assert run_cli("convert", str(n5), "--unit-mib", "0.004").exit_code == 0
-    before = snapshot(n5.with_suffix(".zarr"))
+    before = output_snapshot(n5.with_suffix(".zarr"))
     again = run_cli("convert", str(n5), "--unit-mib", "16")
     assert again.exit_code == 0, again.stderr
     assert "already complete" in again.stdout
-    assert snapshot(n5.with_suffix(".zarr")) == before
+    assert output_snapshot(n5.with_suffix(".zarr")) == before
 
 
 def test_a_refusal_names_the_settings_old_and_new_and_how_to_go_on(tmp_path: Path) -> None:

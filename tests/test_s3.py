@@ -437,7 +437,7 @@ def test_s3_to_s3_default_dest(client: Any, source_bucket: str, tmp_path: Path) 
     code, out, err = cli_run("convert", src, "--json")
     assert code == 0, err
     assert all(image["units_copied"] == 0 for image in json.loads(out)["images"])
-    assert snapshot(client) == converted
+    assert snapshot(client) == after
 
 
 def test_s3_to_local(client: Any, source_bucket: str, dataset: Path, tmp_path: Path) -> None:

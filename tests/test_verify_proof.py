@@ -453,7 +453,7 @@ def test_a_lease_left_at_dest_fails_the_proof(
     verify read may be changing under it, so it says so and does not say OK."""
     dest = copy_of(finished, version, tmp_path)
     lease = dest / ".cellmap-migrate" / "lease.json"
-    lease.parent.mkdir()
+    lease.parent.mkdir(exist_ok=True)  # the ledger's folder is already there
     holder = {
         "run_id": "r1", "host": "node7", "pid": 4242, "started": "2026-12-03T10:00:00Z",
         "command": "cellmap-migrate convert x.n5", "renewed": 1.0, "expiry_seconds": 300,

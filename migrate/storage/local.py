@@ -79,6 +79,34 @@ def _writer(pid: int) -> str:
     return f"{_host()}-{pid}-{_process_start(pid) or 0}"
 
 
+TENSORSTORE_LOCK = ".__lock"
+"""Suffix of the file TensorStore's ``file`` kvstore writes a key's new value into, under an
+exclusive lock on it (Linux: an open-file-description lock), before renaming it to the key:
+a writer killed mid-write leaves ``<key>.__lock`` behind."""
+
+
+def _remove_unheld_lock(path: str) -> int:
+    """Remove TensorStore's lock file ``path`` when no process holds its lock (its writer is
+    gone: the kernel dropped the lock with it); 1 when removed. Unlinked while we hold the
+    lock ourselves, as TensorStore's own protocol expects (a writer that opens it meanwhile
+    finds it unlinked and starts again)."""
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_NOFOLLOW)
+    except OSError:
+        return 0
+    try:
+        try:
+            fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            return 0  # a live writer holds it
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(path)
+            return 1
+        return 0
+    finally:
+        os.close(fd)
+
+
 def temporary_name(name: str) -> str:
     """The temporary file name under which this thread writes the file ``name``."""
     return f".{name}.{_writer(os.getpid())}-{threading.get_ident()}.tmp"
@@ -394,6 +422,8 @@ class LocalStore(Store):
                         removed += 1
                     except FileNotFoundError:
                         pass
+                elif entry.name.endswith(TENSORSTORE_LOCK) and entry.is_file(follow_symlinks=False):
+                    removed += _remove_unheld_lock(entry.path)
                 elif recursive and entry.is_dir(follow_symlinks=False):
                     pending.append(Path(entry.path))
         return removed

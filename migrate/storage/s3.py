@@ -331,19 +331,8 @@ class S3Store(Store):
         self._requests.delete(batches, where)
 
     def list_dir(self, prefix: str) -> tuple[list[str], list[str]]:
-        base = self._dir(prefix)
-        dirs: list[str] = []
-        files: list[str] = []
-        for page in self._requests.pages(self.display(prefix), Prefix=base, Delimiter="/"):
-            for common in page.get("CommonPrefixes", []):
-                name = common["Prefix"][len(base) :].rstrip("/")
-                if name:
-                    dirs.append(name)
-            for item in page.get("Contents", []):
-                name = item["Key"][len(base) :]
-                if name:
-                    files.append(name)
-        return sorted(dirs), sorted(files)
+        dirs, files = self.list_dir_stats(prefix)
+        return dirs, [name for name, _size, _stamp in files]
 
     def list_dir_stats(self, prefix: str) -> tuple[list[str], list[tuple[str, int, str]]]:
         base = self._dir(prefix)
