@@ -31,6 +31,7 @@ JSON document on stdout.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import shutil
@@ -190,8 +191,10 @@ def chunk_count_local(dest: Path) -> int:
 def s3_pair(args: argparse.Namespace) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(dir=args.scratch) as scratch:
         work = Path(scratch)
-        print("writing the source (103,823 blocks) …", file=sys.stderr)
-        root = write_dataset(work / "data", "jrc_listing-1", [S3_SPEC], thumbnail=False)
+        side = args.blocks_per_axis
+        spec = dataclasses.replace(S3_SPEC, shape=(8 * side,) * 3)
+        print(f"writing the source ({side**3:,} blocks) …", file=sys.stderr)
+        root = write_dataset(work / "data", "jrc_listing-1", [spec], thumbnail=False)
         moto = MotoServer()
         moto.start()
         proxy = TcpProxy(moto.port, delay=args.rtt_ms / 1000, record=True)
@@ -381,6 +384,9 @@ def main() -> int:
     parser.add_argument("what", choices=["s3", "local", "cost", "s3-cost"])
     parser.add_argument("--reps", type=int, default=3)
     parser.add_argument("--rtt-ms", type=float, default=30.0)
+    parser.add_argument(
+        "--blocks-per-axis", type=int, default=47, help="s3: the image's blocks along each axis"
+    )
     parser.add_argument("--gib", type=float, default=4.0)
     parser.add_argument("--data", type=Path, default=HERE.parent / "bench-data")
     parser.add_argument("--scratch", type=Path, default=None, help="for temporary datasets")

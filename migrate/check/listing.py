@@ -26,6 +26,7 @@ from __future__ import annotations
 import contextlib
 import datetime
 import hashlib
+import math
 import queue
 import threading
 import zlib
@@ -68,41 +69,55 @@ def _inside_state(key: str) -> bool:
 
 SPLIT_DEPTH = 3
 """Folder levels a prefix is split into, at most, to list its parts in parallel."""
+PAGE = 1000
+"""Objects an S3 listing returns per request."""
 
 
-def _split(store: Store, prefixes: Sequence[str]) -> tuple[list[str], list[Entry]]:
+def _split(store: Store, prefixes: Sequence[str], expected: int) -> tuple[list[str], list[Entry]]:
     """Prefixes that together hold everything under ``prefixes``, split folder by folder
-    (one listing with a delimiter each, several at a time) until there are enough to keep
-    :attr:`~migrate.storage.Store.concurrency` listings busy, and the objects found
-    directly in the folders looked at on the way. The state folder is left out unless a
-    prefix is inside it."""
-    leaves: list[str] = []
+    (one listing with a delimiter each, several at a time) into at most one part per
+    :data:`PAGE` of the ``expected`` objects (and no more than keep
+    :attr:`~migrate.storage.Store.concurrency` listings busy), so that the listing still
+    costs about one request per :data:`PAGE` objects; and the objects found directly in the
+    folders looked at on the way. A deeper split is not even looked at when the folders seen
+    so far say it would give too many parts (chunk grids are regular). The state folder is
+    left out unless a prefix is inside it."""
+    limit = max(1, min(4 * store.concurrency, expected // PAGE))
     found: list[Entry] = []
     frontier = list(prefixes)
+    fanout = 1.0
     for _depth in range(SPLIT_DEPTH):
-        if not frontier or len(frontier) + len(leaves) >= 4 * store.concurrency:
+        if not frontier or len(frontier) * fanout > limit:
             break
         listed = store.map(store.list_dir_stats, frontier)
         deeper: list[str] = []
+        direct: list[Entry] = []
         for prefix, (dirs, files) in zip(frontier, listed, strict=True):
-            found += [(join_key(prefix, name), size, stamp) for name, size, stamp in files]
+            direct += [(join_key(prefix, name), size, stamp) for name, size, stamp in files]
             keep_state = _inside_state(prefix)
             deeper += [
                 join_key(prefix, name)
                 for name in dirs
                 if keep_state or not _inside_state(join_key(prefix, name))
             ]
+        if len(deeper) > limit:
+            break  # this depth's folders are the parts: listed whole, files and all
+        found += direct
+        fanout = len(deeper) / len(frontier)
         frontier = deeper
-    return leaves + frontier, found
+    return frontier, found
 
 
-def stream_stats(store: Store, prefixes: Sequence[str], *, split: bool = True) -> Iterator[Entry]:
+def stream_stats(
+    store: Store, prefixes: Sequence[str], *, split: bool = True, expected: int = 0
+) -> Iterator[Entry]:
     """Every object under each of ``prefixes`` as (key relative to the store, size, stamp),
     in no particular order; the state folder only when a prefix is inside it. Locally a walk
     per prefix; on S3 (``split``) the prefixes are split by their first key segments and
     the parts listed :attr:`~migrate.storage.Store.concurrency` at a time, pages handed over
     through a bounded queue (memory stays bounded): each object is listed once, one request
-    per 1,000, plus one per folder split."""
+    per 1,000, plus one per folder split (about one part per 1,000 of the ``expected``
+    objects: see :func:`_split`)."""
     if store.concurrency <= 1:
         for prefix in prefixes:
             keep_state = _inside_state(prefix)
@@ -111,7 +126,7 @@ def stream_stats(store: Store, prefixes: Sequence[str], *, split: bool = True) -
                 if keep_state or not _inside_state(full):
                     yield full, size, stamp
         return
-    parts, direct = _split(store, prefixes) if split else (list(prefixes), [])
+    parts, direct = _split(store, prefixes, expected) if split else (list(prefixes), [])
     yield from direct
     yield from _parallel(store, parts)
 
@@ -187,6 +202,13 @@ def is_block_key(key: str, level: LevelPlan) -> bool:
         for index, block, extent in zip(
             reversed(parts), level.source_blocks, level.shape, strict=True
         )
+    )
+
+
+def source_block_count(level: LevelPlan) -> int:
+    """How many source blocks (precomputed: chunks) ``level`` has at most."""
+    return math.prod(
+        -(-extent // block) for extent, block in zip(level.shape, level.source_blocks, strict=True)
     )
 
 
@@ -361,7 +383,8 @@ def dest_entries(
     added to ``survey``'s DEST digest. ``hash_files``: read each chunk for its CRC-32."""
     levels = {level.dest_path: level for image in plan.images for level in image.levels}
     grids = {path: level_grid(plan, level) for path, level in levels.items()}
-    for key, size, stamp in stream_stats(dest, dest_prefixes(plan)):
+    expected = sum(math.prod(grid.extent) for grid in grids.values())
+    for key, size, stamp in stream_stats(dest, dest_prefixes(plan), expected=expected):
         if survey is not None:
             survey.dest.add(key, size, stamp)
         found = _level_of(key, levels)
@@ -387,7 +410,8 @@ def source_entries(
     :func:`source_key` gives it; value); every object is added to ``survey``'s SRC
     digest."""
     for store, levels in source_stores(plan, source):
-        for key, size, stamp in stream_stats(store, list(levels)):
+        expected = sum(source_block_count(level) for level in levels.values())
+        for key, size, stamp in stream_stats(store, list(levels), expected=expected):
             name = store.display(key)
             if survey is not None:
                 survey.source.add(name, size, stamp)
