@@ -1,17 +1,25 @@
 """What ``verify --listing`` costs against a full ``verify``, and what the ledger costs a
 migration.
 
-    python scripts/listing_bench.py s3 --reps 2            # ≥ 100,000 chunks on S3 at 30 ms
+    python scripts/listing_bench.py s3 --reps 1            # ≥ 100,000 chunks on S3 at 30 ms
+    python scripts/listing_bench.py s3 --reps 1 --blocks-per-axis 10 --block-edge 64 \
+        --dtype uint16 --content gradient                 # chunks of the size of real ones
     python scripts/listing_bench.py local --gib 4 --reps 3 # the benchmark image, local disk
     python scripts/listing_bench.py cost --gib 4 --reps 3 --baseline DIR
     python scripts/listing_bench.py s3-cost --reps 3 --baseline DIR
 
-``s3``: a moto S3 server on 127.0.0.1 holds SRC and DEST (an image of 47³ = 103,823
-chunks of 8³ uint8, one level; converted once, straight to the server); every measured
-command then goes through a proxy that holds each response ``--rtt-ms`` (default 30 ms) and
-records every request and the bytes of every response body. Full ``verify`` and
-``verify --listing`` run alternately, ``--reps`` times each, each a subprocess; per command:
-wall time, requests (by kind), bytes of response bodies (object GETs, and listings).
+``s3``: a moto S3 server on 127.0.0.1 holds SRC and DEST (by default an image of 47³ =
+103,823 chunks of 16³ uint8 noise, one level, gzip; converted once, straight to the server);
+every measured command then goes through a proxy that holds each response ``--rtt-ms``
+(default 30 ms) and records every request and the bytes of every response body. Full
+``verify`` and ``verify --listing`` run alternately, ``--reps`` times each (full first: the
+first full verify writes the certificate the listing proof needs), each a subprocess; per
+command: wall time, requests (by kind), bytes of response bodies (object GETs, and
+listings). Then what a request costs the server itself, one at a time and straight to it:
+milliseconds per key listed and per GET of a chunk. ``--endpoint URL`` uses a moto server
+already running (``python -m moto.server -p PORT``) instead of starting one, and ``--stage
+prepare`` / ``--stage measure`` split the run in two: the image prepared there once (an hour
+for the default size on a 2-core machine, the server's time), measured as often as wanted.
 
 ``local``: the benchmark image of ``scripts/bench.py`` (``--gib``, cached under
 ``--data``), converted once; full ``verify`` and ``verify --listing`` alternately; per
@@ -34,6 +42,7 @@ import argparse
 import dataclasses
 import json
 import os
+import random
 import shutil
 import statistics
 import subprocess
@@ -188,50 +197,63 @@ def chunk_count_local(dest: Path) -> int:
 # --------------------------------------------------------------------------------------
 
 
-def s3_pair(args: argparse.Namespace) -> dict[str, Any]:
-    with tempfile.TemporaryDirectory(dir=args.scratch) as scratch:
-        work = Path(scratch)
-        side = args.blocks_per_axis
-        spec = dataclasses.replace(S3_SPEC, shape=(8 * side,) * 3)
-        print(f"writing the source ({side**3:,} blocks) …", file=sys.stderr)
-        root = write_dataset(work / "data", "jrc_listing-1", [spec], thumbnail=False)
-        moto = MotoServer()
-        moto.start()
-        proxy = TcpProxy(moto.port, delay=args.rtt_ms / 1000, record=True)
-        try:
-            client = s3_client(moto.url)
-            for bucket in ("source", "dest"):
-                client.create_bucket(Bucket=bucket)
-            print("uploading it …", file=sys.stderr)
-            uploaded = upload_tree(client, root, "source", root.name)
-            (work / "home").mkdir()
-            direct = {**os.environ, **fake_aws_environment(moto.url, work / "home")}
-            slow = {**os.environ, **fake_aws_environment(proxy.url, work / "home")}
-            src, dest = f"s3://source/{root.name}", "s3://dest/jrc_listing-1.zarr"
-            print("converting it (no added latency) …", file=sys.stderr)
-            convert = run(["convert", src, dest, "--workers", "4", "--unit-mib", "1"], direct)
-            chunks = sum(
-                1
-                for item in keys(client, "dest", "jrc_listing-1.zarr/em/")
-                if "/s0/" in item["Key"]
-            )
-            print("first full verify (writes the certificate) …", file=sys.stderr)
-            run(["verify", src, dest], direct)
-            rows: dict[str, list[dict[str, Any]]] = {"full": [], "listing": []}
-            for rep in range(args.reps):
-                order = ["full", "listing"] if rep % 2 == 0 else ["listing", "full"]
-                for kind in order:
-                    argv = ["verify", src, dest] + (["--listing"] if kind == "listing" else [])
-                    start, seen = len(proxy.requests), len(proxy.responses_seen)
-                    print(f"rep {rep + 1}: {kind} …", file=sys.stderr)
-                    row = run(argv, slow)
-                    row.update(requests_of(proxy, start, seen))
-                    rows[kind].append(row)
-                    print(f"  {row['seconds']} s, {row['requests']} requests", file=sys.stderr)
-            size = ledger_size(client, "dest", "jrc_listing-1.zarr")
-        finally:
-            proxy.cut()
-            moto.stop()
+def s3_prepare(args: argparse.Namespace, client: Any, url: str, work: Path) -> dict[str, Any]:
+    """Write the image, upload it to ``source`` and convert it into ``dest``, straight to
+    the server (no added latency)."""
+    side, edge = args.blocks_per_axis, args.block_edge
+    spec = dataclasses.replace(
+        S3_SPEC,
+        shape=(edge * side,) * 3,
+        block_size=(edge,) * 3,
+        dtype=args.dtype,
+        content=args.content,
+    )
+    print(f"writing the source ({side**3:,} blocks of {edge}³) …", file=sys.stderr)
+    root = write_dataset(work / "data", "jrc_listing-1", [spec], thumbnail=False)
+    for bucket in ("source", "dest"):
+        client.create_bucket(Bucket=bucket)
+    print("uploading it …", file=sys.stderr)
+    started = time.perf_counter()
+    uploaded = upload_tree(client, root, "source", root.name, threads=args.threads)
+    upload_s = time.perf_counter() - started
+    shutil.rmtree(work / "data")
+    print(f"  {uploaded:,} objects in {upload_s:.0f} s; converting …", file=sys.stderr)
+    direct = {**os.environ, **fake_aws_environment(url, work / "home")}
+    convert = run(["convert", *S3_PAIR, "--workers", "4", "--unit-mib", "1"], direct)
+    print(f"  converted in {convert['seconds']:.0f} s", file=sys.stderr)
+    return {"source_objects": uploaded, "upload_seconds": round(upload_s, 1), "convert": convert}
+
+
+S3_PAIR = ("s3://source/jrc_listing-1.n5", "s3://dest/jrc_listing-1.zarr")
+
+
+def s3_measure(args: argparse.Namespace, client: Any, port: int, work: Path) -> dict[str, Any]:
+    """Full ``verify`` and ``verify --listing`` alternately through the delaying proxy (the
+    first full verify writes the certificate the listing proof needs)."""
+    proxy = TcpProxy(port, delay=args.rtt_ms / 1000, record=True)
+    try:
+        slow = {**os.environ, **fake_aws_environment(proxy.url, work / "home")}
+        rows: dict[str, list[dict[str, Any]]] = {"full": [], "listing": []}
+        for rep in range(args.reps):
+            order = ["full", "listing"] if rep % 2 == 0 else ["listing", "full"]
+            for kind in order:
+                argv = ["verify", *S3_PAIR] + (["--listing"] if kind == "listing" else [])
+                start, seen = len(proxy.requests), len(proxy.responses_seen)
+                print(f"rep {rep + 1}: {kind} …", file=sys.stderr)
+                row = run(argv, slow)
+                row.update(requests_of(proxy, start, seen))
+                rows[kind].append(row)
+                print(
+                    f"  {row['seconds']} s, {row['requests']} requests, {row['bytes']:,} bytes",
+                    file=sys.stderr,
+                )
+    finally:
+        proxy.cut()
+    chunks = sum(
+        1 for item in keys(client, "dest", "jrc_listing-1.zarr/em/") if "/s0/" in item["Key"]
+    )
+    size = ledger_size(client, "dest", "jrc_listing-1.zarr")
+    costs = server_costs(client)
     full, listing = rows["full"], rows["listing"]
     full_s = statistics.median(r["seconds"] for r in full)
     list_s = statistics.median(r["seconds"] for r in listing)
@@ -241,9 +263,7 @@ def s3_pair(args: argparse.Namespace) -> dict[str, Any]:
     list_o = statistics.median(r["object_bytes"] for r in listing)
     return {
         "rtt_ms": args.rtt_ms,
-        "source_objects": uploaded,
         "chunks": chunks,
-        "convert_seconds": convert["seconds"],
         "full": {"seconds": summary([r["seconds"] for r in full]), "runs": full},
         "listing": {"seconds": summary([r["seconds"] for r in listing]), "runs": listing},
         "faster": round(full_s / list_s, 1),
@@ -251,7 +271,54 @@ def s3_pair(args: argparse.Namespace) -> dict[str, Any]:
         "fewer_object_bytes": round(full_o / max(list_o, 1), 1),
         "ledger_bytes": size,
         "ledger_bytes_per_million_chunks": round(size / chunks * 1e6),
+        "server": costs,
     }
+
+
+def server_costs(client: Any, pages: int = 5, gets: int = 300) -> dict[str, float]:
+    """What a request costs the server itself, the one process that serves both commands:
+    one at a time, straight to it (no proxy, no added latency), milliseconds per key of a
+    listing (``pages`` pages of DEST's chunks) and per GET of a chunk (``gets`` of them)."""
+    listed: list[str] = []
+    started = time.perf_counter()
+    paginator = client.get_paginator("list_objects_v2")
+    for page in paginator.paginate(Bucket="dest", Prefix="jrc_listing-1.zarr/em/"):
+        listed += [item["Key"] for item in page.get("Contents", [])]
+        pages -= 1
+        if pages == 0:
+            break
+    per_key = (time.perf_counter() - started) * 1000 / max(len(listed), 1)
+    chosen = random.Random(0).sample(listed, min(gets, len(listed)))
+    started = time.perf_counter()
+    for key in chosen:
+        client.get_object(Bucket="dest", Key=key)["Body"].read()
+    per_get = (time.perf_counter() - started) * 1000 / max(len(chosen), 1)
+    return {"ms_per_listed_key": round(per_key, 3), "ms_per_get": round(per_get, 3)}
+
+
+def s3_pair(args: argparse.Namespace) -> dict[str, Any]:
+    with tempfile.TemporaryDirectory(dir=args.scratch) as scratch:
+        work = Path(scratch)
+        (work / "home").mkdir()
+        moto = None
+        if args.endpoint is None:
+            moto = MotoServer()
+            moto.start()
+            url = moto.url
+        else:
+            url = args.endpoint.rstrip("/")
+        port = int(url.rsplit(":", 1)[1])
+        try:
+            client = s3_client(url)
+            result: dict[str, Any] = {"block_edge": args.block_edge}
+            if args.stage in ("all", "prepare"):
+                result.update(s3_prepare(args, client, url, work))
+            if args.stage in ("all", "measure"):
+                result.update(s3_measure(args, client, port, work))
+        finally:
+            if moto is not None:
+                moto.stop()
+    return result
 
 
 def local_pair(args: argparse.Namespace) -> dict[str, Any]:
@@ -386,6 +453,27 @@ def main() -> int:
     parser.add_argument("--rtt-ms", type=float, default=30.0)
     parser.add_argument(
         "--blocks-per-axis", type=int, default=47, help="s3: the image's blocks along each axis"
+    )
+    parser.add_argument(
+        "--block-edge", type=int, default=16, help="s3: voxels along each edge of a block"
+    )
+    parser.add_argument(
+        "--endpoint",
+        help="s3: a moto server already running (else one is started and stopped)",
+    )
+    parser.add_argument(
+        "--stage",
+        choices=["all", "prepare", "measure"],
+        default="all",
+        help="s3: prepare the image at --endpoint, measure one prepared there, or both",
+    )
+    parser.add_argument("--threads", type=int, default=16, help="s3: upload threads")
+    parser.add_argument("--dtype", default="uint8", help="s3: the image's data type")
+    parser.add_argument(
+        "--content",
+        choices=["noise", "gradient"],
+        default="noise",
+        help="s3: voxels (gradient: EM-like, compresses as EM does)",
     )
     parser.add_argument("--gib", type=float, default=4.0)
     parser.add_argument("--data", type=Path, default=HERE.parent / "bench-data")

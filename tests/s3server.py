@@ -92,15 +92,16 @@ def s3_client(endpoint: str) -> Any:
     )
 
 
-def upload_tree(client: Any, root: Path, bucket: str, prefix: str) -> int:
-    """Upload every file under ``root`` to ``s3://bucket/prefix/...``; returns the count."""
+def upload_tree(client: Any, root: Path, bucket: str, prefix: str, threads: int = 8) -> int:
+    """Upload every file under ``root`` to ``s3://bucket/prefix/...`` with ``threads`` at
+    once; returns the count."""
     files = [path for path in sorted(root.rglob("*")) if path.is_file()]
 
     def put(path: Path) -> None:
         key = f"{prefix}/{path.relative_to(root).as_posix()}".lstrip("/")
         client.put_object(Bucket=bucket, Key=key, Body=path.read_bytes())
 
-    with ThreadPoolExecutor(max_workers=8) as pool:
+    with ThreadPoolExecutor(max_workers=threads) as pool:
         list(pool.map(put, files))
     return len(files)
 
@@ -259,25 +260,30 @@ class TcpProxy:
                     ]
                 else:
                     pumps = [
-                        (self._pump, (client, upstream, 0.0)),
-                        (self._pump, (upstream, client, self.delay)),
+                        (self._pump, (client, upstream, 0.0, False)),
+                        (self._pump, (upstream, client, self.delay, True)),
                     ]
                 for target, args in pumps:
                     threading.Thread(target=target, args=args, daemon=True).start()
 
-    def _pump(self, source: socket.socket, sink: socket.socket, delay: float) -> None:
+    def _pump(
+        self, source: socket.socket, sink: socket.socket, delay: float, to_client: bool
+    ) -> None:
+        ended = False
         try:
             while data := source.recv(65536):
                 if delay:
                     time.sleep(delay)
                 sink.sendall(data)
+            ended = True
         except OSError:
             pass
-        finally:
-            for sock in (source, sink):
-                _close(sock)
-                with self._lock:
-                    self._sockets.discard(sock)
+        if ended and to_client and _pass_on_end(sink):
+            return  # the other direction's pump closes both when the client is done
+        for sock in (source, sink):
+            _close(sock)
+            with self._lock:
+                self._sockets.discard(sock)
 
     def _pump_requests(
         self,
@@ -314,6 +320,7 @@ class TcpProxy:
     ) -> None:
         """Forward HTTP responses, cutting the chosen ones after half their body."""
         reader = _Reader(source)
+        ended = False
         try:
             while line := reader.readline():
                 headers = _read_headers(reader)
@@ -363,10 +370,12 @@ class TcpProxy:
                     headers = _with_content_length(headers, kept)
                     body = body[:kept]
                 sink.sendall(line + headers + body)
+            ended = True
         except (OSError, ValueError):
             pass
-        finally:
-            self._close_pair(source, sink)
+        if ended and _pass_on_end(sink):
+            return  # the request pump closes both when the client is done
+        self._close_pair(source, sink)
 
     def _close_pair(self, *sockets: socket.socket) -> None:
         for sock in sockets:
@@ -487,6 +496,18 @@ _SLOW_DOWN = (
 
 _ABORT = b"\x01\x00\x00\x00\x00\x00\x00\x00"
 """SO_LINGER on, 0 seconds: close() resets the connection (RST)."""
+
+
+def _pass_on_end(sock: socket.socket) -> bool:
+    """The server ended the connection after its last response: end it towards the client
+    too, after every byte sent (FIN, not the reset of :func:`_close`, which would throw away
+    a response the client had not read yet: a busy client lost whole listing pages so).
+    Whether that could be done."""
+    try:
+        sock.shutdown(socket.SHUT_WR)
+    except OSError:
+        return False
+    return True
 
 
 def _close(sock: socket.socket) -> None:

@@ -9,7 +9,6 @@ the same S3 settings (:func:`image_source`).
 
 from __future__ import annotations
 
-import hashlib
 import itertools
 import math
 import os
@@ -18,7 +17,7 @@ import threading
 from collections.abc import Iterator, Mapping
 
 from migrate.copy.tsio import context, open_precomputed, ts_error_text
-from migrate.dest.records import BlockEntry
+from migrate.dest.records import BlockEntry, UnitSums, entry_value
 from migrate.dest.state import ImageAtDest
 from migrate.errors import SourceDataError
 from migrate.storage import LocalStore, Store, join_key, open_store
@@ -53,10 +52,6 @@ _CHUNK = re.compile(r"^(-?\d+)-(-?\d+)_(-?\d+)-(-?\d+)_(-?\d+)-(-?\d+)$")
 """An unsharded chunk file: ``<x0>-<x1>_<y0>-<y1>_<z0>-<z1>`` (global voxel coordinates)."""
 
 _MASK = 2**64 - 1
-
-
-def _digest(text: str) -> int:
-    return int.from_bytes(hashlib.blake2b(text.encode(), digest_size=8).digest(), "little")
 
 
 def chunk_key(level: LevelPlan, position: tuple[int, ...]) -> str:
@@ -182,17 +177,15 @@ def unit_signatures(store: Store, level: LevelPlan) -> Mapping[int, str]:
     Morton code, so every shard file counts for every unit: a rewritten shard redoes the
     whole level's recorded units (never fewer than changed)."""
     assert level.precomputed is not None
-    grid = level.unit_grid
     offset = level.precomputed.voxel_offset
     if level.precomputed.sharded:
         total = files = 0
         for key, size, stamp in store.list_stats(level.source_path):
             if key.endswith(".shard") and "/" not in key:
-                total = (total + _digest(f"{key}\0{size}\0{stamp}")) & _MASK
+                total = (total + entry_value(key, size, stamp)) & _MASK
                 files += 1
         return _EveryUnit(level.unit_count, f"{files}:{total:016x}") if files else {}
-    sums: dict[int, int] = {}
-    counts: dict[int, int] = {}
+    units = UnitSums(level.unit_grid)
     mirror = level.mirror or (False,) * len(level.shape)
     for key, size, stamp in store.list_stats(level.source_path):
         match = _CHUNK.match(key)
@@ -211,14 +204,8 @@ def unit_signatures(store: Store, level: LevelPlan) -> Mapping[int, str]:
                 lo, hi = extent - hi, extent - lo
             ranges.append(range(lo // unit, (hi - 1) // unit + 1))
         else:
-            value = _digest(f"{key}\0{size}\0{stamp}")
-            for position in itertools.product(*ranges):
-                linear = 0
-                for p, g in zip(position, grid, strict=True):
-                    linear = linear * g + p
-                sums[linear] = (sums.get(linear, 0) + value) & _MASK
-                counts[linear] = counts.get(linear, 0) + 1
-    return {unit: f"{counts[unit]}:{total:016x}" for unit, total in sorted(sums.items())}
+            units.add(ranges, entry_value(key, size, stamp))
+    return units.signatures()
 
 
 def bad_chunks(store: Store, level: LevelPlan, box: tuple[tuple[int, int], ...]) -> list[str]:

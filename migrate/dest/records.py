@@ -208,6 +208,40 @@ EMPTY_SIGNATURE = f"0:{0:016x}"
 """The signature of a unit none of whose source blocks is stored (all zero)."""
 
 
+def entry_value(key: str, size: int, stamp: str) -> int:
+    """A listed file's share of a signature: 64 bits of a hash of its key, size and stamp."""
+    text = f"{key}\0{size}\0{stamp}".encode()
+    return int.from_bytes(hashlib.blake2b(text, digest_size=8).digest(), "little")
+
+
+class UnitSums:
+    """The signatures of work units being summed (see :func:`unit_signatures`): each listed
+    file adds its :func:`entry_value` to every unit its box falls in; a unit's signature is
+    its count of files and their sum (modulo 2**64: the order of the listing does not
+    matter)."""
+
+    def __init__(self, grid: Sequence[int]) -> None:
+        self.grid = tuple(grid)
+        self.sums: dict[int, int] = {}
+        self.counts: dict[int, int] = {}
+
+    def add(self, ranges: Sequence[range], value: int) -> None:
+        """Add ``value`` to every unit of the box ``ranges`` (unit indices per axis, C
+        order)."""
+        for position in itertools.product(*ranges):
+            linear = 0
+            for p, g in zip(position, self.grid, strict=True):
+                linear = linear * g + p
+            self.sums[linear] = (self.sums.get(linear, 0) + value) & _MASK
+            self.counts[linear] = self.counts.get(linear, 0) + 1
+
+    def signatures(self) -> dict[int, str]:
+        """C-order unit index → signature, for the units a file fell in."""
+        return {
+            unit: f"{self.counts[unit]}:{total:016x}" for unit, total in sorted(self.sums.items())
+        }
+
+
 def unit_signatures(
     source: Store, level: LevelPlan, listing: Iterable[tuple[str, int, str]] | None = None
 ) -> dict[int, str]:
@@ -220,9 +254,7 @@ def unit_signatures(
     blocks stored, never the level's declared size. ``listing``: the level's listing
     (:meth:`~migrate.storage.Store.list_stats`), when already made."""
     ndim = len(level.shape)
-    grid = level.unit_grid
-    sums: dict[int, int] = {}
-    counts: dict[int, int] = {}
+    units = UnitSums(level.unit_grid)
     entries = listing if listing is not None else source.list_stats(level.source_path)
     for key, size, stamp in entries:
         parts = key.split("/")
@@ -240,15 +272,8 @@ def unit_signatures(
                 start, stop = extent - stop, extent - start
             ranges.append(range(start // unit, (stop - 1) // unit + 1))
         else:
-            text = f"{key}\0{size}\0{stamp}".encode()
-            value = int.from_bytes(hashlib.blake2b(text, digest_size=8).digest(), "little")
-            for position in itertools.product(*ranges):
-                linear = 0
-                for p, g in zip(position, grid, strict=True):
-                    linear = linear * g + p
-                sums[linear] = (sums.get(linear, 0) + value) & _MASK
-                counts[linear] = counts.get(linear, 0) + 1
-    return {unit: f"{counts[unit]}:{total:016x}" for unit, total in sorted(sums.items())}
+            units.add(ranges, entry_value(key, size, stamp))
+    return units.signatures()
 
 
 def signature_of(signatures: Mapping[int, str], unit: int) -> str:
