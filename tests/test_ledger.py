@@ -17,7 +17,9 @@ from typing import Any
 
 import pytest
 
+from migrate.check.listing import verify_listing
 from migrate.example.fixture import ImageSpec, write_dataset
+from migrate.storage import LocalStore
 from tests.helpers import (
     end,
     freeze_when,
@@ -721,3 +723,46 @@ def test_buckets_find_and_name_every_difference() -> None:
         for key, value in items.items():
             same.add(side, key, value)
     assert same.differing() == []  # order does not matter
+
+
+class _SwappingStore(LocalStore):
+    """DEST as a reader racing a writer sees it: ``key`` reads as it is the first time and
+    as ``later`` from then on (every other read, and everything else, the real store's)."""
+
+    def __init__(self, root: Path, key: str, later: bytes) -> None:
+        super().__init__(root, read_only=True)
+        self._key, self._later, self.reads = key, later, 0
+
+    def read(self, key: str) -> bytes | None:
+        if key == self._key:
+            self.reads += 1
+            if self.reads > 1:
+                return self._later
+        return super().read(key)
+
+
+def test_a_ledger_part_swapped_after_its_check_is_not_believed(
+    proven: tuple[Path, Path],
+) -> None:
+    """A chunk overwritten, and the ledger part rewritten to record it, between the moment
+    ``--listing`` checks the part's SHA-256 and the moment it uses the part: the chunk is
+    named as not what the ledger (the checked one) records, not taken from the new part."""
+    n5, dest = proven
+    key, chunk = _first_chunk(dest)
+    (part,) = [p for p in (ledger_dir(dest) / key.split("/")[0]).iterdir() if p.is_file()]
+    with restored(chunk, part):
+        _same_size_other_bytes(chunk)
+        stat = chunk.stat()
+        lines = [json.loads(x) for x in gzip.decompress(part.read_bytes()).decode().splitlines()]
+        level_key = key.split("/", 1)[1]
+        for line in lines:
+            for entry in line.get("chunks", []):
+                if entry[0] == level_key:  # what a forger would write: the chunk as it is now
+                    entry[1:] = [stat.st_size, str(stat.st_mtime_ns), entry[3]]
+        forged = gzip.compress("".join(json.dumps(x) + "\n" for x in lines).encode(), mtime=0)
+        swapping = _SwappingStore(dest, part.relative_to(dest).as_posix(), forged)
+        result = verify_listing(LocalStore(n5, read_only=True), swapping)
+        assert swapping.reads >= 2, "\n".join(["the part was read once", *result.problems])
+    assert result.problems, "proven with a ledger part that changed after it was checked"
+    named = [p for p in result.problems if p.startswith(f"{dest}/{IMAGE}/{key}:")]
+    assert named, "\n".join(result.problems)

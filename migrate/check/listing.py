@@ -423,7 +423,10 @@ def source_entries(
 def ledger_lines(
     plan: Plan, dest: Store, manifests: dict[str, ledger.Manifest]
 ) -> Iterator[tuple[ImagePlan, LevelPlan, dict[str, Any]]]:
-    """Every line of the ledgers, with its image and level, part by part."""
+    """Every line of the ledgers, with its image and level, part by part: of each part the
+    bytes whose SHA-256 the manifest records, as read here (a part that is missing or not
+    those bytes now, even if it was when :func:`read_ledgers` checked it, gives no lines: its
+    chunks and blocks are then named as not in the ledger, never taken from other bytes)."""
     for image in plan.images:
         manifest = manifests.get(image.dest_path)
         if manifest is None:
@@ -431,9 +434,10 @@ def ledger_lines(
         for level in image.levels:
             account = manifest.levels.get(level.name)
             for name in sorted(account.parts if account else (), key=_part_number):
+                assert account is not None
                 raw = dest.read(ledger.ledger_key(image.dest_path, level.name, name))
-                if raw is None:
-                    continue  # named by the ledger check
+                if raw is None or hashlib.sha256(raw).hexdigest() != account.parts[name]:
+                    continue  # named by the ledger check, or changed since
                 try:
                     lines = list(ledger.decode_part(raw))
                 except ValueError:
