@@ -111,6 +111,13 @@ class LevelPlan(TargetModel):
     def unit_count(self) -> int:
         return math.prod(self.unit_grid)
 
+    @property
+    def source_block_count(self) -> int:
+        """Source blocks (precomputed: chunks) of the level's grid: the most it can store."""
+        return math.prod(
+            math.ceil(n / b) for n, b in zip(self.shape, self.source_blocks, strict=True)
+        )
+
     def unit_box(self, index: int) -> tuple[tuple[int, int], ...]:
         """The (start, stop) per axis, C order, of work unit ``index`` (C-order linear index)."""
         grid = self.unit_grid

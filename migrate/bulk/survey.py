@@ -155,7 +155,7 @@ def survey_plan(
             row.levels += 1
             row.voxels += math.prod(level.shape)
             row.bytes += level.nbytes
-            row.source_blocks += _grid_count(level.shape, level.source_blocks)
+            row.source_blocks += level.source_block_count
     row.conventions = sorted(found)
     row.problems = problems(plan)
     if plan.registry_dataset is not None:

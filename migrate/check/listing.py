@@ -205,13 +205,6 @@ def is_block_key(key: str, level: LevelPlan) -> bool:
     )
 
 
-def source_block_count(level: LevelPlan) -> int:
-    """How many source blocks (precomputed: chunks) ``level`` has at most."""
-    return math.prod(
-        -(-extent // block) for extent, block in zip(level.shape, level.source_blocks, strict=True)
-    )
-
-
 def level_grid(plan: Plan, level: LevelPlan) -> LevelGrid:
     return LevelGrid(
         tuple(level.shape),
@@ -410,7 +403,7 @@ def source_entries(
     :func:`source_key` gives it; value); every object is added to ``survey``'s SRC
     digest."""
     for store, levels in source_stores(plan, source):
-        expected = sum(source_block_count(level) for level in levels.values())
+        expected = sum(level.source_block_count for level in levels.values())
         for key, size, stamp in stream_stats(store, list(levels), expected=expected):
             name = store.display(key)
             if survey is not None:
@@ -433,10 +426,10 @@ def ledger_lines(
             continue
         for level in image.levels:
             account = manifest.levels.get(level.name)
-            for name in sorted(account.parts if account else (), key=_part_number):
-                assert account is not None
+            parts = account.parts if account else {}
+            for name in sorted(parts, key=_part_number):
                 raw = dest.read(ledger.ledger_key(image.dest_path, level.name, name))
-                if raw is None or hashlib.sha256(raw).hexdigest() != account.parts[name]:
+                if raw is None or hashlib.sha256(raw).hexdigest() != parts[name]:
                     continue  # named by the ledger check, or changed since
                 try:
                     lines = list(ledger.decode_part(raw))
